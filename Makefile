@@ -1,0 +1,32 @@
+# lmbrain: the two entry points of the README.
+#   make demo   install into .venv, then run the whole workflow on the embedded demo
+#   make test   install into .venv, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+CORES  ?= 8
+BIN     = $(VENV)/bin
+
+.PHONY: demo test install lint clean
+
+install: $(VENV)/.installed
+
+# torch==2.13.0 first: a plain "torch" requirement would otherwise pull a multi-GB CUDA build.
+# On a cluster, "pip install ." alone works and takes whatever torch suits the machine.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs .snakemake

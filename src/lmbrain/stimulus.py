@@ -1,0 +1,114 @@
+"""The stimulus side: word timings from TextGrids, TR time axes, and word -> TR resampling.
+
+Conventions follow the LeBel et al. 2023 release (see the README's "Conventions" section):
+
+- The released code simulates ``respdict[story] - 5`` stimulus TRs whose centres sit at
+  ``-4.5 * TR, -3.5 * TR, ...`` seconds from audio onset (-9, -7, -5, ... s for TR = 2 s) and
+  keeps stimulus rows ``[10:-5]``, which line up with the response rows of the ``.hf5`` files.
+  Response row ``i`` therefore sits at ``t = TR * i + 5.5 * TR`` (``2 i + 11`` s for TR = 2 s).
+- Words are placed at their interval midpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from . import LmbrainError
+from . import textgrid as _textgrid
+
+#: Stimulus rows dropped at the start and end of each story to align with the responses.
+TRIM_START = 10
+TRIM_END = 5
+#: Stimulus TRs simulated per story = respdict[story] - SIM_SHORTFALL.
+SIM_SHORTFALL = 5
+#: Offset (in TRs) of the first simulated stimulus TR relative to audio onset.
+FIRST_TR_OFFSET = -4.5
+
+
+def read_textgrid(path: str | os.PathLike, tier: int | str | None = None) -> pd.DataFrame:
+    """Words of a Praat TextGrid (long, short or chronological text format; UTF-8 or UTF-16).
+
+    The word tier is taken by position (the second tier when there are two or more, as in the
+    LeBel et al. files where tier 1 holds phones), non-word tokens (``sp``, ``{LG}``,
+    ``sentence_start``, ...) are dropped and words are lower-cased.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``word`` (str), ``onset``, ``offset``, ``midpoint`` (float64, seconds), time-ordered.
+    """
+    return _textgrid.read_words(path, tier=tier)
+
+
+def lebel_stimulus_times(n_respdict: int, tr: float = 2.0) -> np.ndarray:
+    """Centres (s) of the simulated stimulus TRs of a story with ``respdict[story] = n_respdict``."""
+    n_sim = int(n_respdict) - SIM_SHORTFALL
+    if n_sim <= TRIM_START + TRIM_END:
+        raise LmbrainError(
+            f"respdict value {n_respdict} is too small: at least {SIM_SHORTFALL + TRIM_START + TRIM_END + 1} TRs are needed"
+        )
+    return tr * (np.arange(n_sim, dtype=np.float64) + FIRST_TR_OFFSET)
+
+
+def lebel_response_times(n_respdict: int, tr: float = 2.0) -> np.ndarray:
+    """Times (s from audio onset) of the ``n_respdict - 20`` response rows of a story."""
+    return lebel_stimulus_times(n_respdict, tr)[TRIM_START:-TRIM_END]
+
+
+def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:
+    """Lanczos kernel ``L(x) = w sin(pi x) sin(pi x / w) / (pi^2 x^2)``, ``L(0) = 1``, 0 beyond ``|x| > w``."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    inside = np.abs(x) <= window
+    xi = x[inside]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        val = window * np.sin(np.pi * xi) * np.sin(np.pi * xi / window) / (np.pi**2 * xi**2)
+    val[xi == 0] = 1.0
+    out[inside] = val
+    return out
+
+
+def lanczos_matrix(tr_times: np.ndarray, word_times: np.ndarray, window: int = 3, cutoff_mult: float = 1.0) -> np.ndarray:
+    """Resampling matrix ``L`` (n_trs, n_words) such that ``L @ word_features`` gives TR features.
+
+    ``cutoff = cutoff_mult / mean(diff(tr_times))`` (0.5 for TR = 2 s, i.e. a 0.25 Hz low-pass).
+    The product is a sum over words, not a mean, so it also tracks the word rate.
+    """
+    tr_times = np.asarray(tr_times, dtype=np.float64)
+    word_times = np.asarray(word_times, dtype=np.float64)
+    if tr_times.ndim != 1 or tr_times.size < 2:
+        raise LmbrainError("tr_times must be a 1-D array of at least two times")
+    cutoff = cutoff_mult / np.mean(np.diff(tr_times))
+    return lanczos_kernel((tr_times[:, None] - word_times[None, :]) * cutoff, window)
+
+
+def make_delayed(x: np.ndarray, delays=(1, 2, 3, 4)) -> np.ndarray:
+    """FIR design: copies of ``x`` (n_trs, n_features) shifted down by each delay (zero-padded), hstacked.
+
+    Returns an array of shape (n_trs, n_features * len(delays)); block ``j`` holds ``x`` delayed
+    by ``delays[j]`` TRs (row ``t`` of the block is row ``t - d`` of ``x``).
+    """
+    x = np.asarray(x)
+    n = x.shape[0]
+    blocks = []
+    for d in delays:
+        block = np.zeros_like(x)
+        if d > 0:
+            block[d:] = x[: n - d] if d < n else 0
+        elif d < 0:
+            block[: n + d] = x[-d:] if -d < n else 0
+        else:
+            block[:] = x
+        blocks.append(block)
+    return np.hstack(blocks)
+
+
+def zscore(x: np.ndarray, axis: int = 0, eps: float = 1e-12) -> np.ndarray:
+    """Z-score along ``axis``; constant columns become 0 instead of NaN."""
+    x = np.asarray(x)
+    mu = x.mean(axis=axis, keepdims=True)
+    sd = x.std(axis=axis, keepdims=True)
+    return np.where(sd > eps, (x - mu) / np.where(sd > eps, sd, 1), 0).astype(x.dtype, copy=False)
