@@ -140,7 +140,7 @@ class Dataset:
         data = self._raw_responses(subject, story)
         bad = ~np.isfinite(data).all(axis=0)
         finite = np.where(np.isfinite(data), data, 0)
-        bad |= finite.std(axis=0) <= 1e-8
+        bad |= finite.std(axis=0, dtype=np.float64) <= 1e-6
         return bad
 
     def _raw_responses(self, subject: str, story: str) -> np.ndarray:

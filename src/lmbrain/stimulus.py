@@ -107,8 +107,10 @@ def make_delayed(x: np.ndarray, delays=(1, 2, 3, 4)) -> np.ndarray:
 
 
 def zscore(x: np.ndarray, axis: int = 0, eps: float = 1e-12) -> np.ndarray:
-    """Z-score along ``axis``; constant columns become 0 instead of NaN."""
+    """Z-score along ``axis`` (statistics in float64, result in ``x``'s dtype); constant columns become 0."""
     x = np.asarray(x)
-    mu = x.mean(axis=axis, keepdims=True)
-    sd = x.std(axis=axis, keepdims=True)
-    return np.where(sd > eps, (x - mu) / np.where(sd > eps, sd, 1), 0).astype(x.dtype, copy=False)
+    mu = x.mean(axis=axis, keepdims=True, dtype=np.float64)
+    sd = x.std(axis=axis, keepdims=True, dtype=np.float64)
+    out = (x - mu) / np.where(sd > eps, sd, 1)
+    out = np.where(sd > eps, out, 0)
+    return out.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64, copy=False)

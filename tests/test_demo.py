@@ -1,0 +1,122 @@
+"""The embedded demo dataset: layout, determinism, planted truth, and that a context sweep can see it."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lmbrain.datasets import open_dataset
+from lmbrain.demo import DemoError, build_demo, planted_windows, synthesize_timings, window_states
+
+from conftest import tiny_config
+
+
+def test_layout_and_reader(tiny_demo):
+    cfg, summary = tiny_demo
+    root = cfg["dataset"]["root"]
+    ds = open_dataset("lebel2023", root)
+    assert ds.subjects == ["DEMO01"]
+    assert ds.stories("DEMO01") == [f"romeo_and_juliet_0{i}" for i in range(1, 5)]
+    train, test = ds.split("DEMO01", "all", cfg["stories"]["test"])
+    assert test == ["romeo_and_juliet_03"] and len(train) == 3
+    n_vox = summary["n_voxels"]
+    for story in ds.stories("DEMO01"):
+        r = ds.responses("DEMO01", story)
+        assert r.shape == (len(ds.tr_times(story)), n_vox)
+        np.testing.assert_allclose(r.mean(axis=0), 0, atol=1e-4)  # z-scored per story, as released
+        w = ds.words(story)
+        assert len(w) > 50 and w["word"].str.match(r"^[a-z0-9'\-]+$").all()
+        assert w["onset"].is_monotonic_increasing and (w["offset"] > w["onset"]).all()
+        # the story fits inside the response window (last row at least 8 s after the last word)
+        assert ds.tr_times(story)[-1] >= w["offset"].iloc[-1] + 8
+    reps = ds.repeats("DEMO01", "romeo_and_juliet_03")
+    assert reps.shape[0] == 2
+    assert ds.repeats("DEMO01", "romeo_and_juliet_01") is None
+    space = ds.voxel_space("DEMO01")
+    assert space.n_voxels == n_vox and space.mask.shape == (100, 100, 31)
+    gt = pd.read_csv(os.path.join(root, "ground_truth.tsv"), sep="\t")
+    assert list(gt.columns) == ["voxel", "trw_words", "snr", "noise"]
+    assert gt["voxel"].tolist() == list(range(n_vox))
+    assert gt["trw_words"].between(1, 256).all() and gt["trw_words"].nunique() > 5
+    assert (gt.loc[gt.noise == 1, "snr"] == 0).all() and (gt.loc[gt.noise == 0, "snr"] > 0).all()
+    # TextGrids come in all three Praat formats and two encodings
+    heads = set()
+    for p in sorted((ds.textgrids).glob("*.TextGrid")):
+        raw = p.read_bytes()
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8")
+        heads.add(("chronological" if "chronological" in text.splitlines()[0] else
+                   "long" if "item [" in text else "short", raw[:2] in (b"\xff\xfe", b"\xfe\xff")))
+    assert {h[0] for h in heads} == {"long", "short", "chronological"} and any(h[1] for h in heads)
+
+
+def test_repeats_share_signal_not_noise(tiny_demo):
+    cfg, _ = tiny_demo
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    gt = pd.read_csv(os.path.join(cfg["dataset"]["root"], "ground_truth.tsv"), sep="\t")
+    reps = ds.repeats("DEMO01", "romeo_and_juliet_03")
+    r = np.array([np.corrcoef(reps[0][:, v], reps[1][:, v])[0, 1] for v in range(reps.shape[2])])
+    # Between-repeat correlation of a voxel estimates snr / (1 + snr); pure-noise voxels sit near 0.
+    sig = gt.noise.to_numpy() == 0
+    expected = gt.snr.to_numpy()[sig] / (1 + gt.snr.to_numpy()[sig])
+    assert abs(np.mean(r[~sig])) < 0.05
+    assert np.mean(r[sig]) == pytest.approx(np.mean(expected), abs=0.08)
+
+
+def test_deterministic(tmp_path, shakespeare_archive, tiny_demo):
+    cfg, _ = tiny_demo
+    other = tiny_config(tmp_path / "again")
+    build_demo(other, progress=False)
+    a, b = cfg["dataset"]["root"], other["dataset"]["root"]
+    for rel in ["ground_truth.tsv", "derivative/respdict.json", "derivative/TextGrids/romeo_and_juliet_02.TextGrid"]:
+        assert open(os.path.join(a, rel), "rb").read() == open(os.path.join(b, rel), "rb").read(), rel
+    for story in ("romeo_and_juliet_01", "romeo_and_juliet_03"):
+        rel = f"derivative/preprocessed_data/DEMO01/{story}.hf5"
+        with h5py.File(os.path.join(a, rel)) as fa, h5py.File(os.path.join(b, rel)) as fb:
+            for key in fa:
+                np.testing.assert_array_equal(fa[key][:], fb[key][:])
+    # a different seed gives different noise
+    third = tiny_config(tmp_path / "seed")
+    third["seed"] = 99
+    build_demo(third, progress=False)
+    rel = "derivative/preprocessed_data/DEMO01/romeo_and_juliet_01.hf5"
+    with h5py.File(os.path.join(a, rel)) as fa, h5py.File(os.path.join(third["dataset"]["root"], rel)) as fc:
+        assert not np.allclose(fa["data"][:], fc["data"][:])
+
+
+def test_bad_test_story_and_atomicity(tmp_path, shakespeare_archive):
+    cfg = tiny_config(tmp_path / "demo")
+    cfg["stories"]["test"] = ["hamlet_01"]
+    with pytest.raises(DemoError, match="stories.test names hamlet_01"):
+        build_demo(cfg, progress=False)
+    assert not (tmp_path / "demo").exists()
+    assert not [p for p in tmp_path.iterdir() if "building" in p.name]
+    cfg = tiny_config(tmp_path / "demo", plays=["no_such_play"])
+    with pytest.raises(DemoError, match="unknown play"):
+        build_demo(cfg, progress=False)
+
+
+def test_window_states_are_exact_windows():
+    rng = np.random.default_rng(0)
+    ev = rng.standard_normal((30, 4))
+    p = window_states(ev, 5, 2.0)
+    j = 17
+    z = 2.0 * ev[j - 4 : j + 1].mean(axis=0)
+    np.testing.assert_allclose(p[j], np.exp(z) / np.exp(z).sum())
+    z0 = 2.0 * ev[:2].mean(axis=0)  # at the story start, only the words so far
+    np.testing.assert_allclose(p[1], np.exp(z0) / np.exp(z0).sum())
+
+
+def test_planted_windows_are_a_smooth_gradient():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(-50, 50, (3000, 3))
+    w = planted_windows(coords, 1, 256)
+    assert w.min() <= 2 and w.max() == 256
+    # neighbours have similar windows: log-window difference of nearest pairs is small
+    d = np.linalg.norm(coords[:, None] - coords[None, :500], axis=2)
+    d[np.arange(500), np.arange(500)] = np.inf
+    nn = d[:500].argmin(axis=1)
+    assert np.median(np.abs(np.log2(w[:500]) - np.log2(w[nn]))) < 1.0
