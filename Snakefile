@@ -1,12 +1,16 @@
 # lmbrain: language models and the brain.
 # Run the demo: `make demo` (or `snakemake --cores 8` inside the environment).
 # The root Snakefile must define `rule all` itself: an included file cannot set the default target.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Defaults from the repository's config (found from the Snakefile, so `--directory` works too);
+# `--configfile my.yaml` merges over them.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

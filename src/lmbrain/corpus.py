@@ -175,7 +175,7 @@ def parse_play(text: str, name: str) -> list[Scene]:
                 current.speeches.append(Speech(speaker, body))
         buf = []
 
-    for line in lines:
+    for i, line in enumerate(lines):
         if _END.match(line) and started:
             break
         m_act, m_scene = _ACT.match(line), _SCENE.match(line)
@@ -208,7 +208,11 @@ def parse_play(text: str, name: str) -> list[Scene]:
             continue
         stripped = line.strip()
         m_sp = _SPEAKER.match(line)
-        if m_sp and len(stripped) <= 40:
+        # a speaker line stands alone after a blank line, with the speech right below it
+        # (so one-word speeches such as "Farewell." are not taken for speakers)
+        prev_blank = i == 0 or not lines[i - 1].strip()
+        next_text = i + 1 < len(lines) and bool(lines[i + 1].strip())
+        if m_sp and len(stripped) <= 40 and prev_blank and next_text:
             flush()
             speaker = m_sp.group(1)
             continue

