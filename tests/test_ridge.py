@@ -1,0 +1,150 @@
+"""RidgeCV against a float64 closed form and against himalaya's RidgeCV (same alphas, same folds)."""
+
+import numpy as np
+import pytest
+
+from lmbrain.ridge import RidgeCV, RidgeError, make_folds
+
+ALPHAS = np.logspace(-1, 4, 11)
+
+
+def planted(n=300, p=40, t=60, seed=0, noise_frac=0.3):
+    """Structured data: correlated features, sparse-ish weights, varied SNR, some pure-noise targets."""
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((p, p)) / np.sqrt(p)
+    X = rng.standard_normal((n, p)) @ (np.eye(p) + mix)
+    W = rng.standard_normal((p, t)) * (rng.random((p, t)) < 0.3)
+    snr = np.exp(rng.uniform(np.log(0.05), np.log(3), t))
+    signal = X @ W
+    Y = signal / signal.std(0) * np.sqrt(snr) + rng.standard_normal((n, t))
+    Y[:, : int(noise_frac * t)] = rng.standard_normal((n, int(noise_frac * t)))
+    X = (X - X.mean(0)) / X.std(0)
+    Y = (Y - Y.mean(0)) / Y.std(0)
+    groups = np.repeat(np.arange(6), n // 6)
+    return X.astype(np.float32), Y.astype(np.float32), groups
+
+
+def closed_form_cv(X, Y, groups, alphas, kind):
+    """float64 reference: explicit (X'X + a I)^-1 X'Y per fold and alpha, scores averaged over folds."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    scores = np.zeros((len(alphas), Y.shape[1]))
+    folds = make_folds(len(X), groups)
+    for tr, va in folds:
+        for i, a in enumerate(alphas):
+            W = np.linalg.solve(X[tr].T @ X[tr] + a * np.eye(X.shape[1]), X[tr].T @ Y[tr])
+            P, y = X[va] @ W, Y[va]
+            if kind == "r2":
+                s = 1 - ((y - P) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+            elif kind == "corr":
+                pc, yc = P - P.mean(0), y - y.mean(0)
+                s = (pc * yc).sum(0) / np.sqrt((pc**2).sum(0) * (yc**2).sum(0))
+            else:
+                s = -((y - P) ** 2).mean(0)
+            scores[i] += s / len(folds)
+    best = np.argmax(scores + np.log(alphas)[:, None] * 1e-10, axis=0)
+    coef = np.stack([np.linalg.solve(X.T @ X + alphas[b] * np.eye(X.shape[1]), X.T @ Y[:, j])
+                     for j, b in enumerate(best)], axis=1)
+    return scores, best, coef
+
+
+@pytest.mark.parametrize("kind", ["r2", "corr", "neg_mse"])
+def test_matches_float64_closed_form(kind):
+    X, Y, groups = planted()
+    ref_scores, ref_best, ref_coef = closed_form_cv(X, Y, groups, ALPHAS, kind)
+    m = RidgeCV(alphas=ALPHAS, score=kind, device="cpu").fit(X, Y, groups=groups)
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=2e-5)
+    # chosen alphas agree except where two alphas tie within float32 noise
+    gap = np.sort(ref_scores, axis=0)[-1] - np.sort(ref_scores, axis=0)[-2]
+    agree = m.best_alphas_ == ALPHAS[ref_best]
+    assert np.all(agree | (gap < 1e-5))
+    np.testing.assert_allclose(m.coef_[:, agree], ref_coef[:, agree], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(m.predict(X), X @ m.coef_, rtol=1e-5)
+
+
+def test_float64_mode_is_tight():
+    X, Y, groups = planted(seed=3)
+    ref_scores, ref_best, ref_coef = closed_form_cv(X, Y, groups, ALPHAS, "r2")
+    m = RidgeCV(alphas=ALPHAS, device="cpu", dtype="float64").fit(X.astype(np.float64), Y.astype(np.float64), groups)
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-10)
+    np.testing.assert_array_equal(m.best_alphas_, ALPHAS[ref_best])
+    np.testing.assert_allclose(m.coef_, ref_coef, rtol=1e-8, atol=1e-10)
+
+
+def test_huth_convention_squares_alpha():
+    X, Y, groups = planted(seed=1)
+    a = np.sqrt(ALPHAS)
+    m1 = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
+    m2 = RidgeCV(alphas=a, alpha_convention="huth", device="cpu").fit(X, Y, groups)
+    np.testing.assert_allclose(m2.best_alphas_ ** 2, m1.best_alphas_, rtol=1e-6)
+    np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-4, atol=1e-6)
+
+
+def test_refine_equals_grid():
+    X, Y, groups = planted(n=600, p=80, t=300, seed=2)
+    alphas = np.logspace(-2, 5, 20)
+    grid = RidgeCV(alphas=alphas, device="cpu").fit(X, Y, groups)
+    fine = RidgeCV(alphas=alphas, search="refine", device="cpu").fit(X, Y, groups)
+    np.testing.assert_array_equal(fine.best_alphas_, grid.best_alphas_)
+    np.testing.assert_allclose(fine.best_scores_, grid.best_scores_, atol=1e-6)
+    np.testing.assert_allclose(fine.coef_, grid.coef_, rtol=1e-5, atol=1e-6)
+    assert np.isnan(fine.cv_scores_).mean() > 0.3  # it really skipped work
+
+
+def test_voxel_batches_do_not_change_results():
+    X, Y, groups = planted(seed=4)
+    a = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
+    b = RidgeCV(alphas=ALPHAS, device="cpu", memory_gb=1e-5).fit(X, Y, groups)  # tiny batches
+    np.testing.assert_array_equal(a.best_alphas_, b.best_alphas_)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
+
+
+def test_noise_targets_pick_large_alpha_with_r2():
+    X, Y, groups = planted(seed=5, t=200, noise_frac=1.0)
+    r2 = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
+    corr = RidgeCV(alphas=ALPHAS, score="corr", device="cpu").fit(X, Y, groups)
+    assert np.mean(r2.best_alphas_ >= ALPHAS[-3]) > 0.8  # strong shrinkage on pure noise
+    assert np.mean(corr.best_alphas_ == ALPHAS[0]) > np.mean(r2.best_alphas_ == ALPHAS[0])
+
+
+def test_matches_himalaya():
+    himalaya = pytest.importorskip("himalaya")
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV as HRidgeCV
+    from himalaya.scoring import r2_score
+
+    set_backend("numpy")
+    X, Y, groups = planted(n=480, p=60, t=120, seed=6)
+    folds = make_folds(len(X), groups)
+    h = HRidgeCV(alphas=ALPHAS, cv=folds, solver_params=dict(score_func=r2_score)).fit(X, Y)
+    m = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
+    np.testing.assert_allclose(m.best_alphas_, np.asarray(h.best_alphas_), rtol=1e-6)  # himalaya stores float32
+    np.testing.assert_allclose(m.best_scores_, np.asarray(h.cv_scores_).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.predict(X), np.asarray(h.predict(X)), rtol=1e-4, atol=1e-4)
+
+
+def test_groups_never_split_and_contiguous_blocks():
+    groups = np.repeat(["a", "b", "c", "d"], [5, 3, 4, 2])
+    for tr, va in make_folds(len(groups), groups):
+        assert len(set(groups[va])) == 1 and not set(groups[va]) & set(groups[tr])
+    folds = make_folds(len(groups), groups, cv=2)
+    assert [sorted(set(groups[v])) for _, v in folds] == [["a", "b"], ["c", "d"]]
+    blocks = make_folds(10, None, cv=3)
+    assert [v.tolist() for _, v in blocks] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_bad_input():
+    X, Y, groups = planted()
+    with pytest.raises(RidgeError, match="same number of samples"):
+        RidgeCV(device="cpu").fit(X[:-1], Y, groups)
+    Yn = Y.copy()
+    Yn[3, 7] = np.nan
+    with pytest.raises(RidgeError, match="NaN"):
+        RidgeCV(device="cpu").fit(X, Yn, groups)
+    with pytest.raises(RidgeError, match="positive"):
+        RidgeCV(alphas=[0, 1], device="cpu").fit(X, Y, groups)
+    with pytest.raises(RidgeError, match="score must be"):
+        RidgeCV(score="auc", device="cpu").fit(X, Y, groups)
+    with pytest.raises(RidgeError, match="not fitted"):
+        RidgeCV().predict(X)
+    with pytest.raises(RidgeError, match="at least two groups"):
+        RidgeCV(device="cpu").fit(X, Y, np.zeros(len(X)))
