@@ -1,43 +1,139 @@
-"""Praat TextGrid files: reading (long, short and chronological text formats; UTF-8 or UTF-16) and writing.
+"""Praat TextGrid files: reading and writing the three text formats, and the word table.
 
-The three text formats Praat writes hold the same values:
+Praat writes a TextGrid as text in one of three layouts, which hold the same values:
 
-- *long* ("ooTextFile" with ``key = value`` lines and ``item [1]:`` blocks),
-- *short* (the same header, then the values alone, one per line),
-- *chronological* (``"Praat chronological TextGrid text file"``, the tiers' headers, then every
-  interval or point of every tier in time order as ``tier_number xmin xmax`` (or ``tier_number time``)
-  followed by its text).
+``long`` (Praat's "Save as text file")::
 
-The reader tokenises a file into values (strings, numbers, ``<flags>``) and skips the labels of the
-long format, so long and short files go through one parser. Every token keeps its line number,
-so a malformed file gives a :class:`TextGridError` naming the file and the line.
+    File type = "ooTextFile"
+    Object class = "TextGrid"
+
+    xmin = 0 
+    xmax = 2.3 
+    tiers? <exists> 
+    size = 1 
+    item []: 
+        item [1]:
+            class = "IntervalTier" 
+            name = "word" 
+            xmin = 0 
+            xmax = 2.3 
+            intervals: size = 1 
+            intervals [1]:
+                xmin = 0 
+                xmax = 2.3 
+                text = "" 
+
+(every ``key = value`` line ends in a space; a point tier has ``points: size = n``,
+``points [i]:``, ``number = t`` and ``mark = "..."`` instead.)
+
+``short`` ("Save as short text file"): the same two header lines, an empty line, then the values
+alone, one per line: ``0``, ``2.3``, ``<exists>``, ``1``, ``"IntervalTier"``, ``"word"``, ``0``,
+``2.3``, ``1``, ``0``, ``2.3``, ``""``.
+
+``chronological`` ("Save as chronological text file"; layout from Praat's
+``TextGrid_writeToChronologicalTextFile`` in ``fon/TextGrid_files.cpp``)::
+
+    "Praat chronological TextGrid text file"
+    0 2.3   ! Time domain.
+    2   ! Number of tiers.
+    "IntervalTier" "word" 0 2.3
+    "TextTier" "bell" 0 2.3
+
+    ! word:
+    1 0 2.3
+    ""
+
+    ! bell:
+    2 1.5 
+    "ding"
+
+i.e. the tiers' headers (class, name, xmin, xmax), then every interval (``tier xmin xmax``) and
+point (``tier time`` plus a space) of every tier, sorted by start time and then by tier number,
+each preceded by an empty line and a ``! name:`` comment and followed by its quoted text on its
+own line. Praat ends this file without a final newline.
+
+Reading follows Praat's own text reader: a file is a sequence of numbers, ``"strings"`` (inner
+quotes doubled, line breaks allowed) and ``<flags>``; ``!`` starts a comment that runs to the end
+of the line; the ``key =`` labels of the long format are skipped, so the long and the short format
+go through one parser (free text after a value on the same line, as in hand-written files such as
+``3 tiers``, is skipped too). Unlike Praat, a word where a value should be (``xmin = abc``) is an
+error rather than skipped, so that a :class:`TextGridError` can name the file, the line and what was
+expected. Files may be UTF-8 (with or without a byte-order mark) or UTF-16 (either byte order; found
+from the byte-order mark or, without one, from the NUL bytes).
+
+Writing reproduces Praat's output byte for byte: numbers as Praat's ``Melder_double`` prints them
+(``%.15g``, or 16 or 17 significant digits where 15 do not give the same double back), LF line
+breaks, and ``encoding="utf-16"`` as Praat writes it (big-endian with a byte-order mark).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import LmbrainError
-from .io import atomic_path
 
-#: Word-tier intervals that are not words (compared lower-case after stripping ``{}`` and spaces).
+__all__ = [
+    "NON_WORDS",
+    "CHRONOLOGICAL_HEADER",
+    "FORMATS",
+    "ENCODINGS",
+    "TextGridError",
+    "Interval",
+    "Tier",
+    "TextGrid",
+    "read",
+    "write",
+    "read_words",
+    "words_to_tier",
+]
+
+#: Word-tier labels that are not words: compared case-insensitively after stripping ``{``, ``}``
+#: and surrounding whitespace (so ``{LG}``, ``SP`` and an empty interval are all dropped).
 NON_WORDS = frozenset({"sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp", "sl", "cg", "ig", ""})
 
-CHRONO_HEADER = "Praat chronological TextGrid text file"
+#: The first line of a chronological TextGrid file (without its quotes).
+CHRONOLOGICAL_HEADER = "Praat chronological TextGrid text file"
+
+#: The formats :func:`write` can produce.
+FORMATS = ("long", "short", "chronological")
+
+#: The encodings :func:`write` can produce.
+ENCODINGS = ("utf-8", "utf-16")
+
+_TIER_KINDS = ("IntervalTier", "TextTier")
+_EXPECTED_HEADER = ('a Praat TextGrid text file (first line File type = "ooTextFile" or '
+                    '"Praat chronological TextGrid text file")')
 
 
 class TextGridError(LmbrainError, ValueError):
-    """A TextGrid file is malformed; the message names the file and the line."""
+    """A TextGrid file cannot be read, or holds no usable word tier.
+
+    The message names the file and, for a malformed file, the line (1-based) where reading failed
+    and what was expected there, e.g.
+    ``"stories/foo.TextGrid, line 17: expected a number for xmax of interval 3 of 9 in tier 2 ('word'), got 'abc'"``.
+    """
 
 
 @dataclass
 class Interval:
+    """One interval of an interval tier, or one point of a point tier.
+
+    Attributes
+    ----------
+    xmin, xmax : float
+        Start and end time (s). For a point (an item of a ``TextTier``) both are the point's time.
+    text : str
+        The label (Praat: ``text`` of an interval, ``mark`` of a point).
+    """
+
     xmin: float
     xmax: float
     text: str
@@ -45,6 +141,21 @@ class Interval:
 
 @dataclass
 class Tier:
+    """One tier of a TextGrid.
+
+    Attributes
+    ----------
+    name : str
+        The tier name.
+    kind : str
+        ``"IntervalTier"`` or ``"TextTier"`` (a point tier).
+    xmin, xmax : float
+        The tier's time domain (s).
+    items : list of Interval
+        The intervals (or points) in time order. Praat's interval tiers tile ``[xmin, xmax]``
+        without gaps (see :func:`words_to_tier`); this reader does not insist on it.
+    """
+
     name: str
     kind: str  # "IntervalTier" or "TextTier"
     xmin: float
@@ -54,341 +165,612 @@ class Tier:
 
 @dataclass
 class TextGrid:
+    """A Praat TextGrid: a time domain ``[xmin, xmax]`` (s) and a list of tiers."""
+
     xmin: float
     xmax: float
     tiers: list[Tier] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------------
-# decoding and tokenising
-def _decode(raw: bytes, path: str) -> str:
+# ----------------------------------------------------------------------------------------------
+# Decoding
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _count_breaks(s: str) -> int:
+    return len(_LINE_BREAK.findall(s))
+
+
+def _decode(raw: bytes, name: str) -> str:
+    """The text of a TextGrid file: UTF-8 (BOM optional) or UTF-16 (BOM, or guessed from NUL bytes)."""
     if not raw.strip():
-        raise TextGridError(f"{path}: empty file, not a TextGrid")
-    try:
-        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            return raw.decode("utf-16")
-        if raw[:3] == b"\xef\xbb\xbf":
-            return raw[3:].decode("utf-8")
-        if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0] != 0:
-            return raw.decode("utf-16-le")
-        if len(raw) >= 4 and raw[0:4:2] == b"\x00\x00" and raw[1] != 0:
-            return raw.decode("utf-16-be")
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1 if isinstance(exc.object, bytes) else 1
-        raise TextGridError(f"{path}, line {line}: cannot decode the file as UTF-8 or UTF-16 ({exc.reason})") from None
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*?(?:\?|\s*(?:\[[^\]\n]*\])?\s*[:=])")
-_WORD = re.compile(r"[^\s\"!]+")
-
-
-@dataclass
-class _Tok:
-    kind: str  # "str", "num", "flag", "bad"
-    value: object
-    line: int
-
-
-def _tokenise(text: str, path: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    i, n, line = 0, len(text), 1
-    while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line += 1
-            i += 1
-        elif ch.isspace():
-            i += 1
-        elif ch == "!":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif ch == '"':
-            start_line = line
-            j = i + 1
-            parts = []
-            while True:
-                k = text.find('"', j)
-                if k < 0:
-                    raise TextGridError(f"{path}, line {start_line}: unterminated string")
-                parts.append(text[j:k])
-                if k + 1 < n and text[k + 1] == '"':
-                    parts.append('"')
-                    j = k + 2
-                    continue
-                break
-            value = "".join(parts)
-            toks.append(_Tok("str", value, start_line))
-            line += text.count("\n", i, k + 1)
-            i = k + 1
-        elif ch == "<":
-            k = text.find(">", i)
-            if k < 0:
-                raise TextGridError(f"{path}, line {line}: unterminated <flag>")
-            toks.append(_Tok("flag", text[i + 1 : k], line))
-            i = k + 1
-        elif ch == "[" or ch in ":=":
-            # stray index or separator (the label regex normally consumes these)
-            k = text.find("]", i) + 1 if ch == "[" else i + 1
-            i = k if k > i else n
+        raise TextGridError(f"{name}, line 1: the file is empty; expected a Praat TextGrid")
+    if raw.startswith(b"ooBinaryFile"):
+        raise TextGridError(f"{name}, line 1: this is a binary Praat file; only text TextGrids can be read "
+                            "(in Praat: Save as text file)")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoding, body = "utf-8", raw[3:]
+    elif raw.startswith(b"\xff\xfe"):
+        encoding, body = "utf-16-le", raw[2:]
+    elif raw.startswith(b"\xfe\xff"):
+        encoding, body = "utf-16-be", raw[2:]
+    elif b"\x00" in raw:
+        head = raw[:4096]
+        at_even, at_odd = head[0::2].count(0), head[1::2].count(0)
+        if at_odd > 2 * at_even:
+            encoding, body = "utf-16-le", raw
+        elif at_even > 2 * at_odd:
+            encoding, body = "utf-16-be", raw
         else:
-            m = _NUMBER.match(text, i)
-            if m and (m.end() == n or text[m.end()].isspace() or text[m.end()] == "!"):
-                toks.append(_Tok("num", float(m.group()), line))
-                i = m.end()
+            line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+            raise TextGridError(f"{name}, line {line}: NUL bytes in a file without a UTF-16 byte-order mark; "
+                                "not a text TextGrid")
+    else:
+        encoding, body = "utf-8", raw
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = _count_breaks(body[: exc.start].decode(encoding, errors="replace")) + 1
+        bad = body[exc.start : exc.end]
+        raise TextGridError(f"{name}, line {line}: cannot decode the bytes {bad!r} as {encoding.upper()} "
+                            f"({exc.reason}); a TextGrid must be UTF-8 or UTF-16") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise TextGridError(f"{name}, line {_count_breaks(text[:nul]) + 1}: a NUL character; not a text TextGrid")
+    if not text.strip():
+        raise TextGridError(f"{name}, line 1: the file is empty; expected a Praat TextGrid")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenising
+_SPACE = re.compile(r"[^\S\r\n]+")
+_COMMENT = re.compile(r"![^\r\n]*")
+_STRING = re.compile(r'"(?:[^"]++|"")*+"')
+_FLAG = re.compile(r'<[^<>\s"!]*>')
+# ``File type =``, ``xmin =``, ``tiers?``, ``item []:``, ``intervals: size =``, ``points [3]:`` ...
+_LABEL = re.compile(r"[^\W\d]\w*(?:[ \t]+[^\W\d]\w*)*[ \t]*(?:\[[ \t]*\d*[ \t]*\][ \t]*:?|[=:?])")
+_WORD = re.compile(r'[^\s"!<]+|<[^\s"!]*')
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class _Tok:
+    __slots__ = ("kind", "value", "line", "raw")
+
+    def __init__(self, kind: str, value, line: int, raw: str):
+        self.kind = kind  # "num", "str", "flag", "bad" (a word where a value should be) or "free"
+        self.value = value
+        self.line = line
+        self.raw = raw
+
+
+def _tokenise(text: str, name: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos, n, line = 0, len(text), 1
+    seen_value = False  # a value already on this line: later bare words are free text
+    while pos < n:
+        c = text[pos]
+        if c == "\n" or c == "\r":
+            pos += 2 if text.startswith("\r\n", pos) else 1
+            line += 1
+            seen_value = False
+        elif c.isspace():
+            pos = _SPACE.match(text, pos).end()
+        elif c == "!":
+            pos = _COMMENT.match(text, pos).end()
+        elif c == '"':
+            m = _STRING.match(text, pos)
+            if m is None:
+                raise TextGridError(f"{name}, line {line}: unterminated string (no closing quote before the end of the file)")
+            raw = m.group()
+            end_line = line + _count_breaks(raw)
+            if m.end() < n and not text[m.end()].isspace():
+                if all(t.kind != "str" for t in toks):  # still looking for the header
+                    eol = _LINE_BREAK.search(text, pos)
+                    got = text[pos : eol.start() if eol else n]
+                    raise TextGridError(f"{name}, line {line}: expected {_EXPECTED_HEADER}, got {got[:60]!r}")
+                where = "on this line" if end_line == line else f"on line {end_line}"
+                raise TextGridError(
+                    f"{name}, line {line}: unterminated string or undoubled quote: the string that starts here ends "
+                    f"at a quote {where} followed by {text[m.end()]!r} (inner quotes must be doubled)")
+            toks.append(_Tok("str", raw[1:-1].replace('""', '"').replace("\r\n", "\n"), line, raw))
+            line = end_line
+            pos = m.end()
+            seen_value = True
+        else:
+            m = _FLAG.match(text, pos) if c == "<" else None
+            if m is not None:
+                toks.append(_Tok("flag", m.group()[1:-1], line, m.group()))
+                pos = m.end()
+                seen_value = True
                 continue
-            m = _LABEL.match(text, i)
-            if m and "\n" not in m.group():
-                i = m.end()
-                continue
-            m = _WORD.match(text, i)
-            toks.append(_Tok("bad", m.group(), line))
-            i = m.end()
+            if not seen_value:
+                m = _LABEL.match(text, pos)
+                if m is not None:
+                    pos = m.end()
+                    continue
+            m = _WORD.match(text, pos)
+            word = m.group()
+            pos = m.end()
+            if _NUMBER.fullmatch(word):
+                toks.append(_Tok("num", float(word), line, word))
+                seen_value = True
+            else:
+                # After a value on the same line, a word is free text ("3 tiers"), which the parser
+                # skips as Praat does unless a value of the wrong kind follows it.
+                toks.append(_Tok("free" if seen_value else "bad", word, line, word))
     return toks
 
 
-class _Reader:
-    def __init__(self, toks: list[_Tok], path: str, last_line: int):
-        self.toks, self.path, self.pos, self.last_line = toks, path, 0, last_line
+# ----------------------------------------------------------------------------------------------
+# Parsing
+class _Parser:
+    def __init__(self, toks: list[_Tok], name: str, last_line: int):
+        self.toks, self.name, self.last_line, self.pos = toks, name, last_line, 0
 
-    def fail(self, what: str, tok: _Tok | None = None):
+    def fail(self, expected: str, tok: _Tok | None):
         if tok is None:
-            raise TextGridError(f"{self.path}, line {self.last_line}: file ends early: expected {what}")
-        shown = tok.value if tok.kind != "str" else f'"{tok.value}"'
-        raise TextGridError(f"{self.path}, line {tok.line}: expected {what}, got {shown!r}" if tok.kind == "bad"
-                            else f"{self.path}, line {tok.line}: expected {what}, got {shown}")
+            raise TextGridError(f"{self.name}, line {self.last_line}: the file ends early (truncated?): expected {expected}")
+        if tok.kind == "str":
+            shown = tok.value if len(tok.value) <= 40 else tok.value[:37] + "..."
+            shown = f'the string "{shown}"'
+        elif tok.kind == "flag":
+            shown = tok.raw
+        else:
+            shown = repr(tok.raw)
+        raise TextGridError(f"{self.name}, line {tok.line}: expected {expected}, got {shown}")
+
+    def _skip_free(self) -> int:
+        start = self.pos
+        while self.pos < len(self.toks) and self.toks[self.pos].kind == "free":
+            self.pos += 1
+        return start
+
+    def at_end(self) -> bool:
+        self._skip_free()
+        return self.pos >= len(self.toks)
 
     def peek(self) -> _Tok | None:
+        self._skip_free()
         return self.toks[self.pos] if self.pos < len(self.toks) else None
 
-    def next(self, kind: str, what: str) -> _Tok:
-        tok = self.peek()
+    def take(self, kind: str, expected: str) -> _Tok:
+        start = self._skip_free()
+        tok = self.toks[self.pos] if self.pos < len(self.toks) else None
         if tok is None or tok.kind != kind:
-            self.fail(what, tok)
+            # free text right before the mismatch is the likelier culprit ("2 2 abc")
+            self.fail(expected, self.toks[start] if start < self.pos else tok)
         self.pos += 1
         return tok
 
-    def num(self, what: str) -> float:
-        tok = self.next("num", f"a number for {what}")
+    def number(self, what: str) -> tuple[float, int]:
+        tok = self.take("num", f"a number for {what}")
         if not math.isfinite(tok.value):
             self.fail(f"a finite number for {what}", tok)
-        return tok.value
+        return tok.value, tok.line
 
     def count(self, what: str) -> int:
-        tok = self.next("num", f"a count of {what}")
-        if tok.value != int(tok.value) or tok.value < 0:
-            self.fail(f"a whole number of {what}", tok)
+        tok = self.take("num", f"a count for {what}")
+        if tok.value < 0 or not float(tok.value).is_integer():
+            self.fail(f"a whole number >= 0 for {what}", tok)
         return int(tok.value)
 
     def string(self, what: str) -> str:
-        return self.next("str", f"a quoted string for {what}").value
+        return self.take("str", f"a quoted string for {what}").value
+
+    def tier_header(self, i: int, n: int) -> Tier:
+        tok = self.peek()
+        what = f'the class of tier {i} of {n} ("IntervalTier" or "TextTier")'
+        if tok is not None and tok.kind != "str" and i > 1:
+            what = what[:-1] + f"; does the item count of tier {i - 1} match its items?)"
+        kind = self.string(what)
+        if kind not in _TIER_KINDS:
+            self.fail(what, tok)
+        name = self.string(f"the name of tier {i}")
+        xmin, _ = self.number(f"xmin of tier {i} ({name!r})")
+        xmax, line = self.number(f"xmax of tier {i} ({name!r})")
+        if xmax < xmin:
+            raise TextGridError(f"{self.name}, line {line}: tier {i} ({name!r}) ends (xmax = {xmax:g}) "
+                                f"before it starts (xmin = {xmin:g})")
+        return Tier(name, kind, xmin, xmax, [])
+
+    def item(self, tier: Tier, where: str) -> Interval:
+        if tier.kind == "IntervalTier":
+            xmin, _ = self.number(f"xmin of {where}")
+            xmax, line = self.number(f"xmax of {where}")
+            text = self.string(f"the text of {where}")
+            if xmax < xmin:
+                raise TextGridError(f"{self.name}, line {line}: {where} ends (xmax = {xmax:g}) "
+                                    f"before it starts (xmin = {xmin:g})")
+            return Interval(xmin, xmax, text)
+        time, _ = self.number(f"the time of {where}")
+        return Interval(time, time, self.string(f"the mark of {where}"))
 
 
-def _check_item(r: _Reader, tier: Tier, item: Interval, line: int) -> None:
-    if item.xmax < item.xmin:
-        raise TextGridError(f"{r.path}, line {line}: interval of tier '{tier.name}' ends ({item.xmax}) before it starts ({item.xmin})")
-
-
-def _parse_ootext(r: _Reader) -> TextGrid:
-    cls = r.string("the object class")
-    if cls != "TextGrid":
-        r.fail('Object class "TextGrid"', r.toks[r.pos - 1])
-    grid = TextGrid(r.num("xmin"), r.num("xmax"))
-    flag = r.next("flag", "<exists> or <absent>")
-    if flag.value == "absent":
-        return grid
-    n_tiers = r.count("tiers")
-    for _ in range(n_tiers):
-        kind = r.string("the tier class")
-        if kind not in ("IntervalTier", "TextTier"):
-            r.fail('"IntervalTier" or "TextTier"', r.toks[r.pos - 1])
-        tier = Tier(r.string("the tier name"), kind, r.num("tier xmin"), r.num("tier xmax"))
-        n_items = r.count("intervals" if kind == "IntervalTier" else "points")
-        for _ in range(n_items):
-            line = r.peek().line if r.peek() else r.last_line
-            if kind == "IntervalTier":
-                item = Interval(r.num("interval xmin"), r.num("interval xmax"), r.string("interval text"))
-            else:
-                t = r.num("point time")
-                item = Interval(t, t, r.string("point mark"))
-            _check_item(r, tier, item, line)
-            tier.items.append(item)
+def _parse_ootext(p: _Parser) -> TextGrid:
+    tok = p.peek()
+    cls = p.string('the object class ("TextGrid")')
+    if cls.split(" ")[0] != "TextGrid":
+        raise TextGridError(f'{p.name}, line {tok.line}: the object class is "{cls}", not "TextGrid"')
+    xmin, _ = p.number("xmin of the TextGrid")
+    xmax, line = p.number("xmax of the TextGrid")
+    if xmax < xmin:
+        raise TextGridError(f"{p.name}, line {line}: the TextGrid ends (xmax = {xmax:g}) before it starts (xmin = {xmin:g})")
+    tok = p.peek()
+    flag = p.take("flag", "<exists> or <absent> (tiers?)").value
+    if flag not in ("exists", "absent"):
+        p.fail("<exists> or <absent> (tiers?)", tok)
+    grid = TextGrid(xmin, xmax, [])
+    n_tiers = p.count("the number of tiers (size)") if flag == "exists" else 0
+    for i in range(1, n_tiers + 1):
+        tier = p.tier_header(i, n_tiers)
+        unit = "intervals" if tier.kind == "IntervalTier" else "points"
+        n_items = p.count(f"the number of {unit} of tier {i} ({tier.name!r})")
+        for j in range(1, n_items + 1):
+            tier.items.append(p.item(tier, f"{unit[:-1]} {j} of {n_items} in tier {i} ({tier.name!r})"))
         grid.tiers.append(tier)
-    extra = r.peek()
-    if extra is not None:
-        r.fail(f"the end of the file after {n_tiers} tiers (tier item counts do not match the items present)", extra)
+    if not p.at_end():
+        p.fail(f"the end of the file after tier {n_tiers} of {n_tiers} "
+               "(does a tier's interval count or the number of tiers not match what follows?)", p.peek())
     return grid
 
 
-def _parse_chronological(r: _Reader) -> TextGrid:
-    grid = TextGrid(r.num("xmin"), r.num("xmax"))
-    n_tiers = r.count("tiers")
-    for _ in range(n_tiers):
-        kind = r.string("the tier class")
-        if kind not in ("IntervalTier", "TextTier"):
-            r.fail('"IntervalTier" or "TextTier"', r.toks[r.pos - 1])
-        grid.tiers.append(Tier(r.string("the tier name"), kind, r.num("tier xmin"), r.num("tier xmax")))
-    while r.peek() is not None:
-        tok = r.peek()
-        idx = r.count("the tier number")
-        if not 1 <= idx <= n_tiers:
-            r.fail(f"a tier number between 1 and {n_tiers}", tok)
-        tier = grid.tiers[idx - 1]
-        if tier.kind == "IntervalTier":
-            item = Interval(r.num("interval xmin"), r.num("interval xmax"), r.string("interval text"))
-        else:
-            t = r.num("point time")
-            item = Interval(t, t, r.string("point mark"))
-        _check_item(r, tier, item, tok.line)
-        tier.items.append(item)
+def _parse_chronological(p: _Parser) -> TextGrid:
+    xmin, _ = p.number("xmin of the TextGrid (time domain)")
+    xmax, line = p.number("xmax of the TextGrid (time domain)")
+    if xmax < xmin:
+        raise TextGridError(f"{p.name}, line {line}: the TextGrid ends (xmax = {xmax:g}) before it starts (xmin = {xmin:g})")
+    n_tiers = p.count("the number of tiers")
+    grid = TextGrid(xmin, xmax, [p.tier_header(i, n_tiers) for i in range(1, n_tiers + 1)])
+    while not p.at_end():
+        tok = p.peek()
+        i = p.count("a tier number")
+        if not 1 <= i <= n_tiers:
+            p.fail(f"a tier number from 1 to {n_tiers}", tok)
+        tier = grid.tiers[i - 1]
+        unit = "interval" if tier.kind == "IntervalTier" else "point"
+        tier.items.append(p.item(tier, f"the {unit} of tier {i} ({tier.name!r}) starting on line {tok.line}"))
     for tier in grid.tiers:
-        tier.items.sort(key=lambda it: (it.xmin, it.xmax))
+        tier.items.sort(key=lambda it: it.xmin)  # stable, as Praat's sorted collections
     return grid
 
 
 def read(path: str | os.PathLike) -> TextGrid:
-    """Read a TextGrid in any of Praat's three text formats (UTF-8, with or without BOM, or UTF-16)."""
-    path = Path(path)
-    if not path.exists():
-        raise TextGridError(f"{path}: file not found")
-    text = _decode(path.read_bytes(), str(path))
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    toks = _tokenise(text, str(path))
-    r = _Reader(toks, str(path), text.count("\n") + (0 if text.endswith("\n") else 1))
-    first = r.peek()
+    """Read a Praat TextGrid text file in any of the three formats.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``long``, ``short`` or ``chronological`` text TextGrid, UTF-8 (with or without a
+        byte-order mark) or UTF-16 (little- or big-endian).
+
+    Returns
+    -------
+    TextGrid
+        Times in seconds. Items of a ``TextTier`` have ``xmin == xmax`` (the point time).
+
+    Raises
+    ------
+    TextGridError
+        The file is empty, undecodable, not a TextGrid, truncated or malformed (non-numeric
+        time, unterminated string, an interval count that does not match the intervals present,
+        an interval that ends before it starts, ...). The message names the file and the line.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    name = os.fspath(path)
+    text = _decode(Path(path).read_bytes(), name)
+    toks = _tokenise(text, name)
+    p = _Parser(toks, name, last_line=_count_breaks(text.rstrip()) + 1)
+    first = p.peek()
     if first is None or first.kind != "str":
-        raise TextGridError(f"{path}, line {first.line if first else 1}: not a Praat TextGrid text file "
-                            '(expected File type = "ooTextFile" or "Praat chronological TextGrid text file")')
-    r.pos += 1
-    if first.value == CHRONO_HEADER:
-        return _parse_chronological(r)
-    if first.value == "ooTextFile":
-        return _parse_ootext(r)
-    raise TextGridError(f"{path}, line {first.line}: not a Praat TextGrid text file (file type {first.value!r})")
+        p.fail(_EXPECTED_HEADER, first)
+    p.pos += 1
+    if first.value == CHRONOLOGICAL_HEADER:
+        return _parse_chronological(p)
+    if first.value.startswith("ooTextFile"):
+        return _parse_ootext(p)
+    p.fail(_EXPECTED_HEADER, first)
 
 
-# ------------------------------------------------------------------------------------------
-# writing
-def _q(s: str) -> str:
+# ----------------------------------------------------------------------------------------------
+# Writing
+def _num(x: float) -> str:
+    """A number as Praat writes it (``Melder_double``: %.15g, else %.16g, else %.17g)."""
+    x = float(x)
+    for digits in (15, 16):
+        s = f"{x:.{digits}g}"
+        if float(s) == x:
+            return s
+    return f"{x:.17g}"
+
+
+def _quote(s: str) -> str:
     return '"' + s.replace('"', '""') + '"'
 
 
-def _num(x: float) -> str:
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+def _check_grid(grid: TextGrid) -> None:
+    def finite(x, what):
+        if not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(float(x)):
+            raise ValueError(f"cannot write a TextGrid with a non-finite or non-numeric {what}: {x!r}")
+
+    finite(grid.xmin, "xmin")
+    finite(grid.xmax, "xmax")
+    for i, tier in enumerate(grid.tiers, 1):
+        if tier.kind not in _TIER_KINDS:
+            raise ValueError(f"tier {i} ({tier.name!r}): kind must be 'IntervalTier' or 'TextTier', not {tier.kind!r}")
+        if not isinstance(tier.name, str):
+            raise ValueError(f"tier {i}: the name must be a str, not {type(tier.name).__name__}")
+        finite(tier.xmin, f"xmin of tier {i}")
+        finite(tier.xmax, f"xmax of tier {i}")
+        if tier.xmax < tier.xmin:
+            raise ValueError(f"tier {i} ({tier.name!r}) ends before it starts")
+        for j, it in enumerate(tier.items, 1):
+            finite(it.xmin, f"xmin of item {j} of tier {i}")
+            finite(it.xmax, f"xmax of item {j} of tier {i}")
+            if not isinstance(it.text, str):
+                raise ValueError(f"item {j} of tier {i} ({tier.name!r}): the text must be a str, not {type(it.text).__name__}")
+            if tier.kind == "TextTier" and it.xmin != it.xmax:
+                raise ValueError(f"point {j} of tier {i} ({tier.name!r}): a point needs xmin == xmax, got {it.xmin} and {it.xmax}")
+            if it.xmax < it.xmin:
+                raise ValueError(f"interval {j} of tier {i} ({tier.name!r}) ends ({it.xmax}) before it starts ({it.xmin})")
 
 
-def _long(grid: TextGrid) -> list[str]:
-    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", f"xmin = {_num(grid.xmin)} ",
-           f"xmax = {_num(grid.xmax)} "]
+def _write_long(grid: TextGrid) -> str:
+    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "",
+           f"xmin = {_num(grid.xmin)} ", f"xmax = {_num(grid.xmax)} "]
     if not grid.tiers:
-        return out + ["tiers? <absent> "]
+        out.append("tiers? <absent> ")
+        return "\n".join(out) + "\n"
     out += ["tiers? <exists> ", f"size = {len(grid.tiers)} ", "item []: "]
     for i, tier in enumerate(grid.tiers, 1):
-        out += [f"    item [{i}]:", f'        class = "{tier.kind}" ', f"        name = {_q(tier.name)} ",
+        out += [f"    item [{i}]:", f"        class = {_quote(tier.kind)} ", f"        name = {_quote(tier.name)} ",
                 f"        xmin = {_num(tier.xmin)} ", f"        xmax = {_num(tier.xmax)} "]
         if tier.kind == "IntervalTier":
             out.append(f"        intervals: size = {len(tier.items)} ")
             for j, it in enumerate(tier.items, 1):
                 out += [f"        intervals [{j}]:", f"            xmin = {_num(it.xmin)} ",
-                        f"            xmax = {_num(it.xmax)} ", f"            text = {_q(it.text)} "]
+                        f"            xmax = {_num(it.xmax)} ", f"            text = {_quote(it.text)} "]
         else:
             out.append(f"        points: size = {len(tier.items)} ")
             for j, it in enumerate(tier.items, 1):
                 out += [f"        points [{j}]:", f"            number = {_num(it.xmin)} ",
-                        f"            mark = {_q(it.text)} "]
-    return out
+                        f"            mark = {_quote(it.text)} "]
+    return "\n".join(out) + "\n"
 
 
-def _short(grid: TextGrid) -> list[str]:
+def _write_short(grid: TextGrid) -> str:
     out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", _num(grid.xmin), _num(grid.xmax)]
     if not grid.tiers:
-        return out + ["<absent>"]
+        out.append("<absent>")
+        return "\n".join(out) + "\n"
     out += ["<exists>", str(len(grid.tiers))]
     for tier in grid.tiers:
-        out += [_q(tier.kind), _q(tier.name), _num(tier.xmin), _num(tier.xmax), str(len(tier.items))]
+        out += [_quote(tier.kind), _quote(tier.name), _num(tier.xmin), _num(tier.xmax), str(len(tier.items))]
         for it in tier.items:
-            out += ([_num(it.xmin), _num(it.xmax)] if tier.kind == "IntervalTier" else [_num(it.xmin)]) + [_q(it.text)]
-    return out
+            if tier.kind == "IntervalTier":
+                out += [_num(it.xmin), _num(it.xmax), _quote(it.text)]
+            else:
+                out += [_num(it.xmin), _quote(it.text)]
+    return "\n".join(out) + "\n"
 
 
-def _chronological(grid: TextGrid) -> list[str]:
-    out = [_q(CHRONO_HEADER), f"{_num(grid.xmin)} {_num(grid.xmax)}   ! Time domain.",
+def _write_chronological(grid: TextGrid) -> str:
+    out = [_quote(CHRONOLOGICAL_HEADER), f"{_num(grid.xmin)} {_num(grid.xmax)}   ! Time domain.",
            f"{len(grid.tiers)}   ! Number of tiers."]
     for tier in grid.tiers:
-        out.append(f"{_q(tier.kind)} {_q(tier.name)} {_num(tier.xmin)} {_num(tier.xmax)}")
-    entries = []
-    for i, tier in enumerate(grid.tiers, 1):
-        for it in tier.items:
-            entries.append((it.xmin, i, it.xmax, tier.kind, it.text))
-    for xmin, i, xmax, kind, text in sorted(entries, key=lambda e: (e[0], e[1])):
-        out.append("")
-        out.append(f"{i} {_num(xmin)} {_num(xmax)}" if kind == "IntervalTier" else f"{i} {_num(xmin)}")
-        out.append(_q(text))
-    return out
+        out.append(f"{_quote(tier.kind)} {_quote(tier.name)} {_num(tier.xmin)} {_num(tier.xmax)}")
+    entries = [(it.xmin, i, it, tier) for i, tier in enumerate(grid.tiers, 1) for it in tier.items]
+    entries.sort(key=lambda e: (e[0], e[1]))  # by time, then tier; stable within a tier
+    for _, i, it, tier in entries:
+        comment = _LINE_BREAK.sub(" ", tier.name)  # a line break would end Praat's comment early
+        out += ["", f"! {comment}:"]
+        if tier.kind == "IntervalTier":
+            out.append(f"{i} {_num(it.xmin)} {_num(it.xmax)}")
+        else:
+            out.append(f"{i} {_num(it.xmin)} ")
+        out.append(_quote(it.text))
+    return "\n".join(out)  # Praat writes no final newline here
 
 
-def write(path: str | os.PathLike, grid: TextGrid, format: str = "long", encoding: str = "utf-8") -> None:
-    """Write ``grid`` as Praat writes it (``format``: long, short or chronological), atomically.
+_WRITERS = {"long": _write_long, "short": _write_short, "chronological": _write_chronological}
 
-    ``encoding="utf-16"`` writes UTF-16 with a byte-order mark, as Praat does for non-ASCII text.
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 random name collisions
+        raise FileExistsError(f"{path}: could not create a temporary file beside it")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write(path: str | os.PathLike, grid: TextGrid, format: str = "long", encoding: str = "utf-8") -> Path:
+    """Write ``grid`` exactly as Praat writes it, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its folder is created if needed. The file appears complete or not at all
+        (written to a temporary file in the same folder, then moved into place).
+    grid : TextGrid
+        Times in seconds (finite); points of a ``TextTier`` need ``xmin == xmax``.
+    format : {"long", "short", "chronological"}
+        Praat's "Save as text file", "Save as short text file" and
+        "Save as chronological text file" layouts (see the module docstring).
+    encoding : {"utf-8", "utf-16"}
+        UTF-8 without a byte-order mark, or UTF-16 as Praat writes it (big-endian, with a
+        byte-order mark).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, so that ``read(write(path, grid)) == grid``.
+
+    Notes
+    -----
+    The chronological format orders items by time; a tier whose items are not in time order
+    comes back sorted.
     """
-    writers = {"long": _long, "short": _short, "chronological": _chronological}
-    if format not in writers:
-        raise ValueError(f"unknown TextGrid format {format!r}; use one of {sorted(writers)}")
-    if encoding not in ("utf-8", "utf-16"):
-        raise ValueError("encoding must be 'utf-8' or 'utf-16'")
-    text = "\n".join(writers[format](grid)) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(text.encode(encoding))  # Python's utf-16 codec writes the BOM
+    if format not in _WRITERS:
+        raise ValueError(f"unknown TextGrid format {format!r}; use one of {', '.join(FORMATS)}")
+    enc = str(encoding).lower().replace("_", "-")
+    if enc not in ENCODINGS:
+        raise ValueError(f"unknown TextGrid encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    _check_grid(grid)
+    text = _WRITERS[format](grid)
+    data = text.encode("utf-8") if enc == "utf-8" else b"\xfe\xff" + text.encode("utf-16-be")
+    path = Path(path)
+    _atomic_write_bytes(path, data)
+    return path
 
 
-# ------------------------------------------------------------------------------------------
-def _pick_tier(grid: TextGrid, tier: int | str | None, path: str) -> Tier:
-    names = ", ".join(f"{i}: {t.name!r} ({t.kind})" for i, t in enumerate(grid.tiers)) or "none"
+# ----------------------------------------------------------------------------------------------
+# Words
+def _tier_list(grid: TextGrid) -> str:
+    if not grid.tiers:
+        return "the file has no tiers"
+    return "tiers present: " + ", ".join(f"{i} {t.name!r} ({t.kind})" for i, t in enumerate(grid.tiers))
+
+
+def _select_tier(grid: TextGrid, tier: int | str | None, name: str) -> tuple[int, Tier]:
     if isinstance(tier, str):
-        for t in grid.tiers:
+        for i, t in enumerate(grid.tiers):
             if t.name == tier:
-                return t
-        raise TextGridError(f"{path}: no tier named {tier!r}; tiers present: {names}")
-    idx = (1 if len(grid.tiers) >= 2 else 0) if tier is None else int(tier)
+                return i, t
+        raise TextGridError(f"{name}: no tier named {tier!r}; {_tier_list(grid)}")
+    if tier is None:
+        idx = 1 if len(grid.tiers) >= 2 else 0
+    else:
+        if isinstance(tier, bool):
+            raise TypeError("tier must be None, an int (0-based position) or a str (name), not a bool")
+        idx = operator.index(tier)
     if not 0 <= idx < len(grid.tiers):
-        raise TextGridError(f"{path}: no tier {idx} (0-based); tiers present: {names}")
-    return grid.tiers[idx]
+        raise TextGridError(f"{name}: no tier at position {idx} (0-based); {_tier_list(grid)}")
+    return idx, grid.tiers[idx]
 
 
 def read_words(path: str | os.PathLike, tier: int | str | None = None) -> pd.DataFrame:
-    """Word table of a TextGrid: columns ``word`` (lower-case), ``onset``, ``offset``, ``midpoint`` (s).
+    """The words of a TextGrid's word tier, one row per word interval, in time order.
 
-    The word tier is taken by position: the second tier (index 1) when there are two or more
-    (LeBel et al.: tier 1 phones, tier 2 words), else the only one; ``tier`` overrides with an
-    index or a name. Non-word intervals (:data:`NON_WORDS`, after stripping ``{}``) are dropped.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TextGrid in any format :func:`read` accepts.
+    tier : int, str or None
+        Which tier holds the words. ``None`` chooses by position: the second tier (index 1) when
+        the file has two or more tiers (LeBel et al. 2023: tier 1 phones, tier 2 words), else the
+        only one. An int picks a 0-based position, a str a tier name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``word`` (str: the label stripped of surrounding whitespace and ``{}``, lower-cased),
+        ``onset``, ``offset`` and ``midpoint`` (float64, seconds; ``midpoint = (onset + offset) / 2``),
+        sorted by onset; shape ``(n_words, 4)``. Intervals whose label is in :data:`NON_WORDS`
+        (``sp``, ``{LG}``, ``sentence_start``, empty, ... compared case-insensitively after
+        stripping ``{``, ``}`` and whitespace) are dropped.
+
+    Raises
+    ------
+    TextGridError
+        The file is malformed (see :func:`read`), the requested tier does not exist (the message
+        lists the tiers present), or the word tier is a point tier.
     """
+    name = os.fspath(path)
     grid = read(path)
-    t = _pick_tier(grid, tier, str(path))
+    idx, t = _select_tier(grid, tier, name)
     if t.kind != "IntervalTier":
-        raise TextGridError(f"{path}: tier {t.name!r} is a point tier (TextTier); words need an interval tier")
-    rows = []
+        raise TextGridError(f"{name}: tier {idx} ({t.name!r}) is a point tier (TextTier); words need an interval tier; "
+                            f"{_tier_list(grid)}")
+    words, onsets, offsets = [], [], []
     for it in t.items:
-        word = it.text.strip().strip("{}").strip()
-        if word.lower() in NON_WORDS:
+        label = it.text.strip().strip("{}").strip()
+        if label.lower() in NON_WORDS:
             continue
-        rows.append((word.lower(), it.xmin, it.xmax))
-    out = pd.DataFrame(rows, columns=["word", "onset", "offset"]).astype({"onset": "float64", "offset": "float64"})
-    out["midpoint"] = (out["onset"] + out["offset"]) / 2
-    return out.sort_values("onset", kind="stable").reset_index(drop=True)
+        words.append(label.lower())
+        onsets.append(it.xmin)
+        offsets.append(it.xmax)
+    onset = np.asarray(onsets, dtype=np.float64)
+    offset = np.asarray(offsets, dtype=np.float64)
+    order = np.argsort(onset, kind="stable")
+    return pd.DataFrame({
+        "word": pd.Series([words[i] for i in order], dtype=str),
+        "onset": onset[order],
+        "offset": offset[order],
+        "midpoint": (onset[order] + offset[order]) / 2,
+    })
 
 
-def words_to_tier(words: pd.DataFrame, name: str = "word", xmin: float | None = None, xmax: float | None = None) -> Tier:
-    """An interval tier tiling [xmin, xmax] from a word table (gaps become empty intervals)."""
-    xmin = 0.0 if xmin is None else float(xmin)
-    xmax = float(words["offset"].max()) if xmax is None else float(xmax)
-    items, t = [], xmin
-    for word, on, off in words[["word", "onset", "offset"]].itertuples(index=False):
-        if on > t:
-            items.append(Interval(t, float(on), ""))
-        items.append(Interval(float(on), float(off), str(word)))
-        t = float(off)
-    if xmax > t:
-        items.append(Interval(t, xmax, ""))
-    return Tier(name, "IntervalTier", xmin, xmax, items)
+def words_to_tier(words_df: pd.DataFrame, name: str = "word", xmin: float | None = None,
+                  xmax: float | None = None) -> Tier:
+    """An interval tier holding a word table, with empty intervals filling the gaps.
+
+    Praat's interval tiers tile their time domain without gaps, so every stretch not covered
+    by a word (before the first, between words, after the last) becomes an interval with text ``""``.
+
+    Parameters
+    ----------
+    words_df : pandas.DataFrame
+        Columns ``word`` (str), ``onset`` and ``offset`` (s), one row per word; rows must be in time
+        order and must not overlap (a word may start exactly where the previous one ends).
+    name : str
+        The tier name.
+    xmin, xmax : float, optional
+        The tier's time domain (s). Default: ``min(0, first onset)`` and the last offset.
+
+    Returns
+    -------
+    Tier
+        An ``IntervalTier`` whose items tile ``[xmin, xmax]``.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, non-finite times, a word ending before it starts, overlapping or
+        unsorted words, or words outside ``[xmin, xmax]``.
+    """
+    missing = [c for c in ("word", "onset", "offset") if c not in words_df.columns]
+    if missing:
+        raise ValueError(f"words_to_tier: the word table lacks column(s) {missing}")
+    texts = ["" if pd.isna(w) else str(w) for w in words_df["word"]]
+    on = pd.to_numeric(words_df["onset"], errors="coerce").to_numpy(dtype=np.float64)
+    off = pd.to_numeric(words_df["offset"], errors="coerce").to_numpy(dtype=np.float64)
+    if not (np.isfinite(on).all() and np.isfinite(off).all()):
+        raise ValueError("words_to_tier: onsets and offsets must be finite numbers")
+    lo = min(0.0, float(on[0])) if len(on) and xmin is None else (0.0 if xmin is None else float(xmin))
+    hi = (float(off[-1]) if len(off) else lo) if xmax is None else float(xmax)
+    if hi < lo:
+        raise ValueError(f"words_to_tier: xmax ({hi}) is before xmin ({lo})")
+    items: list[Interval] = []
+    t = lo
+    for k, (text, a, b) in enumerate(zip(texts, on.tolist(), off.tolist())):
+        if b < a:
+            raise ValueError(f"words_to_tier: word {k} ({text!r}) ends ({b}) before it starts ({a})")
+        if a < t:
+            what = "xmin" if k == 0 else f"the end of word {k - 1} ({t})"
+            raise ValueError(f"words_to_tier: word {k} ({text!r}) starts at {a}, before {what}; "
+                             "words must be sorted, non-overlapping and inside [xmin, xmax]")
+        if a > t:
+            items.append(Interval(t, a, ""))
+        items.append(Interval(a, b, text))
+        t = b
+    if t > hi:
+        raise ValueError(f"words_to_tier: the last word ends at {t}, after xmax ({hi})")
+    if hi > t or not items:
+        items.append(Interval(t, hi, ""))
+    return Tier(name, "IntervalTier", lo, hi, items)
