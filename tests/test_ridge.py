@@ -95,7 +95,7 @@ def test_voxel_batches_do_not_change_results():
     a = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
     b = RidgeCV(alphas=ALPHAS, device="cpu", memory_gb=1e-5).fit(X, Y, groups)  # tiny batches
     np.testing.assert_array_equal(a.best_alphas_, b.best_alphas_)
-    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5 * np.abs(a.coef_).max())
 
 
 def test_noise_targets_pick_large_alpha_with_r2():

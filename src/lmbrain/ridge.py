@@ -103,11 +103,9 @@ def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, 
 
 @dataclass
 class _Fold:
-    u: torch.Tensor  # (n_train, r)
-    s: torch.Tensor  # (r,)
-    xv_v: torch.Tensor  # (n_val, r)
     train: torch.Tensor
     val: torch.Tensor
+    hat: torch.Tensor  # (n_alphas, n_val, p): X_val V diag(1 / (s^2 + alpha)) V^T, one per alpha
 
 
 class RidgeCV:
@@ -205,19 +203,32 @@ class RidgeCV:
         folds_idx = make_folds(n, groups, self.cv)
         pen = torch.as_tensor(penalties, device=self._dev, dtype=torch.float64)
         Xt = self._tensor(X_np, "X")
+        n_alpha = len(penalties)
 
+        # One symmetric eigendecomposition per fold, from shared sums: X_tr'X_tr = X'X - X_val'X_val
+        # (in float64, p x p), then each alpha's validation "hat" X_val V diag(1/(s^2+a)) V^T.
+        X64 = Xt.double()
+        gram = X64.T @ X64
         folds = []
         for train, val in folds_idx:
             tr = torch.as_tensor(train, device=self._dev)
             va = torch.as_tensor(val, device=self._dev)
-            u, s, vh = torch.linalg.svd(Xt[tr], full_matrices=False)
-            folds.append(_Fold(u, s, Xt[va] @ vh.T, tr, va))
-        u_all, s_all, vh_all = torch.linalg.svd(Xt, full_matrices=False)
-        r = s_all.shape[0]
-        n_alpha = len(penalties)
+            xv = X64[va]
+            evals, evecs = torch.linalg.eigh(gram - xv.T @ xv)
+            evals = evals.clamp_min(0)
+            q = (xv @ evecs).to(self._dt)  # (n_val, p)
+            inv = (1.0 / (evals[None, :] + pen[:, None])).to(self._dt)  # (n_alpha, p)
+            vt = evecs.T.to(self._dt)
+            hat = torch.stack([(q * inv[a]) @ vt for a in range(n_alpha)])
+            folds.append(_Fold(tr, va, hat))
+        evals_all, evecs_all = torch.linalg.eigh(gram)
+        evals_all = evals_all.clamp_min(0)
+        evecs_t = evecs_all.to(self._dt)
+        del X64, gram
+
         max_val = max(len(v) for _, v in folds_idx)
-        eval_plan = self._plan(n_alpha)
-        batch = self._batch_size(n, r, max_val, len(eval_plan[0]) if self.search == "refine" else n_alpha)
+        batch = self._batch_size(n, p, max_val, n_alpha, len(folds))
+        coarse = self._coarse(n_alpha)
 
         coef = np.empty((p, t), dtype=np.float32 if self._dt == torch.float32 else np.float64)
         cv_scores = np.full((n_alpha, t), np.nan)
@@ -231,13 +242,14 @@ class RidgeCV:
             if not torch.isfinite(Yb).all():
                 raise RidgeError(f"Y contains NaN or infinite values (targets {sl.start}..{sl.stop - 1}); "
                                  "replace them (the dataset readers zero them) before fitting")
-            scores_b, idx_b = self._cv_batch(folds, Yb, pen, eval_plan)
+            xty = Xt.T @ Yb  # (p, tb), shared by every fold and the refit
+            scores_b, idx_b = self._cv_batch(folds, Xt, Yb, xty, coarse)
             cv_scores[:, sl] = scores_b
             best_idx[sl] = idx_b
-            # refit on all samples with each voxel's alpha
-            uty = u_all.T @ Yb  # (r, tb)
-            g = s_all[:, None].double() / (s_all[:, None].double() ** 2 + pen[torch.as_tensor(idx_b, device=self._dev)][None, :])
-            coef[:, sl] = (vh_all.T @ (g.to(self._dt) * uty)).cpu().numpy()
+            # refit on all samples with each voxel's alpha: W = V diag(1/(s^2 + a_v)) V^T X'Y
+            g = 1.0 / (evals_all[:, None] + pen[torch.as_tensor(idx_b, device=self._dev)][None, :])
+            coef[:, sl] = (evecs_t @ (g.to(self._dt) * (evecs_t.T @ xty))).cpu().numpy()
+            del xty, Yb
         self.coef_ = coef
         self.cv_scores_ = cv_scores
         self.best_scores_ = cv_scores[best_idx, np.arange(t)]
@@ -245,69 +257,55 @@ class RidgeCV:
         self.n_features_in_ = p
         return self
 
-    def _plan(self, n_alpha: int):
-        """Coarse indices and step sizes for search='refine'."""
+    def _batch_size(self, n: int, p: int, n_val: int, n_alpha: int, n_folds: int) -> int:
+        """Voxels per batch so that the per-batch arrays fit in ``memory_gb``."""
+        item = 4 if self._dt == torch.float32 else 8
+        per_target = item * (n + (n_folds + 2) * p + 3 * n_val) + 8 * 3 * n_alpha
+        return max(1, int(self.memory_gb * 2**30 // per_target))
+
+    def _coarse(self, n_alpha: int) -> list[int]:
+        """Alphas evaluated for every voxel; search='refine' then climbs to each voxel's best neighbour."""
         if self.search == "grid" or n_alpha <= 4:
-            return [list(range(n_alpha))], []
-        step = 1
-        while step * 4 < n_alpha:
-            step *= 2
-        coarse = sorted(set(list(range(0, n_alpha, step)) + [n_alpha - 1]))
-        steps = []
-        s = step // 2
-        while s >= 1:
-            steps.append(s)
-            s //= 2
-        return [coarse], steps
+            return list(range(n_alpha))
+        stride = max(2, int(round(math.sqrt(n_alpha) * 0.9)))
+        return sorted(set(range(0, n_alpha, stride)) | {n_alpha - 1})
 
-    def _fold_scores(self, fold: _Fold, uty: torch.Tensor, yv: torch.Tensor, g: torch.Tensor, y_ss, y_mean):
-        """Scores (n_eval, tb) for shrinkage factors g of shape (n_eval, r) or per-voxel (n_eval, r, tb)."""
-        out = []
-        for i in range(g.shape[0]):
-            gi = g[i]
-            w = gi[:, None] * uty if gi.ndim == 1 else gi * uty
-            pred = fold.xv_v @ w
-            out.append(_scores(yv, pred, self.score_kind, y_ss, y_mean))
-        return torch.stack(out)
-
-    def _cv_batch(self, folds, Yb, pen, plan):
-        n_alpha = len(pen)
-        tb = Yb.shape[1]
-        coarse, steps = torch.as_tensor(plan[0][0], device=self._dev), plan[1]
-        total = torch.zeros((n_alpha, tb), dtype=torch.float64, device=self._dev)
-        evaluated = torch.zeros((n_alpha, tb), dtype=torch.bool, device=self._dev)
-        per_fold = []
-        for fold in folds:
-            uty = fold.u.T @ Yb[fold.train]
-            yv = Yb[fold.val]
+    def _eval(self, folds, Yb, ztr, a: int, cols: torch.Tensor) -> torch.Tensor:
+        """Mean CV score over folds of alpha index ``a`` for the voxels ``cols`` (float64, len(cols))."""
+        acc = torch.zeros(len(cols), dtype=torch.float64, device=self._dev)
+        for fold, z in zip(folds, ztr):
+            yv = Yb[fold.val][:, cols]
+            pred = fold.hat[a] @ z[:, cols]
             y_mean = yv.mean(dim=0, keepdim=True)
             y_ss = ((yv - y_mean) ** 2).sum(dim=0)
-            per_fold.append((uty, yv, y_ss, y_mean))
-            s = fold.s.double()
-            g = (s[None, :] / (s[None, :] ** 2 + pen[coarse][:, None])).to(self._dt)
-            total[coarse] += self._fold_scores(fold, uty, yv, g, y_ss, y_mean).double()
-        evaluated[coarse] = True
-        tie = torch.log(pen)[:, None] * 1e-10  # ties go to the larger alpha, as himalaya
-        cols = torch.arange(tb, device=self._dev)
-        for step in steps:
-            mean = torch.where(evaluated, total / len(folds), torch.full_like(total, -math.inf)) + tie
-            best = mean.argmax(dim=0)
-            for cand in (best - step, best + step):
+            acc += _scores(yv, pred, self.score_kind, y_ss, y_mean).double()
+        return acc / len(folds)
+
+    def _cv_batch(self, folds, Xt, Yb, xty, coarse):
+        n_alpha = folds[0].hat.shape[0]
+        tb = Yb.shape[1]
+        # X_tr' Y_tr for each fold from the shared sum: X'Y - X_val' Y_val
+        ztr = [xty - Xt[f.val].T @ Yb[f.val] for f in folds]
+        mean = torch.full((n_alpha, tb), math.nan, dtype=torch.float64, device=self._dev)
+        all_cols = torch.arange(tb, device=self._dev)
+        for a in coarse:
+            mean[a] = self._eval(folds, Yb, ztr, a, all_cols)
+        log_pen = torch.arange(n_alpha, device=self._dev, dtype=torch.float64)[:, None] * 1e-10  # ties -> larger alpha
+        while True:
+            choice = torch.where(torch.isnan(mean), torch.full_like(mean, -math.inf), mean) + log_pen
+            best = choice.argmax(dim=0)
+            todo = []
+            for cand in (best - 1, best + 1):
                 ok = (cand >= 0) & (cand < n_alpha)
-                cand = cand.clamp(0, n_alpha - 1)
-                need = ok & ~evaluated[cand, cols]
-                if not need.any():
-                    continue
-                acc = torch.zeros(tb, dtype=torch.float64, device=self._dev)
-                for fold, (uty, yv, y_ss, y_mean) in zip(folds, per_fold):
-                    s = fold.s.double()[:, None]
-                    g = (s / (s**2 + pen[cand][None, :])).to(self._dt)  # (r, tb) per-voxel diagonal
-                    acc += self._fold_scores(fold, uty, yv, g[None], y_ss, y_mean)[0].double()
-                total[cand[need], cols[need]] = acc[need]
-                evaluated[cand[need], cols[need]] = True
-        mean = torch.where(evaluated, total / len(folds), torch.full_like(total, math.nan))
-        score_for_choice = torch.where(evaluated, mean, torch.full_like(mean, -math.inf)) + tie
-        best = score_for_choice.argmax(dim=0)
+                cand_c = cand.clamp(0, n_alpha - 1)
+                need = ok & torch.isnan(mean[cand_c, all_cols])
+                todo.append((cand_c, need))
+            if not any(need.any() for _, need in todo):
+                break
+            for cand_c, need in todo:
+                for a in torch.unique(cand_c[need]).tolist():
+                    cols = all_cols[need & (cand_c == a)]
+                    mean[a, cols] = self._eval(folds, Yb, ztr, a, cols)
         return mean.cpu().numpy(), best.cpu().numpy()
 
     # ----------------------------------------------------------------------------------------
