@@ -265,3 +265,19 @@ def test_word_tsv_errors(tmp_path):
         read_word_tsv(p)
     p.write_text("word\tonset\tduration\nhi\t1.0\t0.5\n")
     assert read_word_tsv(p)["offset"].tolist() == [1.5]
+
+
+def test_atomic_outputs_have_normal_permissions_and_vanish_on_error(tmp_path):
+    import os
+
+    from lmbrain.io import atomic_path, write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

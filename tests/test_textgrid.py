@@ -337,6 +337,7 @@ def test_praat_manual_style_hand_written_file(tmp_path):
 
 
 def test_point_tiers_in_long_format(tmp_path):
+    # tabs instead of spaces, no trailing spaces, and "time =" as older TextGrid files call "number ="
     text = '''File type = "ooTextFile"
 Object class = "TextGrid"
 
@@ -355,7 +356,7 @@ item []:
 \t\t\tnumber = 0.25
 \t\t\tmark = "ding"
 \t\tpoints [2]:
-\t\t\tnumber = 1.75
+\t\t\ttime = 1.75
 \t\t\tmark = "dong"
 \titem [2]:
 \t\tclass = "IntervalTier"

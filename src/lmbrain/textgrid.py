@@ -7,24 +7,25 @@ Praat writes a TextGrid as text in one of three layouts, which hold the same val
     File type = "ooTextFile"
     Object class = "TextGrid"
 
-    xmin = 0 
-    xmax = 2.3 
-    tiers? <exists> 
-    size = 1 
-    item []: 
+    xmin = 0
+    xmax = 2.3
+    tiers? <exists>
+    size = 1
+    item []:
         item [1]:
-            class = "IntervalTier" 
-            name = "word" 
-            xmin = 0 
-            xmax = 2.3 
-            intervals: size = 1 
+            class = "IntervalTier"
+            name = "word"
+            xmin = 0
+            xmax = 2.3
+            intervals: size = 1
             intervals [1]:
-                xmin = 0 
-                xmax = 2.3 
-                text = "" 
+                xmin = 0
+                xmax = 2.3
+                text = ""
 
-(every ``key = value`` line ends in a space; a point tier has ``points: size = n``,
-``points [i]:``, ``number = t`` and ``mark = "..."`` instead.)
+(Praat ends every ``key = value`` line, ``tiers? <exists>`` and ``item []:`` with a space, left
+out here. A point tier has ``points: size = n``, ``points [i]:``, ``number = t`` and
+``mark = "..."`` instead.)
 
 ``short`` ("Save as short text file"): the same two header lines, an empty line, then the values
 alone, one per line: ``0``, ``2.3``, ``<exists>``, ``1``, ``"IntervalTier"``, ``"word"``, ``0``,
@@ -44,11 +45,11 @@ alone, one per line: ``0``, ``2.3``, ``<exists>``, ``1``, ``"IntervalTier"``, ``
     ""
 
     ! bell:
-    2 1.5 
+    2 1.5
     "ding"
 
 i.e. the tiers' headers (class, name, xmin, xmax), then every interval (``tier xmin xmax``) and
-point (``tier time`` plus a space) of every tier, sorted by start time and then by tier number,
+point (``tier time`` and a trailing space, left out above) of every tier, sorted by start time and then by tier number,
 each preceded by an empty line and a ``! name:`` comment and followed by its quoted text on its
 own line. Praat ends this file without a final newline.
 
