@@ -85,16 +85,18 @@ def make_folds(n_samples: int, groups=None, cv: int | None = None):
     return [(np.setdiff1d(idx, b), b) for b in np.array_split(idx, k)]
 
 
-def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, y_mean: torch.Tensor) -> torch.Tensor:
-    """Per-column scores of ``pred`` (n, t) or (a, n, t) against ``y`` (n, t)."""
+def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, y_mean: torch.Tensor,
+            inplace: bool = False) -> torch.Tensor:
+    """Per-column scores of ``pred`` (n, t) against ``y`` (n, t); ``inplace`` lets it overwrite ``pred``."""
     n = y.shape[0]
     if kind == "corr":
-        pc = pred - pred.mean(dim=-2, keepdim=True)
-        yc = y - y_mean
-        num = (pc * yc).sum(dim=-2)
-        den = torch.sqrt((pc * pc).sum(dim=-2) * (yc * yc).sum(dim=-2))
+        pc = pred.sub_(pred.mean(dim=0, keepdim=True)) if inplace else pred - pred.mean(dim=0, keepdim=True)
+        num = torch.einsum("ij,ij->j", pc, y - y_mean)
+        pp = torch.einsum("ij,ij->j", pc, pc)
+        den = torch.sqrt(pp * y_ss)
         return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
-    sse = ((y - pred) ** 2).sum(dim=-2)
+    resid = pred.sub_(y) if inplace else pred - y
+    sse = torch.einsum("ij,ij->j", resid, resid)
     if kind == "neg_mse":
         return -sse / n
     # r2: 1 - SSE / SST (SST around the validation mean, as sklearn/himalaya)
@@ -270,26 +272,33 @@ class RidgeCV:
         stride = max(2, int(round(math.sqrt(n_alpha) * 0.9)))
         return sorted(set(range(0, n_alpha, stride)) | {n_alpha - 1})
 
-    def _eval(self, folds, Yb, ztr, a: int, cols: torch.Tensor) -> torch.Tensor:
-        """Mean CV score over folds of alpha index ``a`` for the voxels ``cols`` (float64, len(cols))."""
-        acc = torch.zeros(len(cols), dtype=torch.float64, device=self._dev)
-        for fold, z in zip(folds, ztr):
-            yv = Yb[fold.val][:, cols]
-            pred = fold.hat[a] @ z[:, cols]
-            y_mean = yv.mean(dim=0, keepdim=True)
-            y_ss = ((yv - y_mean) ** 2).sum(dim=0)
-            acc += _scores(yv, pred, self.score_kind, y_ss, y_mean).double()
+    def _eval(self, folds, val_data, ztr, a: int, cols: torch.Tensor | None) -> torch.Tensor:
+        """Mean CV score over folds of alpha index ``a`` for the voxels ``cols`` (None = all), float64."""
+        acc = None
+        for fold, z, (yv, y_mean, y_ss) in zip(folds, ztr, val_data):
+            if cols is None:
+                pred = fold.hat[a] @ z
+            else:
+                pred = fold.hat[a] @ z[:, cols]
+                yv, y_mean, y_ss = yv[:, cols], y_mean[:, cols], y_ss[cols]
+            sc = _scores(yv, pred, self.score_kind, y_ss, y_mean, inplace=True).double()
+            acc = sc if acc is None else acc + sc
         return acc / len(folds)
 
     def _cv_batch(self, folds, Xt, Yb, xty, coarse):
         n_alpha = folds[0].hat.shape[0]
         tb = Yb.shape[1]
         # X_tr' Y_tr for each fold from the shared sum: X'Y - X_val' Y_val
-        ztr = [xty - Xt[f.val].T @ Yb[f.val] for f in folds]
+        ztr, val_data = [], []
+        for f in folds:
+            yv = Yb[f.val]
+            ztr.append(xty - Xt[f.val].T @ yv)
+            y_mean = yv.mean(dim=0, keepdim=True)
+            val_data.append((yv, y_mean, ((yv - y_mean) ** 2).sum(dim=0)))
         mean = torch.full((n_alpha, tb), math.nan, dtype=torch.float64, device=self._dev)
         all_cols = torch.arange(tb, device=self._dev)
         for a in coarse:
-            mean[a] = self._eval(folds, Yb, ztr, a, all_cols)
+            mean[a] = self._eval(folds, val_data, ztr, a, None)
         log_pen = torch.arange(n_alpha, device=self._dev, dtype=torch.float64)[:, None] * 1e-10  # ties -> larger alpha
         while True:
             choice = torch.where(torch.isnan(mean), torch.full_like(mean, -math.inf), mean) + log_pen
@@ -305,7 +314,7 @@ class RidgeCV:
             for cand_c, need in todo:
                 for a in torch.unique(cand_c[need]).tolist():
                     cols = all_cols[need & (cand_c == a)]
-                    mean[a, cols] = self._eval(folds, Yb, ztr, a, cols)
+                    mean[a, cols] = self._eval(folds, val_data, ztr, a, cols)
         return mean.cpu().numpy(), best.cpu().numpy()
 
     # ----------------------------------------------------------------------------------------
@@ -325,4 +334,6 @@ class RidgeCV:
         if y.ndim == 1:
             y = y[:, None]
         y_mean = y.mean(dim=0, keepdim=True)
+        if metric not in ("corr", "r2"):
+            raise RidgeError(f"metric must be 'corr' or 'r2', got {metric!r}")
         return _scores(y, pred, metric, ((y - y_mean) ** 2).sum(dim=0), y_mean).numpy()
