@@ -107,7 +107,6 @@ def test_noise_targets_pick_large_alpha_with_r2():
 
 
 def test_matches_himalaya():
-    himalaya = pytest.importorskip("himalaya")
     from himalaya.backend import set_backend
     from himalaya.ridge import RidgeCV as HRidgeCV
     from himalaya.scoring import r2_score
