@@ -72,3 +72,21 @@ def test_bad_data_fails_with_a_clear_message(tiny_workdir, tmp_path):
 def test_lint_is_clean():
     proc = run(["--lint"], ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_command_line(tiny_demo, tmp_path):
+    """`python -m lmbrain summary` reads the dataset; a bad config gives one line, exit 2."""
+    cfg, _ = tiny_demo
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "lmbrain", "summary", "--config", str(path), "--subject", "DEMO01"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "romeo_and_juliet_03" in proc.stdout and "test" in proc.stdout
+    cfg["dataset"]["layout"] = "nwb"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "lmbrain", "summary", "--config", str(path), "--subject", "DEMO01"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "dataset.layout" in proc.stderr
+    version = subprocess.run([sys.executable, "-m", "lmbrain", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("lmbrain ")
