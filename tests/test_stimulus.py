@@ -71,3 +71,55 @@ def test_zscore_constant_column_is_zero():
     z = zscore(x)
     np.testing.assert_allclose(z[:, 0].std(), 1)
     assert np.all(z[:, 1] == 0)
+
+
+def test_downsample_hand_values():
+    from lmbrain.stimulus import downsample
+
+    tr = np.array([11.0, 13.0, 15.0])
+    # a word exactly on a TR centre: L(0) = 1 there, 0 at the neighbours (x = 1, 2)
+    np.testing.assert_allclose(downsample([[1.0]], [11.0], tr)[:, 0], [1, 0, 0], atol=1e-12)
+    # a word half-way: x = -0.5 and 0.5 -> 6 / pi^2 each; x = 1.5 -> 3 sin(1.5 pi) sin(pi/2) / (2.25 pi^2)
+    expected = [6 / np.pi**2, 6 / np.pi**2, 3 * np.sin(1.5 * np.pi) * np.sin(0.5 * np.pi) / (2.25 * np.pi**2)]
+    np.testing.assert_allclose(downsample([[2.0]], [12.0], tr)[:, 0], 2 * np.array(expected), atol=1e-12)
+    with pytest.raises(LmbrainError, match="rows of word features"):
+        downsample(np.ones((3, 2)), [1.0, 2.0], tr)
+
+
+def test_nuisance_regressors():
+    import pandas as pd
+
+    from lmbrain.stimulus import phoneme_rate, silence, word_rate
+
+    tr = np.array([11.0, 13.0, 15.0, 17.0])
+    words = pd.DataFrame({"word": ["a", "b"], "onset": [11.5, 14.0], "offset": [12.5, 16.0]})
+    words["midpoint"] = (words.onset + words.offset) / 2
+    # windows [10,12), [12,14), [14,16), [16,18): covered 0.5, 0.5, 2.0, 0.0 s of 2 s
+    np.testing.assert_allclose(silence(words, tr)[:, 0], [0.75, 0.75, 0.0, 1.0])
+    np.testing.assert_allclose(word_rate(words, tr), lanczos_matrix(tr, words.midpoint.to_numpy()) @ np.ones((2, 1)))
+    phones = pd.DataFrame({"midpoint": [11.7, 12.2, 14.5, 15.5]})
+    assert phoneme_rate(phones, tr).shape == (4, 1) and phoneme_rate(phones, tr).sum() > word_rate(words, tr).sum()
+
+
+def test_read_phones_drops_silence(tmp_path):
+    from lmbrain import textgrid as tg
+    from lmbrain.stimulus import read_phones
+
+    grid = tg.TextGrid(0, 3, [tg.Tier("phone", "IntervalTier", 0, 3, [tg.Interval(0, 1, "sil"), tg.Interval(1, 1.5, "HH"),
+                                                                      tg.Interval(1.5, 2, "AY1"), tg.Interval(2, 3, "sp")]),
+                              tg.Tier("word", "IntervalTier", 0, 3, [tg.Interval(0, 1, ""), tg.Interval(1, 2, "HI"),
+                                                                     tg.Interval(2, 3, "")])])
+    tg.write(tmp_path / "x.TextGrid", grid)
+    ph = read_phones(tmp_path / "x.TextGrid")
+    assert ph.phone.tolist() == ["HH", "AY1"] and ph.midpoint.tolist() == [1.25, 1.75]
+
+
+def test_tr_design_with_training_statistics():
+    from lmbrain.stimulus import tr_design
+
+    x = np.arange(12.0).reshape(6, 2)
+    d = tr_design(x, delays=(1,))
+    np.testing.assert_allclose(d[1:], ((x - x.mean(0)) / x.std(0))[:-1], rtol=1e-6)
+    d2 = tr_design(x, delays=(0, 2), mean=np.array([1.0, 1.0]), std=np.array([2.0, 0.0]))
+    np.testing.assert_allclose(d2[:, 0], (x[:, 0] - 1) / 2)
+    assert np.all(d2[:, 1] == 0) and d2.dtype == np.float32 and d2.shape == (6, 4)

@@ -85,6 +85,74 @@ def lanczos_matrix(tr_times: np.ndarray, word_times: np.ndarray, window: int = 3
     return lanczos_kernel((tr_times[:, None] - word_times[None, :]) * cutoff, window)
 
 
+def downsample(values: np.ndarray, word_times: np.ndarray, tr_times: np.ndarray, window: int = 3,
+               cutoff_mult: float = 1.0) -> np.ndarray:
+    """Word-level values (n_words, d) -> TR-level (n_trs, d) by Lanczos interpolation (a sum over words).
+
+    Computing at the response-aligned ``tr_times`` (:func:`lebel_response_times`) gives exactly the
+    rows the released code keeps after trimming ``[10:-5]``, because the kernel is evaluated per TR.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.shape[0] != len(word_times):
+        raise LmbrainError(f"{values.shape[0]} rows of word features for {len(word_times)} word times")
+    return lanczos_matrix(tr_times, word_times, window, cutoff_mult) @ values
+
+
+def read_phones(path: str | os.PathLike, tier: int | str = 0) -> pd.DataFrame:
+    """Phone intervals of a TextGrid (tier 0 by default, as in the LeBel et al. files): ``phone``, ``onset``, ``offset``, ``midpoint``.
+
+    Silences and non-speech labels (``sp``, ``sil``, ``{LG}``, empty, ...) are dropped.
+    """
+    grid = _textgrid.read(path)
+    t = grid.tiers[tier] if isinstance(tier, int) and 0 <= tier < len(grid.tiers) else None
+    if isinstance(tier, str):
+        t = next((x for x in grid.tiers if x.name == tier), None)
+    if t is None:
+        raise LmbrainError(f"{path}: no phone tier {tier!r} ({len(grid.tiers)} tiers present)")
+    rows = [(it.text.strip(), it.xmin, it.xmax) for it in t.items
+            if it.text.strip().strip("{}").strip().lower() not in (_textgrid.NON_WORDS | {"sil"})]
+    out = pd.DataFrame(rows, columns=["phone", "onset", "offset"]).astype({"onset": "float64", "offset": "float64"})
+    out["midpoint"] = (out["onset"] + out["offset"]) / 2
+    return out
+
+
+def word_rate(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
+    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of words (one per word at its midpoint)."""
+    return downsample(np.ones(len(words)), words["midpoint"].to_numpy(), tr_times)
+
+
+def phoneme_rate(phones: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
+    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of phones (see :func:`read_phones`)."""
+    return downsample(np.ones(len(phones)), phones["midpoint"].to_numpy(), tr_times)
+
+
+def silence(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
+    """Nuisance regressor (n_trs, 1): fraction of each TR's window ``[t - TR/2, t + TR/2)`` with no word sounding."""
+    tr_times = np.asarray(tr_times, dtype=np.float64)
+    tr = np.mean(np.diff(tr_times))
+    lo, hi = tr_times - tr / 2, tr_times + tr / 2
+    on = words["onset"].to_numpy()[None, :]
+    off = words["offset"].to_numpy()[None, :]
+    covered = np.clip(np.minimum(off, hi[:, None]) - np.maximum(on, lo[:, None]), 0, None).sum(axis=1)
+    return (1 - np.clip(covered / tr, 0, 1))[:, None]
+
+
+def tr_design(tr_features: np.ndarray, delays=(1, 2, 3, 4), mean: np.ndarray | None = None,
+              std: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+    """One story's design matrix: z-score each column (per story, or with given training ``mean``/``std``),
+    then FIR delays. (n_trs, d) -> (n_trs, d * len(delays)).
+    """
+    x = np.asarray(tr_features, dtype=np.float64)
+    if mean is None:
+        z = zscore(x)
+    else:
+        std = np.asarray(std, dtype=np.float64)
+        z = np.where(std > 0, (x - mean) / np.where(std > 0, std, 1), 0.0)
+    return make_delayed(z, delays).astype(dtype)
+
+
 def make_delayed(x: np.ndarray, delays=(1, 2, 3, 4)) -> np.ndarray:
     """FIR design: copies of ``x`` (n_trs, n_features) shifted down by each delay (zero-padded), hstacked.
 
