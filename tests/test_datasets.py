@@ -1,7 +1,6 @@
 """Dataset readers: the lebel2023 release layout and BIDS, including every bad-input case."""
 
 import json
-import warnings
 
 import h5py
 import nibabel as nib
@@ -11,7 +10,6 @@ import pytest
 
 from lmbrain import LmbrainWarning
 from lmbrain.datasets import DatasetError, open_dataset, read_word_tsv, summarize
-from lmbrain.volume import VoxelSpace
 
 
 def long_textgrid(words, end):

@@ -1,16 +1,14 @@
 """The embedded demo dataset: layout, determinism, planted truth, and that a context sweep can see it."""
 
-import json
 import os
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from lmbrain.datasets import open_dataset
-from lmbrain.demo import DemoError, build_demo, planted_windows, synthesize_timings, window_states
+from lmbrain.demo import DemoError, build_demo, planted_windows, window_states
 
 from conftest import tiny_config
 
