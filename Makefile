@@ -3,7 +3,7 @@
 #   make test   install into .venv, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
-CORES  ?= 8
+CORES  ?= $(shell nproc 2>/dev/null || echo 2)
 BIN     = $(VENV)/bin
 
 .PHONY: demo test install lint clean

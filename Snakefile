@@ -19,9 +19,12 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/features.smk"
 
 
 rule all:
     input:
         all_targets(),
+        feature_targets,
     default_target: True

@@ -11,6 +11,12 @@ import yaml
 from conftest import CACHE
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAINING = {"embedding_dim": 16, "epochs": 1, "max_train_words": 20000, "min_count": 10, "max_vocab": 2000}
+TINY_MODELS = {
+    "lstm": {"type": "lstm", "hidden_dim": 16, "n_layers": 1, **TINY_TRAINING},
+    "transformer": {"type": "transformer", "n_layers": 1, "n_heads": 2, "max_positions": 64, **TINY_TRAINING},
+    "rnn": {"type": "rnn", "hidden_dim": 16, "n_layers": 1, "layers": [1], **TINY_TRAINING},
+}
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
@@ -26,6 +32,9 @@ def tiny_workdir(tmp_path_factory, shakespeare_archive):
         "stories": {"train": "all", "test": ["romeo_and_juliet_03"]},
         "demo": {"n_stories": 4, "min_words": 120, "max_words": 250, "voxel_stride": [4, 12, 12], "n_repeats": 2,
                  "cache_dir": str(CACHE)},
+        "models": {name: TINY_MODELS[name] for name in ("lstm", "transformer")},
+        "use_models": ["lstm", "transformer"],
+        "features": {"context_lengths": [1, 2, 8]},
     }
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     return work
@@ -35,7 +44,7 @@ def test_dry_run_lists_jobs(tiny_workdir):
     proc = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
-    for rule in ("demo_dataset", "data_summary", "all"):
+    for rule in ("demo_dataset", "data_summary", "train_model", "all"):
         assert rule in out
 
 
@@ -52,15 +61,63 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         assert "finished" in text
     bench = pd.read_csv(tiny_workdir / "results/benchmarks/demo_dataset.tsv", sep="\t")
     assert {"s", "max_rss"} <= set(bench.columns)
+    # models trained with their reports, features for every (model, story) and k
+    for model in ("lstm", "transformer"):
+        assert (tiny_workdir / f"results/models/{model}/training.png").exists()
+        assert "held-out ppl" in (tiny_workdir / f"logs/models/{model}/train_model.log").read_text()
+        for story in summary["story"]:
+            folder = tiny_workdir / f"results/features/{model}/{story}"
+            assert sorted(p.name for p in folder.iterdir()) == ["k1.h5", "k2.h5", "k8.h5"]
+    from lmbrain.features import read_features
+
+    words = read_features(tiny_workdir / "results/features/transformer/romeo_and_juliet_03/k8.h5", kind="words")
+    heads = read_features(tiny_workdir / "results/features/transformer/romeo_and_juliet_03/k8.h5", 1, "heads")
+    assert heads.shape == (len(words), 2, 8)
+    assert (tiny_workdir / "results/benchmarks/features/lstm/romeo_and_juliet_01.tsv").exists()
     # nothing left to do afterwards
     again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # adding a model schedules only that model's jobs (one training, one extraction per story)
+    cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
+    cfg["models"]["rnn"] = TINY_MODELS["rnn"]
+    cfg["use_models"].append("rnn")
+    (tiny_workdir / "more.yaml").write_text(yaml.safe_dump(cfg))
+    plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
+    jobs = _job_counts(plan.stdout)
+    assert jobs == {"train_model": 1, "extract_features": 4, "all": 1, "total": 6}, plan.stdout[-2000:]
+    assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
+
+
+def _job_counts(text):
+    """The 'Job stats' table of a snakemake dry run as {rule: count}."""
+    counts, inside = {}, False
+    for line in text.splitlines():
+        if line.startswith("Job stats"):
+            inside, counts = True, {}
+            continue
+        if inside:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+            elif counts and not parts:
+                inside = False
+    return counts
+
+
+def test_bad_model_config_stops_before_any_job(tiny_workdir):
+    cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
+    cfg["models"]["lstm"]["layers"] = [0, 1]
+    cfg["models"]["broken"] = {"type": "gpt5"}
+    (tiny_workdir / "broken.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run(["-n", "--configfile", "broken.yaml"], tiny_workdir)
+    assert proc.returncode != 0
+    assert "gpt5" in proc.stdout + proc.stderr
 
 
 def test_bad_data_fails_with_a_clear_message(tiny_workdir, tmp_path):
     """Real-data mode (no demo build) on a folder that is not a dataset: one clear line naming the problem."""
     cfg = {"dataset": {"layout": "lebel2023", "root": str(tmp_path)}, "subjects": ["UTS01"],
-           "stories": {"train": "all", "test": ["wheretheressmoke"]}, "demo": {"build": False}}
+           "stories": {"train": "all", "test": ["wheretheressmoke"]}, "demo": {"build": False}, "use_models": []}
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     proc = run(["--cores", "1", "--configfile", str(tmp_path / "real.yaml")], tmp_path)
     assert proc.returncode != 0

@@ -75,6 +75,12 @@ def validate_config(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: demo.trw_min must not exceed demo.trw_max")
     if demo.get("snr_min", 1) > demo.get("snr_max", 1):
         raise ConfigError(f"{source}: demo.snr_min must not exceed demo.snr_max")
+    from .modelspec import ModelError, check_models
+
+    try:
+        check_models(config)
+    except ModelError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return config
 
 

@@ -334,17 +334,23 @@ def split_stories(scenes: list[Scene], min_words: int = 400, max_words: int = 90
     return stories
 
 
+def text_words(archive: str | os.PathLike, name: str) -> list[str]:
+    """The spoken words of one text of the archive (plays: speeches only; poems: all words)."""
+    text = read_text(archive, name)
+    if name in POEMS:
+        return [w for w, _ in tokenize(text)]
+    return [w for scene in parse_play(text, name) for sp in scene.speeches for w, _ in tokenize(sp.text)]
+
+
+def corpus_texts(archive: str | os.PathLike, exclude_plays=(), include_poems: bool = True) -> dict[str, list[str]]:
+    """``{text name: words}`` for every text of the archive except ``exclude_plays`` (sorted by name)."""
+    return {
+        name: text_words(archive, name)
+        for name in list_texts(archive)
+        if name not in exclude_plays and not (name in POEMS and not include_poems)
+    }
+
+
 def corpus_words(archive: str | os.PathLike, exclude_plays=(), include_poems: bool = True) -> list[str]:
     """Every word of the archive's texts except ``exclude_plays`` (sorted by text name): the LM corpus."""
-    words: list[str] = []
-    for name in list_texts(archive):
-        if name in exclude_plays or (name in POEMS and not include_poems):
-            continue
-        text = read_text(archive, name)
-        if name in POEMS:
-            words.extend(w for w, _ in tokenize(text))
-        else:
-            for scene in parse_play(text, name):
-                for sp in scene.speeches:
-                    words.extend(w for w, _ in tokenize(sp.text))
-    return words
+    return [w for words in corpus_texts(archive, exclude_plays, include_poems).values() for w in words]

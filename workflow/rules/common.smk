@@ -1,12 +1,21 @@
 # Shared configuration handling and input functions (no science here).
 import json
+import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import lmbrain
+from lmbrain.modelspec import ModelError, check_context_lengths, check_models
 
 validate(config, "../schemas/config.schema.yaml")
+try:
+    MODELS = check_models(config, active_only=True)
+except ModelError as exc:
+    raise WorkflowError(f"invalid model configuration: {exc}") from None
+TRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] != "huggingface"]
+PRETRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] == "huggingface"]
 
 DATA_ROOT = Path(config["dataset"]["root"])
 SUBJECTS = list(config["subjects"])
@@ -28,6 +37,58 @@ def demo_params():
     )
 
 
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (or nothing)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def dataset_stories(wildcards=None):
+    """Every story of the configured subjects (after the demo checkpoint when the demo is built)."""
+    if config["demo"]["build"]:
+        checkpoints.demo_dataset.get()
+    from lmbrain.datasets import open_dataset
+
+    ds = open_dataset(config["dataset"]["layout"], str(DATA_ROOT), tr=config["tr"])
+    return sorted({story for subject in SUBJECTS for story in ds.stories(subject)})
+
+
+def corpus_params():
+    """What the training corpus depends on."""
+    return json.dumps({"corpus": config["corpus"], "plays": config["demo"]["plays"]}, sort_keys=True)
+
+
+def model_params(wildcards):
+    """What a model's training depends on (a change reruns only that model's jobs)."""
+    spec = MODELS[wildcards.model]
+    deps = {"spec": spec, "seed": config["seed"]}
+    return json.dumps(deps, sort_keys=True)
+
+
+def feature_params(wildcards):
+    """What a model's features depend on: its spec, its context lengths and the feature settings."""
+    spec = MODELS[wildcards.model]
+    ks = spec["context_lengths"] or config["features"]["context_lengths"]
+    return json.dumps({"spec": spec, "context_lengths": sorted(ks), "features": config["features"]}, sort_keys=True)
+
+
+def model_threads(wildcards):
+    return 4
+
+
+def model_gpus(wildcards):
+    """Training and extraction use a GPU when present: one per job (limit them with --resources gpu=N)."""
+    return 1
+
+
+def feature_targets(wildcards=None):
+    if not MODELS:
+        return []
+    return expand("results/features/{model}/{story}", model=list(MODELS), story=dataset_stories())
+
+
 def all_targets():
+    """Targets known before the dataset exists (feature_targets adds the per-story ones)."""
     targets = expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
+    targets += expand("results/models/{model}/training.png", model=TRAINED_MODELS)
+    targets += expand("results/models/{model}/config.json", model=PRETRAINED_MODELS)
     return targets

@@ -1,7 +1,8 @@
 # The embedded demo dataset (a lebel2023-layout dataset with planted receptive windows).
 
 
-rule demo_dataset:
+# A checkpoint: the story names are known only once the dataset exists.
+checkpoint demo_dataset:
     output:
         manifest=str(DATA_ROOT / "demo.json"),
     params:

@@ -1,0 +1,394 @@
+"""Word-level language-model features at several context lengths.
+
+For each story word ``i`` and context length ``k``, a word's features come from a causal forward
+pass over **exactly** the last ``k`` words (the word itself included; fewer at the start of a
+story; never across stories): *strict context truncation*, the honest context manipulation (a
+banded attention mask is not equivalent: its receptive field grows with depth).
+
+What is read off at the word's last token:
+
+- ``hidden/layer_<l>``: the hidden state of layer ``l`` ``(n_words, d)``;
+- for attention models, per layer ``l >= 1`` and head: ``attention/layer_<l>/heads`` the head's
+  attention output before the output projection (Kumar et al.'s "transformations",
+  ``(n_words, n_heads, d_head)``), ``attention/layer_<l>/entropy`` the entropy (nats) of the
+  head's attention distribution over the window's tokens, and ``attention/layer_<l>/distance``
+  the mean distance in words from the word to the tokens it attends to (the share on the BOS token
+  is left out and the rest renormalised; distance 0 = the word's own tokens).
+
+**The fast path is exact.** A causal pass over the window that *starts* at word ``s`` yields, at
+the last token of its ``j``-th word, the feature of word ``s + j`` with context ``j + 1``. Word
+``i`` at context ``k`` needs the window starting at ``max(0, i - k + 1)``, so one pass per start
+word, ``max(k)`` words long, serves every ``k`` at once: ``n_words * max(k)`` tokens instead of
+``n_words * sum(k)``, in batches of equal-length windows (right padding cannot change a causal
+model's earlier positions). :func:`reference_features` is the deliberately simple one-window,
+one-pass version the tests compare it with.
+
+Output: one HDF5 file per (model, story, k) (see :func:`write_story_features`), chunked by word so
+a layer or a range of words is read without loading the rest (:func:`read_features`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import LmbrainError, __version__
+from .io import atomic_path
+from .models import LanguageModel, ModelError, check_context_lengths, resolve_layers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT_LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+CONTEXT_METHOD = ("strict truncation: each word's features come from a causal pass over exactly its last k "
+                  "words (fewer at the start of a story), never across story boundaries")
+
+
+class FeatureError(LmbrainError, ValueError):
+    """A feature file that is missing or does not hold what was asked for."""
+
+
+def _windows(lm: LanguageModel, word_ids: list[list[int]], starts, length: int):
+    """Token batch ``(B, T)`` for windows of ``length`` words at ``starts``; last-token index of each word."""
+    prefix = list(lm.prefix)
+    seqs, last = [], []
+    n = len(word_ids)
+    for s in starts:
+        toks = list(prefix)
+        ends = []
+        for w in word_ids[s: min(s + length, n)]:
+            toks.extend(w)
+            ends.append(len(toks) - 1)
+        seqs.append(toks)
+        last.append(ends)
+    T = max(len(t) for t in seqs)
+    batch = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, t in enumerate(seqs):
+        batch[b, : len(t)] = torch.as_tensor(t)
+    return batch, last
+
+
+def _token_words(word_ids: list[list[int]], start: int, length: int, n_prefix: int, T: int) -> torch.Tensor:
+    """Window-relative word index of each token (prefix tokens -1, padding -2)."""
+    idx = [-1] * n_prefix
+    for j, w in enumerate(word_ids[start: start + length]):
+        idx.extend([j] * len(w))
+    idx.extend([-2] * (T - len(idx)))
+    return torch.as_tensor(idx[:T])
+
+
+def attention_stats(probs: torch.Tensor, token_word: torch.Tensor, query_word: torch.Tensor):
+    """Entropy (nats) and mean word distance of attention rows.
+
+    probs: ``(B, H, Q, T)`` attention of Q query tokens over T key tokens; token_word: ``(B, T)``
+    window word index of each key token (-1 prefix/BOS, -2 padding); query_word: ``(B, Q)`` window
+    word index of each query. Returns two ``(B, Q, H)`` arrays. The distance leaves out the prefix
+    (BOS) share and renormalises over the window's words.
+    """
+    p = probs if probs.dtype == torch.float64 else probs.float()
+    ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)  # (B, H, Q)
+    is_word = (token_word >= 0)[:, None, None, :]
+    dist = (query_word[:, :, None] - token_word[:, None, :]).clamp_min(0).to(p.dtype)  # (B, Q, T)
+    pw = p * is_word.to(p.dtype)
+    mass = pw.sum(-1).clamp_min(1e-30)
+    mean_dist = (pw * dist[:, None]).sum(-1) / mass
+    return ent.permute(0, 2, 1), mean_dist.permute(0, 2, 1)
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    """float32 numpy (float64 kept: the tests compare float64 runs)."""
+    return (x if x.dtype == torch.float64 else x.float()).cpu().numpy()
+
+
+def _read_off(lm, out, rows_tok, token_word, query_word, layers, attn_layers):
+    """Gather features at query tokens rows_tok ``(B, Q)`` -> dict name -> (B, Q, ...) float32 numpy."""
+    res = {}
+    bidx = torch.arange(rows_tok.shape[0])[:, None]
+    for layer in layers:
+        res[f"hidden/layer_{layer}"] = _np(out.hidden[layer][bidx, rows_tok])
+    for layer in attn_layers:
+        res[f"attention/layer_{layer}/heads"] = _np(out.head_out[layer][bidx, rows_tok])
+        probs = out.attn[layer]  # (B, H, T, T)
+        rows = probs[bidx, :, rows_tok]  # (B, Q, H, T)
+        ent, dist = attention_stats(rows.permute(0, 2, 1, 3), token_word, query_word)
+        res[f"attention/layer_{layer}/entropy"] = _np(ent)
+        res[f"attention/layer_{layer}/distance"] = _np(dist)
+    return res
+
+
+def _plan(lm: LanguageModel, layers, attention: bool):
+    layers = resolve_layers(layers, lm.n_layers, f"model '{lm.name}'")
+    attn_layers = [layer for layer in layers if layer >= 1] if (attention and lm.has_attention) else []
+    return layers, attn_layers
+
+
+def _autocast(lm: LanguageModel, precision: str):
+    if lm.device.type == "cuda" and precision in ("bfloat16", "float16"):
+        return torch.autocast("cuda", dtype=getattr(torch, precision))
+    return contextlib.nullcontext()
+
+
+def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention: bool = True,
+                  max_batch_tokens: int = 8192, precision: str = "float32", progress: bool = False):
+    """Fast exact path: yields ``(k, start_row, arrays)`` blocks covering every (word, k).
+
+    ``arrays`` maps feature names to ``(n_rows, ...)`` float32 arrays for words
+    ``start_row : start_row + n_rows``; blocks of one k arrive in word order. Memory is bounded by
+    ``max_batch_tokens`` (window tokens per forward pass), never by the story length.
+    """
+    ks = check_context_lengths(list(context_lengths))
+    layers, attn_layers = _plan(lm, layers, attention)
+    n = len(words)
+    if n == 0:
+        return
+    K = min(max(ks), n)
+    word_ids = lm.encode(words)
+    limit = lm.max_tokens()
+    csum = np.concatenate([[0], np.cumsum([len(w) for w in word_ids])])
+    longest = len(lm.prefix) + int((csum[K:] - csum[:-K]).max())
+    if limit is not None and longest > limit:
+        raise ModelError(f"model '{lm.name}': a {K}-word window takes up to {longest} tokens, more than the model's "
+                         f"{limit} positions; use shorter context_lengths for this model")
+    n_prefix = len(lm.prefix)
+    mean_tokens = max(1.0, sum(len(w) for w in word_ids) / n)
+    per_window = int(np.ceil(K * mean_tokens)) + n_prefix
+    batch = max(1, int(max_batch_tokens // per_window))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, unit="word", desc=f"{lm.name} features", disable=not progress, mininterval=2.0)
+    with torch.inference_mode(), _autocast(lm, precision):
+        # window 0 serves every word whose context reaches the story start (i < k)
+        tokens, last = _windows(lm, word_ids, [0], K)
+        out = lm.run(tokens, layers, attention=bool(attn_layers))
+        ends = torch.as_tensor(last[0])[None]  # (1, K)
+        tw = _token_words(word_ids, 0, K, n_prefix, tokens.shape[1])[None]
+        got = _read_off(lm, out, ends, tw, torch.arange(len(last[0]))[None], layers, attn_layers)
+        for k in ks:
+            m = min(k, n)
+            yield k, 0, {name: a[0, :m] for name, a in got.items()}
+        del out, got
+        bar.update(1)
+        # windows starting at s >= 1 serve word s + k - 1 at context k
+        offsets = torch.as_tensor([k - 1 for k in ks])
+        for s0 in range(1, n, batch):
+            starts = list(range(s0, min(s0 + batch, n)))
+            tokens, last = _windows(lm, word_ids, starts, K)
+            out = lm.run(tokens, layers, attention=bool(attn_layers))
+            B = len(starts)
+            # query word j = k - 1 (clamped to the window; rows past the story end are dropped below)
+            qword = torch.stack([offsets.clamp(max=len(e) - 1) for e in last])  # (B, Q)
+            rows_tok = torch.stack([torch.as_tensor(e)[q] for e, q in zip(last, qword)])
+            tw = torch.stack([_token_words(word_ids, s, K, n_prefix, tokens.shape[1]) for s in starts])
+            got = _read_off(lm, out, rows_tok, tw, qword, layers, attn_layers)
+            for qi, k in enumerate(ks):
+                first = s0 + k - 1
+                if first >= n:
+                    continue
+                m = min(B, n - first)
+                yield k, first, {name: a[:m, qi] for name, a in got.items()}
+            del out, got
+            bar.update(B)
+    bar.close()
+
+
+def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, layers=None, attention: bool = True):
+    """The simple reference: one forward pass over words ``max(0, i-k+1)..i`` read at word i's last token."""
+    layers, attn_layers = _plan(lm, layers, attention)
+    start = max(0, i - k + 1)
+    ids = lm.encode(words[start: i + 1])
+    toks = list(lm.prefix) + [t for w in ids for t in w]
+    with torch.inference_mode():
+        out = lm.run(torch.as_tensor(toks)[None], layers, attention=bool(attn_layers))
+    tw = _token_words(ids, 0, len(ids), len(lm.prefix), len(toks))[None]
+    got = _read_off(lm, out, torch.as_tensor([[len(toks) - 1]]), tw, torch.as_tensor([[i - start]]), layers,
+                    attn_layers)
+    return {name: a[0, 0] for name, a in got.items()}
+
+
+def extract_reference(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention=True):
+    """Every (word, k) through :func:`reference_features`: ``{k: {name: (n_words, ...)}}`` (slow; for tests)."""
+    ks = check_context_lengths(list(context_lengths))
+    res = {}
+    for k in ks:
+        rows = [reference_features(lm, words, i, k, layers, attention) for i in range(len(words))]
+        res[k] = {name: np.stack([r[name] for r in rows]) for name in rows[0]} if rows else {}
+    return res
+
+
+def extract_in_memory(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention=True,
+                      **kwargs) -> dict:
+    """The fast path collected into ``{k: {name: (n_words, ...)}}`` (small inputs; files use the iterator)."""
+    ks = check_context_lengths(list(context_lengths))
+    parts: dict = {k: {} for k in ks}
+    for k, start, arrays in iter_features(lm, words, ks, layers, attention, **kwargs):
+        for name, a in arrays.items():
+            parts[k].setdefault(name, []).append((start, a))
+    out = {}
+    for k, named in parts.items():
+        out[k] = {}
+        for name, pieces in named.items():
+            pieces.sort(key=lambda p: p[0])
+            arr = np.concatenate([a for _, a in pieces])
+            if arr.shape[0] != len(words):
+                raise AssertionError(f"k={k} {name}: {arr.shape[0]} rows for {len(words)} words")
+            out[k][name] = arr
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+def feature_path(root: str | os.PathLike, model: str, story: str, k: int) -> Path:
+    """``<root>/<model>/<story>/k<k>.h5`` (root is ``results/features`` in the workflow)."""
+    return Path(root) / model / story / f"k{int(k)}.h5"
+
+
+def write_story_features(lm: LanguageModel, story: str, words_df, paths: dict, layers=None, attention=True,
+                         dtype: str = "float32", max_batch_tokens: int = 8192, precision: str = "float32",
+                         progress: bool = False, attrs: dict | None = None) -> dict:
+    """Extract one story at every k and write ``paths[k]`` (HDF5) atomically; returns shapes.
+
+    ``words_df`` has columns ``word``, ``onset``, ``offset`` (and ``midpoint``). Each file holds the
+    word table (``words``, ``onset``, ``offset``, ``time``), the feature arrays named as in the module
+    docstring (chunked by word, float32 or float16), model-specific arrays (``timescales/layer_<l>``
+    for the multi-timescale LSTM) and attributes describing the model, k and the context method.
+    Nothing is kept in memory beyond one batch; on any error no file is left behind.
+    """
+    import h5py
+
+    ks = check_context_lengths(sorted(paths))
+    words = [str(w) for w in words_df["word"]]
+    n = len(words)
+    if n == 0:
+        raise FeatureError(f"story {story!r} has no words")
+    onset = np.asarray(words_df["onset"], dtype=np.float64)
+    offset = np.asarray(words_df["offset"], dtype=np.float64)
+    time = np.asarray(words_df["midpoint"], dtype=np.float64) if "midpoint" in words_df else (onset + offset) / 2
+    layers_r, attn_layers = _plan(lm, layers, attention)
+    store = np.dtype(dtype)
+    with contextlib.ExitStack() as stack:
+        files, tmps = {}, {}
+        for k in ks:
+            tmp = stack.enter_context(atomic_path(paths[k]))
+            fh = stack.enter_context(h5py.File(tmp, "w"))
+            files[k], tmps[k] = fh, tmp
+            fh.create_dataset("words", data=np.array(words, dtype=object), dtype=h5py.string_dtype())
+            fh.create_dataset("onset", data=onset)
+            fh.create_dataset("offset", data=offset)
+            fh.create_dataset("time", data=time)
+            for name, arr in lm.extra_arrays().items():
+                fh.create_dataset(name, data=arr)
+            fh.attrs.update({
+                "model": lm.name, "model_type": lm.kind, "story": story, "context_length": int(k),
+                "context_method": CONTEXT_METHOD, "layers": np.asarray(layers_r, dtype=np.int64),
+                "attention_layers": np.asarray(attn_layers, dtype=np.int64), "n_layers": int(lm.n_layers),
+                "n_words": n, "lmbrain_version": __version__, **(attrs or {}),
+            })
+        filled = {k: 0 for k in ks}
+        for k, start, arrays in iter_features(lm, words, ks, layers_r, attention, max_batch_tokens=max_batch_tokens,
+                                              precision=precision, progress=progress):
+            fh = files[k]
+            m = None
+            for name, a in arrays.items():
+                if name not in fh:
+                    chunk = (min(n, max(1, 2 ** 20 // max(1, int(np.prod(a.shape[1:])) * store.itemsize))),) + a.shape[1:]
+                    fh.create_dataset(name, shape=(n,) + a.shape[1:], dtype=store, chunks=chunk)
+                fh[name][start: start + a.shape[0]] = a.astype(store, copy=False)
+                m = a.shape[0]
+            filled[k] += m or 0
+        for k in ks:
+            if filled[k] != n:
+                raise AssertionError(f"{paths[k]}: wrote {filled[k]} of {n} rows")
+        shapes: dict = {}
+        files[ks[0]].visititems(lambda name, obj: shapes.__setitem__(name, obj.shape)
+                                if isinstance(obj, h5py.Dataset) else None)
+    return shapes
+
+
+def read_features(path: str | os.PathLike, layer: int | None = None, kind: str = "hidden", rows=None):
+    """One array from a feature file without loading the others.
+
+    kind: ``hidden`` (needs ``layer``), ``heads``, ``entropy`` or ``distance`` (attention, needs
+    ``layer``), ``words``/``onset``/``offset``/``time``, or a full dataset name. ``rows``: a slice or
+    index array of words (default all).
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FeatureError(f"{path}: feature file not found (run the extract_features rule)")
+    if kind == "hidden":
+        name = f"hidden/layer_{layer}"
+    elif kind in ("heads", "entropy", "distance"):
+        name = f"attention/layer_{layer}/{kind}"
+    else:
+        name = kind
+    with h5py.File(path, "r") as fh:
+        if name not in fh:
+            have = []
+            fh.visit(lambda x: have.append(x) if isinstance(fh[x], h5py.Dataset) else None)
+            raise FeatureError(f"{path}: no {name!r} in this file (it has: {', '.join(have)})")
+        d = fh[name]
+        data = d[()] if rows is None else d[rows]
+        if kind == "words":
+            data = np.array([x.decode() if isinstance(x, bytes) else x for x in data], dtype=object)
+        return data
+
+
+def feature_info(path: str | os.PathLike) -> dict:
+    """Attributes and dataset shapes of a feature file."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        shapes = {}
+        fh.visititems(lambda name, obj: shapes.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
+        return {"attrs": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh.attrs.items()}, "datasets": shapes}
+
+
+def context_lengths_for(config: dict, spec: dict) -> list[int]:
+    """A model's context lengths: its own ``context_lengths`` or ``features.context_lengths``."""
+    ks = spec.get("context_lengths") or config.get("features", {}).get("context_lengths", DEFAULT_CONTEXT_LENGTHS)
+    return check_context_lengths(ks)
+
+
+def extract_from_config(config: dict, name: str, story: str, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                        progress: bool = True) -> dict:
+    """What the ``extract_features`` rule does: features of model ``name`` for ``story`` at every k.
+
+    Writes ``out_dir/k<k>.h5`` for each context length (see :func:`write_story_features`).
+    """
+    import time
+
+    from .datasets import open_dataset
+    from .modelspec import check_models
+    from .models import load_model
+    from .training import pick_device
+
+    models = check_models(config)
+    if name not in models:
+        raise ModelError(f"no model {name!r} in the config (models: {', '.join(models) or 'none'})")
+    spec = models[name]
+    fc = config.get("features", {})
+    ks = context_lengths_for(config, spec)
+    ds = open_dataset(config["dataset"]["layout"], config["dataset"]["root"], tr=config.get("tr", 2.0))
+    words = ds.words(story)
+    device = pick_device(config.get("device", "auto"))
+    t0 = time.time()
+    lm = load_model(model_dir, device=device, name=name)
+    log.info("model %s (%s, %d layers) loaded on %s in %.1f s", name, lm.kind, lm.n_layers, device, time.time() - t0)
+    if hasattr(lm, "vocab"):
+        log.info("story %s: %d words, %.1f%% in the model's vocabulary", story, len(words),
+                 100 * lm.vocab.coverage(list(words["word"])))
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / f"k{k}.h5" for k in ks}
+    t0 = time.time()
+    shapes = write_story_features(lm, story, words, paths, layers=spec["layers"], attention=spec["attention_features"],
+                                  dtype=fc.get("dtype", "float32"), max_batch_tokens=fc.get("max_batch_tokens", 8192),
+                                  precision=fc.get("precision", "float32"), progress=progress)
+    dt = time.time() - t0
+    log.info("story %s: %d words x %d context lengths in %.1f s (%.0f words/s, all k); arrays: %s", story, len(words),
+             len(ks), dt, len(words) / max(dt, 1e-9), ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items()
+                                                                  if k.startswith(("hidden", "attention"))))
+    return {"seconds": dt, "n_words": len(words), "context_lengths": ks, "shapes": shapes}

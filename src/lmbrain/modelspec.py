@@ -1,0 +1,138 @@
+"""Model configuration: the keys and defaults of each model type, checked with clear messages.
+
+Kept free of torch so that reading and validating a config stays fast (the workflow does it at
+every start). See :mod:`lmbrain.models` for what each type is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import LmbrainError
+
+TRAINED_TYPES = ("attention", "rnn", "lstm", "mtlstm", "transformer")
+MODEL_TYPES = TRAINED_TYPES + ("huggingface",)
+ATTENTION_TYPES = ("attention", "transformer", "huggingface")
+
+
+class ModelError(LmbrainError, ValueError):
+    """A model configuration or checkpoint that cannot be used (the message says what to change)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Configuration: defaults per type, checked with messages that name the model and the key.
+_COMMON = {
+    "type": None,
+    "layers": None,  # layers whose hidden states become features (None = every layer)
+    "attention_features": True,  # transformers: per-head outputs and attention statistics
+    "context_lengths": None,  # None = features.context_lengths
+}
+_TRAIN = {
+    "min_count": 2,
+    "max_vocab": 20000,
+    "embedding_dim": 128,
+    "dropout": 0.1,
+    "epochs": 4,
+    "batch_size": 32,
+    "seq_len": 32,  # training sequence length (the BPTT length for recurrent models)
+    "lr": 0.003,
+    "weight_decay": 0.01,
+    "clip": 1.0,
+    "max_train_words": None,  # cap on corpus words per epoch (None = all)
+}
+DEFAULTS = {
+    "attention": {**_COMMON, **_TRAIN, "window": 16, "lr": 0.01},
+    "rnn": {**_COMMON, **_TRAIN, "hidden_dim": 256, "n_layers": 2, "lr": 0.005},
+    "lstm": {**_COMMON, **_TRAIN, "hidden_dim": 256, "n_layers": 2, "lr": 0.01},
+    "mtlstm": {**_COMMON, **_TRAIN, "hidden_dim": 256, "n_layers": 2, "lr": 0.01, "invgamma_a": 0.56, "invgamma_scale": 1.0,
+               "short_timescales": [3.0, 4.0]},
+    "transformer": {**_COMMON, **_TRAIN, "n_layers": 4, "n_heads": 4, "mlp_ratio": 4, "max_positions": 512},
+    "huggingface": {**_COMMON, "path": None, "gguf_file": None, "trust_remote_code": False, "dtype": "float32",
+                    "prepend_bos": True},
+}
+
+
+def model_spec(name: str, spec: dict) -> dict:
+    """A model's config with defaults filled in, checked: unknown type or key, bad values -> ModelError."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ModelError(f"model '{name}': needs a 'type' (one of {', '.join(MODEL_TYPES)})")
+    kind = spec["type"]
+    if kind not in DEFAULTS:
+        raise ModelError(f"model '{name}': unknown type '{kind}' (use one of {', '.join(MODEL_TYPES)})")
+    unknown = sorted(set(spec) - set(DEFAULTS[kind]))
+    if unknown:
+        raise ModelError(
+            f"model '{name}' (type {kind}): unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(DEFAULTS[kind]))}"
+        )
+    out = {**DEFAULTS[kind], **spec}
+    ks = out["context_lengths"]
+    if ks is not None:
+        check_context_lengths(ks, f"model '{name}'")
+    if kind == "huggingface":
+        if not out["path"]:
+            raise ModelError(f"model '{name}' (type huggingface): set 'path' to a local model folder or a "
+                             "model id already in the HuggingFace cache (lmbrain never downloads)")
+        if out["dtype"] not in ("float32", "float16", "bfloat16"):
+            raise ModelError(f"model '{name}': dtype must be float32, float16 or bfloat16, not {out['dtype']!r}")
+    else:
+        for key in ("embedding_dim", "epochs", "batch_size", "seq_len", "min_count"):
+            if not isinstance(out[key], int) or out[key] < 1:
+                raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
+        if kind != "attention":
+            for key in [k for k in ("hidden_dim", "n_layers") if k in out]:
+                if not isinstance(out[key], int) or out[key] < 1:
+                    raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
+        if kind == "transformer" and out["embedding_dim"] % out["n_heads"]:
+            raise ModelError(f"model '{name}': embedding_dim {out['embedding_dim']} is not divisible by "
+                             f"n_heads {out['n_heads']}")
+    return out
+
+
+def check_models(config: dict, active_only: bool = False) -> dict:
+    """Every defined model's spec with defaults filled (``{name: spec}``); ModelError names the model.
+
+    ``active_only``: just the models the workflow runs (``use_models``, or all when it is null).
+    """
+    models = config.get("models") or {}
+    out = {name: model_spec(name, spec) for name, spec in models.items()}
+    check_context_lengths(config.get("features", {}).get("context_lengths", [1]))
+    use = config.get("use_models")
+    if use is not None:
+        missing = [m for m in use if m not in out]
+        if missing:
+            raise ModelError(f"use_models names {', '.join(missing)}, not defined under models "
+                             f"(defined: {', '.join(out) or 'none'})")
+        if active_only:
+            out = {m: out[m] for m in use}
+    return out
+
+
+def check_context_lengths(ks, where: str = "features.context_lengths") -> list[int]:
+    if not isinstance(ks, (list, tuple)) or not ks:
+        raise ModelError(f"{where}: context_lengths must be a non-empty list of integers")
+    for k in ks:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ModelError(f"{where}: context length {k!r} is not an integer >= 1 (a word's context "
+                             "includes the word itself, so the shortest is 1)")
+    if len(set(ks)) != len(ks):
+        raise ModelError(f"{where}: context lengths {list(ks)} repeat a value")
+    return sorted(int(k) for k in ks)
+
+
+def resolve_layers(layers, n_layers: int, name: str = "model") -> list[int]:
+    """Configured layers (None = all, negatives count from the end) -> sorted list in 0..n_layers."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
+            raise ModelError(f"{name}: layer {layer!r} is not an integer")
+        li = int(layer) + (n_layers + 1 if layer < 0 else 0)
+        if not 0 <= li <= n_layers:
+            raise ModelError(f"{name}: layer {layer} is out of range: this model has layers 0..{n_layers} "
+                             f"(0 = embeddings, {n_layers} = last block; negatives count from the end)")
+        out.append(li)
+    return sorted(set(out))

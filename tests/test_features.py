@@ -1,0 +1,186 @@
+"""Feature extraction: the fast path equals the one-window reference for every model type."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lmbrain.features import (
+    FeatureError, attention_stats, extract_in_memory, extract_reference, feature_info, read_features,
+    reference_features, write_story_features,
+)
+from lmbrain.models import ModelError, Vocabulary, WordLanguageModel, build_model
+from test_models import SIZES, tiny_spec
+
+TEXT = ("two households both alike in dignity in fair verona where we lay our scene from ancient grudge break "
+        "to new mutiny where civil blood makes civil hands unclean").split()
+KS = [1, 2, 3, 8, 16, 64]  # 64 > story length: the whole story
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def word_lm(kind, **kw):
+    vocab = Vocabulary.build(TEXT[:-6], min_count=1)  # a few story words are <unk>
+    return WordLanguageModel(build_model(tiny_spec(kind, **kw), len(vocab), seed=11), vocab, name=kind)
+
+
+@pytest.mark.parametrize("kind", list(SIZES))
+def test_fast_path_equals_reference_for_every_model_type(kind):
+    lm = word_lm(kind)
+    fast = extract_in_memory(lm, TEXT, KS, max_batch_tokens=40)  # several batches
+    ref = extract_reference(lm, TEXT, KS)
+    expected = {f"hidden/layer_{l}" for l in range(lm.n_layers + 1)}
+    if kind in ("attention", "transformer"):
+        expected |= {f"attention/layer_{l}/{s}" for l in range(1, lm.n_layers + 1) for s in ("heads", "entropy", "distance")}
+    for k in KS:
+        assert set(fast[k]) == expected
+        for name, r in ref[k].items():
+            assert fast[k][name].shape == r.shape
+            assert rel_err(fast[k][name], r) < 1e-5, (k, name)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_context_is_exactly_the_last_k_words(kind):
+    """Changing a word k or more positions back leaves the feature at context k unchanged; closer ones change it."""
+    lm = word_lm(kind)
+    i, k = 20, 4
+    base = reference_features(lm, TEXT, i, k)["hidden/layer_1"]
+    far = list(TEXT)
+    far[i - k] = "verona" if TEXT[i - k] != "verona" else "scene"
+    near = list(TEXT)
+    near[i - k + 1] = "verona" if TEXT[i - k + 1] != "verona" else "scene"
+    assert np.array_equal(extract_in_memory(lm, far, [k])[k]["hidden/layer_1"][i], base)
+    assert not np.allclose(extract_in_memory(lm, near, [k])[k]["hidden/layer_1"][i], base)
+    # at the story start the context is the whole prefix: word 2 at k=8 equals word 2 at k=3
+    f = extract_in_memory(lm, TEXT, [3, 8])
+    assert np.array_equal(f[3]["hidden/layer_1"][:3], f[8]["hidden/layer_1"][:3])
+
+
+def test_attention_model_sees_at_most_its_window():
+    lm = word_lm("attention", window=4)
+    f = extract_in_memory(lm, TEXT, [4, 16])
+    assert rel_err(f[16]["hidden/layer_1"], f[4]["hidden/layer_1"]) < 1e-6
+    assert np.all(f[16]["attention/layer_1/distance"] <= 3 + 1e-6)
+
+
+def test_attention_statistics_against_hand_computation():
+    # one query (word 2 of the window) over 4 tokens: BOS, word 0, word 1, word 2
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])[None, None, None, :]  # (B=1, H=1, Q=1, T=4)
+    token_word = torch.tensor([[-1, 0, 1, 2]])
+    ent, dist = attention_stats(probs, token_word, torch.tensor([[2]]))
+    assert ent.item() == pytest.approx(-sum(p * np.log(p) for p in (0.4, 0.3, 0.2, 0.1)), rel=1e-6)
+    # BOS share left out: (0.3 * 2 + 0.2 * 1 + 0.1 * 0) / 0.6
+    assert dist.item() == pytest.approx(0.8 / 0.6, rel=1e-6)
+
+
+def test_files_per_k_partial_reads_and_metadata(tmp_path):
+    lm = word_lm("mtlstm")
+    onset = np.arange(len(TEXT)) * 0.4
+    words = pd.DataFrame({"word": TEXT, "onset": onset, "offset": onset + 0.3, "midpoint": onset + 0.15})
+    paths = {k: tmp_path / "story" / f"k{k}.h5" for k in (1, 4)}
+    shapes = write_story_features(lm, "story", words, paths, layers=[-1], max_batch_tokens=30)
+    assert shapes["hidden/layer_2"] == (len(TEXT), 12)
+    assert sorted(p.name for p in (tmp_path / "story").iterdir()) == ["k1.h5", "k4.h5"]
+    ref = extract_reference(lm, TEXT, [4], layers=[2])[4]["hidden/layer_2"]
+    part = read_features(paths[4], layer=2, rows=slice(5, 9))
+    assert rel_err(part, ref[5:9]) < 1e-5
+    assert list(read_features(paths[4], kind="words")) == TEXT
+    assert np.allclose(read_features(paths[4], kind="time"), onset + 0.15)
+    info = feature_info(paths[4])
+    assert info["attrs"]["context_length"] == 4 and info["attrs"]["model_type"] == "mtlstm"
+    assert "strict truncation" in info["attrs"]["context_method"]
+    assert info["datasets"]["timescales/layer_2"] == (12,)
+    with h5py.File(paths[1]) as fh:
+        assert fh["hidden/layer_2"].chunks is not None
+    with pytest.raises(FeatureError, match="no 'hidden/layer_1'.*it has"):
+        read_features(paths[4], layer=1)
+    with pytest.raises(FeatureError, match="not found"):
+        read_features(tmp_path / "none.h5", layer=1)
+
+
+def test_failed_extraction_leaves_no_files(tmp_path, monkeypatch):
+    lm = word_lm("lstm")
+    words = pd.DataFrame({"word": TEXT, "onset": np.arange(len(TEXT)), "offset": np.arange(len(TEXT)) + 0.5})
+    calls = {"n": 0}
+    real = lm.run
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(lm, "run", flaky)
+    with pytest.raises(RuntimeError):
+        write_story_features(lm, "s", words, {1: tmp_path / "s" / "k1.h5", 2: tmp_path / "s" / "k2.h5"},
+                             max_batch_tokens=10)
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_bad_layer_and_context_are_clear_errors():
+    lm = word_lm("lstm")
+    with pytest.raises(ModelError, match="layer 3 is out of range"):
+        extract_in_memory(lm, TEXT, [1], layers=[3])
+    with pytest.raises(ModelError, match="context length 0"):
+        extract_in_memory(lm, TEXT, [0, 1])
+    tr = word_lm("transformer", max_positions=8)
+    with pytest.raises(ModelError, match="more than the model's 8 positions"):
+        extract_in_memory(tr, TEXT, [16])
+
+
+# ------------------------------------------------------------------------------------------ HuggingFace
+@pytest.fixture(scope="module")
+def smollm2():
+    from conftest import CACHE
+    from lmbrain.models import SMOLLM2_GGUF, load_huggingface, smollm2_gguf
+
+    folder = smollm2_gguf(CACHE)
+    return load_huggingface({"path": str(folder), "gguf_file": SMOLLM2_GGUF}, name="smollm2")
+
+
+def test_huggingface_gguf_fast_path_equals_reference(smollm2):
+    """SmolLM2-135M (GGUF): equal to 1e-5 up to layer 12; at layer 30 float32 rounding of the
+    one-window reference itself exceeds 1e-5, so there the fast path must be at least as close to a
+    float64 run as the reference is; in float64 the two paths agree to 1e-9."""
+    words = TEXT[:14]
+    ks = [1, 2, 5, 9]
+    layers = [0, 2, 12, 30]
+    assert smollm2.n_layers == 30 and smollm2.prefix
+    fast = extract_in_memory(smollm2, words, ks, layers=layers, max_batch_tokens=64)
+    ref = extract_reference(smollm2, words, ks, layers=layers)
+    for k in ks:
+        assert set(fast[k]) == set(ref[k]) and "attention/layer_2/heads" in fast[k]
+        assert fast[k]["attention/layer_30/heads"].shape == (len(words), 9, 64)
+        for name in ref[k]:
+            if "layer_30" not in name:
+                assert rel_err(fast[k][name], ref[k][name]) < 1e-5, (k, name)
+    smollm2.model.double()
+    try:
+        fast64 = extract_in_memory(smollm2, words, ks, layers=layers, max_batch_tokens=64)
+        ref64 = extract_reference(smollm2, words, ks, layers=layers)
+    finally:  # back to float32 (transformers refuses .float() on a model loaded from GGUF)
+        for t in list(smollm2.model.parameters()) + list(smollm2.model.buffers()):
+            if t.dtype == torch.float64:
+                t.data = t.data.float()
+    for k in ks:
+        for name in ref64[k]:
+            assert rel_err(fast64[k][name], ref64[k][name]) < 1e-9, (k, name)
+            if "layer_30" in name:
+                assert rel_err(fast[k][name], ref64[k][name]) <= 1.5 * rel_err(ref[k][name], ref64[k][name]) + 1e-5
+    # the words include multi-token ones (read at their last token): "verona" is two tokens
+    assert len(smollm2.encode(["verona"])[0]) == 2 and "verona" in words
+
+
+def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
+    from lmbrain.generate import generate
+    from lmbrain.models import load_huggingface
+
+    out = generate(smollm2, "once upon a".split(), 5, "greedy")
+    assert len(out) == 5 and out == generate(smollm2, "once upon a".split(), 5, "greedy")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_huggingface({"path": str(tmp_path / "missing"), "gguf_file": None}, name="x")
+    with pytest.raises(ModelError, match="cannot load"):
+        load_huggingface({"path": "surely-not/a-cached-model"}, name="x")

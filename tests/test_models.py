@@ -1,0 +1,176 @@
+"""Model configs, vocabularies, the multi-timescale LSTM recipe, checkpoints, training and generation."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmbrain.config import ConfigError, load_config
+from lmbrain.generate import generate, main as generate_main, nucleus_filter
+from lmbrain.models import (
+    ModelError, Vocabulary, WordLanguageModel, build_model, load_model, model_spec, mtlstm_timescales,
+    resolve_layers, save_model,
+)
+from lmbrain.modelspec import check_models
+from conftest import ROOT
+
+TINY = {"embedding_dim": 16, "min_count": 1}
+SIZES = {
+    "attention": {"window": 4},
+    "rnn": {"hidden_dim": 12, "n_layers": 2},
+    "lstm": {"hidden_dim": 12, "n_layers": 2},
+    "mtlstm": {"hidden_dim": 12, "n_layers": 2},
+    "transformer": {"n_layers": 2, "n_heads": 2, "max_positions": 64},
+}
+
+
+def tiny_spec(kind, **kw):
+    return model_spec(kind, {"type": kind, **TINY, **SIZES[kind], **kw})
+
+
+# ------------------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("spec, message", [
+    ({"type": "gru"}, "unknown type 'gru'"),
+    ({"hidden_dim": 3}, "needs a 'type'"),
+    ({"type": "lstm", "hiden_dim": 3}, "unknown key(s) hiden_dim"),
+    ({"type": "huggingface"}, "set 'path'"),
+    ({"type": "lstm", "context_lengths": [0, 2]}, "context length 0 is not an integer >= 1"),
+    ({"type": "lstm", "context_lengths": [1.5]}, "context length 1.5"),
+    ({"type": "transformer", "embedding_dim": 30, "n_heads": 4}, "not divisible by n_heads"),
+    ({"type": "lstm", "epochs": 0}, "epochs must be a positive integer"),
+])
+def test_bad_model_specs_are_named(spec, message):
+    with pytest.raises(ModelError) as err:
+        model_spec("mymodel", spec)
+    assert message in str(err.value) and "mymodel" in str(err.value)
+
+
+def test_bad_model_in_config_file_stops_loading(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  big:\n    type: lstm\n    layers: [1]\n    n_layerz: 3\n")
+    with pytest.raises(ConfigError, match="model 'big' .*unknown key.*n_layerz"):
+        load_config(ROOT / "config" / "config.yaml", path)
+    path.write_text("features:\n  context_lengths: [0, 1]\n")
+    with pytest.raises(ConfigError, match="context_lengths"):
+        load_config(ROOT / "config" / "config.yaml", path)
+    path.write_text("use_models: [lstm, nosuch]\n")
+    with pytest.raises(ConfigError, match="use_models names nosuch"):
+        load_config(ROOT / "config" / "config.yaml", path)
+
+
+def test_default_config_defines_every_model_type():
+    models = check_models(load_config(ROOT / "config" / "config.yaml"))
+    assert {s["type"] for s in models.values()} == {"attention", "rnn", "lstm", "mtlstm", "transformer", "huggingface"}
+
+
+def test_layers_resolve_and_out_of_range_is_an_error():
+    assert resolve_layers(None, 2) == [0, 1, 2]
+    assert resolve_layers([-1, 0], 4) == [0, 4]
+    with pytest.raises(ModelError, match="layer 5 is out of range: this model has layers 0..4"):
+        resolve_layers([5], 4, "model 'x'")
+    with pytest.raises(ModelError, match="out of range"):
+        resolve_layers([-6], 4)
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+def test_vocabulary_min_count_unknown_words_and_order():
+    corpus = "a b b c c c d".split()
+    v = Vocabulary.build(corpus, min_count=2)
+    assert v.words == ["<unk>", "c", "b"]
+    assert v.encode(["c", "a", "zzz", "b"]).tolist() == [1, 0, 0, 2]
+    assert v.decode([2, 1]) == ["b", "c"]
+    assert Vocabulary.build(corpus, min_count=1, max_size=3).words == ["<unk>", "c", "b"]
+
+
+# ------------------------------------------------------------------------------------------ mtlstm
+def test_mtlstm_timescales_follow_the_inverse_gamma_recipe():
+    t = mtlstm_timescales(1150, last=True)
+    assert t.shape == (1150,) and np.all(np.diff(t) < 0)
+    assert 3.0 < np.median(t) < 4.2  # the notes: median ~3.6 words
+    assert 0.06 < np.mean(t > 100) < 0.10  # ~8% above 100 words
+    first = mtlstm_timescales(10, last=False)
+    assert sorted(set(first)) == [3.0, 4.0] and (first == 3).sum() == 5
+
+
+def test_mtlstm_gate_biases_are_fixed_and_stay_fixed_through_training():
+    spec = tiny_spec("mtlstm")
+    m = build_model(spec, 20, seed=0)
+    h = spec["hidden_dim"]
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        out = m.run(torch.randint(0, 20, (4, 7)), layers=(), logits=True)
+        out.logits.sum().backward()
+        opt.step()
+        opt.zero_grad()
+        m.after_step()
+    for i, rnn in enumerate(m.rnns):
+        T = torch.as_tensor(m.timescales[i])
+        forget = torch.sigmoid(rnn.bias_ih_l0[h: 2 * h] + rnn.bias_hh_l0[h: 2 * h]).double()
+        inp = torch.sigmoid(rnn.bias_ih_l0[:h] + rnn.bias_hh_l0[:h]).double()
+        assert torch.allclose(forget, torch.exp(-1 / T), rtol=1e-5)
+        assert torch.allclose(inp, 1 - torch.exp(-1 / T), rtol=1e-4)
+    # the other gates do train
+    assert rnn.bias_ih_l0[2 * h:].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("kind", list(SIZES))
+def test_checkpoint_roundtrip_is_safetensors_and_exact(kind, tmp_path):
+    vocab = Vocabulary.build("a b c d e f g".split(), min_count=1)
+    m = build_model(tiny_spec(kind), len(vocab), seed=3)
+    save_model(m, vocab, tmp_path / kind)
+    files = sorted(p.name for p in (tmp_path / kind).iterdir())
+    assert files == ["config.json", "model.safetensors", "vocab.json"]
+    assert json.loads((tmp_path / kind / "config.json").read_text())["type"] == kind
+    lm = load_model(tmp_path / kind)
+    x = torch.randint(0, len(vocab), (2, 6))
+    with torch.inference_mode():
+        a = WordLanguageModel(m, vocab).run(x, layers=[0, 1], logits=True).logits
+        b = lm.run(x, layers=[0, 1], logits=True).logits
+    assert torch.equal(a, b)
+
+
+def test_same_seed_same_initial_weights():
+    a = build_model(tiny_spec("lstm"), 30, seed=7).state_dict()
+    b = build_model(tiny_spec("lstm"), 30, seed=7).state_dict()
+    c = build_model(tiny_spec("lstm"), 30, seed=8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="config.json.*missing"):
+        load_model(tmp_path / "nothing")
+
+
+def test_transformer_refuses_windows_longer_than_its_positions():
+    m = build_model(tiny_spec("transformer", max_positions=8), 10, seed=0)
+    with pytest.raises(ModelError, match="exceeds max_positions=8"):
+        m.run(torch.zeros((1, 9), dtype=torch.long), layers=[1])
+
+
+# ------------------------------------------------------------------------------------------ generation
+def test_nucleus_filter_keeps_the_smallest_set_reaching_p():
+    lp = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert nucleus_filter(lp, 0.5).tolist() == [0]
+    assert nucleus_filter(lp, 0.75).tolist() == [0, 1]
+    assert nucleus_filter(lp, 0.9).tolist() == [0, 1, 2]
+    assert nucleus_filter(lp, 1.0).tolist() == [0, 1, 2, 3]
+
+
+def test_generation_is_deterministic_and_never_proposes_unk(tmp_path, capsys):
+    vocab = Vocabulary.build("the cat sat on the mat and the dog sat too".split(), min_count=1)
+    m = build_model(tiny_spec("lstm"), len(vocab), seed=1)
+    lm = WordLanguageModel(m, vocab)
+    g1 = generate(lm, ["the", "cat"], 8, "greedy")
+    assert g1 == generate(lm, ["the", "cat"], 8, "greedy") and len(g1) == 8
+    n1 = generate(lm, ["the"], 12, "nucleus", top_p=0.95, seed=4)
+    assert n1 == generate(lm, ["the"], 12, "nucleus", top_p=0.95, seed=4)
+    assert "<unk>" not in g1 + n1 and set(g1 + n1) <= set(vocab.words)
+    save_model(m, vocab, tmp_path / "lstm")
+    assert generate_main(["--model", "lstm", "--models-dir", str(tmp_path), "--prompt", "The cat", "--words", "8"]) == 0
+    assert capsys.readouterr().out.split() == ["the", "cat", "|"] + g1
+    assert generate_main(["--model", "nope", "--models-dir", str(tmp_path)]) == 1
+    assert "no trained model here" in capsys.readouterr().err
