@@ -27,7 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lmbrain.config import load_config  # noqa: E402
+import yaml  # noqa: E402
+
 from lmbrain.corpus import fetch_shakespeare, text_words  # noqa: E402
 from lmbrain.features import iter_features, reference_features  # noqa: E402
 from lmbrain.modelspec import check_models  # noqa: E402
@@ -36,7 +37,40 @@ from lmbrain.models import (  # noqa: E402
 )
 
 
-def make_model(name, spec, vocab_words, device):
+class _StubTokenizer:
+    """Word -> 1-3 stable pseudo sub-word ids (speed runs of a randomly initialised HF model)."""
+
+    bos_token_id = 0
+    eos_token_id = 0
+
+    def __init__(self, vocab_size):
+        self.vocab_size = vocab_size
+
+    def __call__(self, text, add_special_tokens=False):
+        import zlib
+
+        h = zlib.crc32(text.encode())
+        n = 1 + (len(text) > 7) + (len(text) > 10)
+        return {"input_ids": [1 + (h * (i + 1)) % (self.vocab_size - 1) for i in range(n)]}
+
+
+def random_smollm2(name, device):
+    """A randomly initialised Llama with SmolLM2-135M's shape (for machines without the GGUF file)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmbrain.models import HuggingFaceLM
+
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      tie_word_embeddings=True, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    return HuggingFaceLM(model, _StubTokenizer(cfg.vocab_size), name=name, device=device)
+
+
+def make_model(name, spec, vocab_words, device, random_hf=False):
+    if spec["type"] == "huggingface" and random_hf:
+        return random_smollm2(name, device)
     if spec["type"] == "huggingface":
         folder = smollm2_gguf(ROOT / "data" / "cache")
         return load_huggingface({"path": str(folder), "gguf_file": SMOLLM2_GGUF, "prepend_bos": True}, name=name,
@@ -92,10 +126,13 @@ def main(argv=None):
     ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--max-batch-tokens", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--random-hf", action="store_true",
+                    help="huggingface models: a random Llama of SmolLM2-135M's shape instead of the GGUF weights")
+    ap.add_argument("--layers", type=int, nargs="*", default=None, help="override the models' layers")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(ROOT / "config" / "config.yaml")
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     models = check_models(cfg)
     names = args.models or [m for m, s in models.items() if s["type"] != "huggingface"]
     archive = fetch_shakespeare(ROOT / "data" / "cache")
@@ -106,8 +143,9 @@ def main(argv=None):
     for name in names:
         spec = models[name]
         ks = args.ks or spec["context_lengths"] or cfg["features"]["context_lengths"]
-        lm = make_model(name, spec, corpus, args.device)
-        r = bench(lm, story, sorted(ks), spec["layers"], args.ref_words, args.max_batch_tokens, args.precision,
+        lm = make_model(name, spec, corpus, args.device, args.random_hf)
+        layers = args.layers if args.layers is not None else spec["layers"]
+        r = bench(lm, story, sorted(ks), layers, args.ref_words, args.max_batch_tokens, args.precision,
                   args.device)
         print(f"{name:<12} {','.join(map(str, sorted(ks))):<22} {r['fast_wps']:9.1f} {r['ref_wps']:9.2f} "
               f"{r['fast_wps'] / r['ref_wps']:6.1f}x {r['tokens_per_s']:11.0f} {r['max_rel_diff']:12.1e}", flush=True)

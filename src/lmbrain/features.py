@@ -90,6 +90,8 @@ def attention_stats(probs: torch.Tensor, token_word: torch.Tensor, query_word: t
     (BOS) share and renormalises over the window's words.
     """
     p = probs if probs.dtype == torch.float64 else probs.float()
+    token_word = token_word.to(p.device)
+    query_word = query_word.to(p.device)
     ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)  # (B, H, Q)
     is_word = (token_word >= 0)[:, None, None, :]
     dist = (query_word[:, :, None] - token_word[:, None, :]).clamp_min(0).to(p.dtype)  # (B, Q, T)
@@ -112,9 +114,9 @@ def _read_off(lm, out, rows_tok, token_word, query_word, layers, attn_layers):
         res[f"hidden/layer_{layer}"] = _np(out.hidden[layer][bidx, rows_tok])
     for layer in attn_layers:
         res[f"attention/layer_{layer}/heads"] = _np(out.head_out[layer][bidx, rows_tok])
-        probs = out.attn[layer]  # (B, H, T, T)
-        rows = probs[bidx, :, rows_tok]  # (B, Q, H, T)
-        ent, dist = attention_stats(rows.permute(0, 2, 1, 3), token_word, query_word)
+        probs = out.attn[layer]  # (B, H, T, T), or (B, H, Q, T) already restricted to the query rows
+        rows = probs if out.attn_rows else probs[bidx, :, rows_tok].permute(0, 2, 1, 3)
+        ent, dist = attention_stats(rows, token_word, query_word)
         res[f"attention/layer_{layer}/entropy"] = _np(ent)
         res[f"attention/layer_{layer}/distance"] = _np(dist)
     return res
@@ -126,10 +128,22 @@ def _plan(lm: LanguageModel, layers, attention: bool):
     return layers, attn_layers
 
 
+@contextlib.contextmanager
 def _autocast(lm: LanguageModel, precision: str):
-    if lm.device.type == "cuda" and precision in ("bfloat16", "float16"):
-        return torch.autocast("cuda", dtype=getattr(torch, precision))
-    return contextlib.nullcontext()
+    """GPU: bfloat16/float16 autocast when asked; float32 means float32 (cuDNN's TF32 RNN kernels off)."""
+    if lm.device.type != "cuda":
+        yield
+        return
+    if precision in ("bfloat16", "float16"):
+        with torch.autocast("cuda", dtype=getattr(torch, precision)):
+            yield
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention: bool = True,
@@ -163,8 +177,8 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
     with torch.inference_mode(), _autocast(lm, precision):
         # window 0 serves every word whose context reaches the story start (i < k)
         tokens, last = _windows(lm, word_ids, [0], K)
-        out = lm.run(tokens, layers, attention=bool(attn_layers))
         ends = torch.as_tensor(last[0])[None]  # (1, K)
+        out = lm.run(tokens, layers, attention=bool(attn_layers), query_rows=ends)
         tw = _token_words(word_ids, 0, K, n_prefix, tokens.shape[1])[None]
         got = _read_off(lm, out, ends, tw, torch.arange(len(last[0]))[None], layers, attn_layers)
         for k in ks:
@@ -177,11 +191,11 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
         for s0 in range(1, n, batch):
             starts = list(range(s0, min(s0 + batch, n)))
             tokens, last = _windows(lm, word_ids, starts, K)
-            out = lm.run(tokens, layers, attention=bool(attn_layers))
             B = len(starts)
             # query word j = k - 1 (clamped to the window; rows past the story end are dropped below)
             qword = torch.stack([offsets.clamp(max=len(e) - 1) for e in last])  # (B, Q)
             rows_tok = torch.stack([torch.as_tensor(e)[q] for e, q in zip(last, qword)])
+            out = lm.run(tokens, layers, attention=bool(attn_layers), query_rows=rows_tok)
             tw = torch.stack([_token_words(word_ids, s, K, n_prefix, tokens.shape[1]) for s in starts])
             got = _read_off(lm, out, rows_tok, tw, qword, layers, attn_layers)
             for qi, k in enumerate(ks):
@@ -201,8 +215,9 @@ def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, laye
     start = max(0, i - k + 1)
     ids = lm.encode(words[start: i + 1])
     toks = list(lm.prefix) + [t for w in ids for t in w]
-    with torch.inference_mode():
-        out = lm.run(torch.as_tensor(toks)[None], layers, attention=bool(attn_layers))
+    with torch.inference_mode(), _autocast(lm, "float32"):
+        out = lm.run(torch.as_tensor(toks)[None], layers, attention=bool(attn_layers),
+                     query_rows=torch.as_tensor([[len(toks) - 1]]))
     tw = _token_words(ids, 0, len(ids), len(lm.prefix), len(toks))[None]
     got = _read_off(lm, out, torch.as_tensor([[len(toks) - 1]]), tw, torch.as_tensor([[i - start]]), layers,
                     attn_layers)

@@ -107,7 +107,8 @@ class RunOutput:
     """One forward pass over windows ``(B, T)``.
 
     hidden: layer -> ``(B, T, d)``; head_out: layer -> ``(B, T, H, d_head)`` (attention models only);
-    attn: layer -> ``(B, H, T, T)`` attention probabilities (query, key); logits: ``(B, T, V)`` or None.
+    attn: layer -> ``(B, H, T, T)`` attention probabilities (query, key), or ``(B, H, Q, T)`` for the
+    ``query_rows`` ``(B, Q)`` only when ``attn_rows`` is set; logits: ``(B, T, V)`` or None.
     """
 
     hidden: dict = field(default_factory=dict)
@@ -115,6 +116,7 @@ class RunOutput:
     attn: dict = field(default_factory=dict)
     logits: torch.Tensor | None = None
     state: object = None
+    attn_rows: bool = False  # attn holds only the query rows: (B, H, Q, T)
 
 
 class WordModel(nn.Module):
@@ -163,7 +165,7 @@ class AttentionLM(WordModel):
     def n_layers(self) -> int:
         return 1
 
-    def run(self, tokens, layers=(1,), attention=False, logits=False, state=None):
+    def run(self, tokens, layers=(1,), attention=False, logits=False, state=None, query_rows=None):
         e = self.drop(self.embed(tokens))
         T = tokens.shape[1]
         q, k, v = self.q(e), self.k(e), self.v(e)
@@ -201,7 +203,7 @@ class RecurrentLM(WordModel):
         self.drop = nn.Dropout(config["dropout"])
         self.decoder = nn.Linear(h, vocab_size)
 
-    def run(self, tokens, layers=None, attention=False, logits=False, state=None):
+    def run(self, tokens, layers=None, attention=False, logits=False, state=None, query_rows=None):
         x = self.embed(tokens)
         out = RunOutput()
         layers = set(layers or ())
@@ -289,11 +291,18 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.dropout = dropout
 
-    def forward(self, x, want_attention=False):
+    def forward(self, x, want_attention=False, query_rows=None):
         B, T, d = x.shape
         H = self.n_heads
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)
-        if want_attention:
+        if want_attention and query_rows is not None:
+            # outputs from the fused causal kernel; probabilities only for the rows that are read off
+            heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            qr = q[torch.arange(B, device=x.device)[:, None], :, query_rows].transpose(1, 2)  # (B, H, Q, dh)
+            scores = (qr @ k.transpose(-1, -2)) / math.sqrt(d // H)  # (B, H, Q, T)
+            allowed = torch.arange(T, device=x.device)[None, None, None, :] <= query_rows[:, None, :, None]
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        elif want_attention:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // H)
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
@@ -326,7 +335,7 @@ class TransformerLM(WordModel):
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
 
-    def run(self, tokens, layers=None, attention=False, logits=False, state=None):
+    def run(self, tokens, layers=None, attention=False, logits=False, state=None, query_rows=None):
         T = tokens.shape[1]
         if T > self.max_positions:
             raise ModelError(f"transformer: a window of {T} tokens exceeds max_positions={self.max_positions}; "
@@ -338,8 +347,9 @@ class TransformerLM(WordModel):
             out.hidden[0] = x
         n = len(self.blocks)
         top = max(layers) if (layers and not logits) else n
+        out.attn_rows = bool(attention and query_rows is not None)
         for i, block in enumerate(self.blocks[:top] if not logits else self.blocks):
-            x, heads, probs = block(x, want_attention=attention)
+            x, heads, probs = block(x, want_attention=attention, query_rows=query_rows)
             if attention:
                 out.head_out[i + 1] = heads
                 out.attn[i + 1] = probs
@@ -377,7 +387,7 @@ class LanguageModel:
     def encode(self, words) -> list[list[int]]:
         raise NotImplementedError
 
-    def run(self, tokens, layers, attention=False, logits=False) -> RunOutput:
+    def run(self, tokens, layers, attention=False, logits=False, query_rows=None) -> RunOutput:
         raise NotImplementedError
 
     def extra_arrays(self) -> dict:
@@ -403,8 +413,11 @@ class WordLanguageModel(LanguageModel):
     def encode(self, words):
         return [[int(i)] for i in self.vocab.encode(list(words))]
 
-    def run(self, tokens, layers, attention=False, logits=False):
-        return self.model.run(tokens.to(self.device), layers=layers, attention=attention, logits=logits)
+    def run(self, tokens, layers, attention=False, logits=False, query_rows=None):
+        if query_rows is not None:
+            query_rows = query_rows.to(self.device)
+        return self.model.run(tokens.to(self.device), layers=layers, attention=attention, logits=logits,
+                              query_rows=query_rows)
 
     def extra_arrays(self):
         return self.model.extra_arrays()
@@ -540,7 +553,7 @@ class HuggingFaceLM(LanguageModel):
     def max_tokens(self):
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def run(self, tokens, layers, attention=False, logits=False):
+    def run(self, tokens, layers, attention=False, logits=False, query_rows=None):
         """Forward pass; stops after the highest requested block unless logits are wanted."""
         tokens = tokens.to(self.device)
         layers = sorted(set(layers or ()))
