@@ -21,6 +21,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/encoding.smk"
 
 
 rule all:

@@ -184,3 +184,17 @@ def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
         load_huggingface({"path": str(tmp_path / "missing"), "gguf_file": None}, name="x")
     with pytest.raises(ModelError, match="cannot load"):
         load_huggingface({"path": "surely-not/a-cached-model"}, name="x")
+
+
+def test_gguf_conversion_to_safetensors_gives_the_same_features(smollm2, tmp_path):
+    from lmbrain.models import _save_dequantized, load_huggingface
+
+    _save_dequantized(smollm2, tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.gguf"))
+    conv = load_huggingface({"path": str(tmp_path)}, name="converted")
+    words = TEXT[:8]
+    a = extract_in_memory(conv, words, [1, 4], layers=[9])
+    b = extract_in_memory(smollm2, words, [1, 4], layers=[9])
+    for k in a:
+        for name in a[k]:
+            assert np.array_equal(a[k][name], b[k][name]), name

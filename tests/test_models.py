@@ -40,6 +40,9 @@ def tiny_spec(kind, **kw):
     ({"type": "lstm", "context_lengths": [1.5]}, "context length 1.5"),
     ({"type": "transformer", "embedding_dim": 30, "n_heads": 4}, "not divisible by n_heads"),
     ({"type": "lstm", "epochs": 0}, "epochs must be a positive integer"),
+    ({"type": "lstm", "n_layers": 2, "layers": [3]}, "layer 3 is out of range: this model has layers 0..2"),
+    ({"type": "attention", "layers": [2]}, "layers 0..1"),
+    ({"type": "huggingface", "path": "/no/such/model"}, "local path /no/such/model does not exist"),
 ])
 def test_bad_model_specs_are_named(spec, message):
     with pytest.raises(ModelError) as err:

@@ -67,13 +67,20 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         assert "held-out ppl" in (tiny_workdir / f"logs/models/{model}/train_model.log").read_text()
         for story in summary["story"]:
             folder = tiny_workdir / f"results/features/{model}/{story}"
-            assert sorted(p.name for p in folder.iterdir()) == ["k1.h5", "k2.h5", "k8.h5"]
+            assert sorted(p.name for p in folder.glob("*.h5")) == ["k1.h5", "k2.h5", "k8.h5"]
     from lmbrain.features import read_features
 
     words = read_features(tiny_workdir / "results/features/transformer/romeo_and_juliet_03/k8.h5", kind="words")
     heads = read_features(tiny_workdir / "results/features/transformer/romeo_and_juliet_03/k8.h5", 1, "heads")
     assert heads.shape == (len(words), 2, 8)
     assert (tiny_workdir / "results/benchmarks/features/lstm/romeo_and_juliet_01.tsv").exists()
+    # encoding tables and maps for every model and context length
+    for model, feature in (("lstm", "hidden-L1"), ("transformer", "hidden-L1")):
+        for k in (1, 2, 8):
+            folder = tiny_workdir / f"results/DEMO01/encoding/{model}/{feature}/k{k}"
+            table = pd.read_csv(folder / "voxels.tsv", sep="\t")
+            assert len(table) == summary["n_voxels"].iloc[0] and table["test_r"].notna().all()
+            assert (folder / "test_r.nii.gz").exists() and (folder / "test_r.png").exists()
     # nothing left to do afterwards
     again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -84,7 +91,7 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     (tiny_workdir / "more.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
     jobs = _job_counts(plan.stdout)
-    assert jobs == {"train_model": 1, "extract_features": 4, "all": 1, "total": 6}, plan.stdout[-2000:]
+    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "all": 1, "total": 7}, plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
 
 

@@ -706,6 +706,24 @@ def smollm2_gguf(cache_dir: str | os.PathLike) -> Path:
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _save_dequantized(lm: HuggingFaceLM, folder: Path) -> None:
+    """A GGUF-loaded (already de-quantised) model as a plain safetensors folder that from_pretrained reads.
+
+    transformers refuses ``save_pretrained`` on GGUF-loaded models, so the config (without its
+    quantisation entry), the weights (safetensors; tied weights once) and the tokenizer are written
+    one by one.
+    """
+    from safetensors.torch import save_model
+
+    cfg = lm.model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
+    save_model(lm.model, str(folder / "model.safetensors"))
+    lm.tokenizer.save_pretrained(folder)
+    if getattr(lm.model, "generation_config", None) is not None:
+        lm.model.generation_config.save_pretrained(folder)
+
+
 def pretrained_from_config(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
     """What the ``pretrained_model`` rule does: resolve and load a HuggingFace model, write its pointer."""
     from .modelspec import check_models
@@ -733,8 +751,7 @@ def pretrained_from_config(config: dict, name: str, out_dir: str | os.PathLike) 
         final = out_dir / "hf"
         tmp = Path(tempfile.mkdtemp(prefix=".hf.", dir=out_dir))
         try:
-            lm.model.save_pretrained(tmp, safe_serialization=True)
-            lm.tokenizer.save_pretrained(tmp)
+            _save_dequantized(lm, tmp)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)

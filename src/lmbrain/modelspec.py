@@ -6,6 +6,8 @@ every start). See :mod:`lmbrain.models` for what each type is.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import LmbrainError
@@ -73,6 +75,9 @@ def model_spec(name: str, spec: dict) -> dict:
         if not out["path"]:
             raise ModelError(f"model '{name}' (type huggingface): set 'path' to a local model folder or a "
                              "model id already in the HuggingFace cache (lmbrain never downloads)")
+        path = str(out["path"])
+        if path.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(path)):
+            raise ModelError(f"model '{name}' (type huggingface): local path {path} does not exist")
         if out["dtype"] not in ("float32", "float16", "bfloat16"):
             raise ModelError(f"model '{name}': dtype must be float32, float16 or bfloat16, not {out['dtype']!r}")
     else:
@@ -83,6 +88,8 @@ def model_spec(name: str, spec: dict) -> dict:
             for key in [k for k in ("hidden_dim", "n_layers") if k in out]:
                 if not isinstance(out[key], int) or out[key] < 1:
                     raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
+        if out["layers"] is not None:
+            resolve_layers(out["layers"], 1 if kind == "attention" else out["n_layers"], f"model '{name}'")
         if kind == "transformer" and out["embedding_dim"] % out["n_heads"]:
             raise ModelError(f"model '{name}': embedding_dim {out['embedding_dim']} is not divisible by "
                              f"n_heads {out['n_heads']}")

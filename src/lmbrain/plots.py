@@ -61,3 +61,71 @@ def training_curves(table, curve, png: str | os.PathLike, title: str = "") -> li
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, png)
+
+
+def _fill_gaps(vol: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Fill NaN voxels inside ``within`` from the nearest non-NaN voxel (sub-sampled demo grids)."""
+    from scipy import ndimage
+
+    known = ~np.isnan(vol)
+    if known.all() or not known.any():
+        return vol
+    _, idx = ndimage.distance_transform_edt(~known, return_indices=True)
+    filled = vol[tuple(idx)]
+    return np.where(within & ~known, filled, vol)
+
+
+def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,
+              cmap: str = "inferno", log_scale: bool = False) -> list[Path]:
+    """A per-voxel map as a pycortex flatmap (when ``surface`` names a pycortex subject) or slices.
+
+    values: (n_voxels,) in the column order of ``space`` (:class:`lmbrain.volume.VoxelSpace`).
+    ``surface``: ``{"subject", "xfm", "mask"}`` as the dataset's ``pycortex_surface`` gives it. Voxels
+    of the cortical mask that the dataset does not sample (the demo's sub-grid) take the value of the
+    nearest sampled voxel. Written as PNG and PDF.
+    """
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm, Normalize
+
+    values = np.asarray(values, dtype=np.float64)
+    vol = space.unmask(values).astype(np.float64)  # (X, Y, Z)
+    norm = LogNorm(vmin=vmin, vmax=vmax) if log_scale else Normalize(vmin=vmin, vmax=vmax)
+    if surface:
+        try:
+            import cortex
+
+            mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")),
+                              dtype=bool).T
+            if mask.shape == vol.shape:
+                vol = _fill_gaps(vol, mask)
+                data = np.log10(vol) if log_scale else vol
+                v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
+                                  vmin=np.log10(vmin) if log_scale else vmin, vmax=np.log10(vmax) if log_scale else vmax,
+                                  cmap=cmap)
+                fig = cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False,
+                                                   with_curvature=True)
+                fig.set_size_inches(10, 5.2)
+                ax = fig.axes[0]
+                sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+                cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.04, pad=0.02, shrink=0.4)
+                cb.set_label(label)
+                ax.set_title(title)
+                return save_figure(fig, png)
+        except Exception as exc:  # pragma: no cover - fall back to slices, say why
+            import logging
+
+            logging.getLogger(__name__).warning("flatmap failed (%s); drawing slices instead", exc)
+    # orthogonal slices through the voxel with the largest value
+    finite = np.nan_to_num(vol, nan=-np.inf)
+    x, y, z = np.unravel_index(int(np.argmax(finite)), vol.shape)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    panels = [(vol[x, :, :].T, "sagittal (x = %d)" % x), (vol[:, y, :].T, "coronal (y = %d)" % y),
+              (vol[:, :, z].T, "axial (z = %d)" % z)]
+    for ax, (img, name) in zip(axes, panels):
+        im = ax.imshow(np.ma.masked_invalid(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    cb = fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, shrink=0.5)
+    cb.set_label(label)
+    fig.suptitle(title)
+    return save_figure(fig, png)

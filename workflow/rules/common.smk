@@ -86,9 +86,44 @@ def feature_targets(wildcards=None):
     return expand("results/features/{model}/{story}", model=list(MODELS), story=dataset_stories())
 
 
+def subject_stories(subject):
+    """A subject's stories (after the demo checkpoint when the demo is built)."""
+    if config["demo"]["build"]:
+        checkpoints.demo_dataset.get()
+    from lmbrain.datasets import open_dataset
+
+    ds = open_dataset(config["dataset"]["layout"], str(DATA_ROOT), tr=config["tr"])
+    train, test = ds.split(subject, config["stories"]["train"], config["stories"]["test"])
+    return train + test
+
+
+def encoding_inputs(wildcards):
+    """The model's features for every story of the subject."""
+    return expand("results/features/{model}/{story}", model=wildcards.model, story=subject_stories(wildcards.subject))
+
+
+def encoding_params(wildcards):
+    spec = MODELS[wildcards.model]
+    ks = spec["context_lengths"] or config["features"]["context_lengths"]
+    return json.dumps({"spec": spec, "ks": sorted(ks), "encoding": config["encoding"], "stories": config["stories"],
+                       "seed": config["seed"]}, sort_keys=True)
+
+
+def encoding_targets():
+    from lmbrain.encoding import feature_names
+
+    return [
+        f"results/{subject}/encoding/{model}/{feature}"
+        for subject in SUBJECTS
+        for model, spec in MODELS.items()
+        for feature in feature_names(spec, config["encoding"])
+    ]
+
+
 def all_targets():
     """Targets known before the dataset exists (feature_targets adds the per-story ones)."""
     targets = expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
     targets += expand("results/models/{model}/training.png", model=TRAINED_MODELS)
     targets += expand("results/models/{model}/config.json", model=PRETRAINED_MODELS)
+    targets += encoding_targets()
     return targets

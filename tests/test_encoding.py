@@ -1,0 +1,89 @@
+"""Encoding stage: LM features -> ridge per voxel; outputs, the permutation null on pure-noise voxels."""
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmbrain.datasets import open_dataset
+from lmbrain.encoding import EncodingError, feature_names, fit_encoding, parse_feature
+from lmbrain.features import extract_from_config
+from lmbrain.models import Vocabulary, build_model, model_spec, save_model
+from conftest import tiny_config
+
+LSTM = {"type": "lstm", "embedding_dim": 16, "hidden_dim": 16, "n_layers": 1, "min_count": 1}
+
+
+def _features(cfg, root, tmp):
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    words = sum((list(ds.words(s)["word"]) for s in ds.stories("DEMO01")), [])
+    vocab = Vocabulary.build(words, min_count=1)
+    save_model(build_model(model_spec("lstm", LSTM), len(vocab), seed=0), vocab, tmp / "models" / "lstm")
+    for story in ds.stories("DEMO01"):
+        extract_from_config(cfg, "lstm", story, tmp / "models" / "lstm", root / "lstm" / story, progress=False)
+
+
+@pytest.fixture(scope="module")
+def null_run(tmp_path_factory, shakespeare_archive):
+    """A demo whose voxels are all pure noise, with random-LSTM features, fitted once."""
+    from lmbrain.demo import build_demo
+
+    tmp = tmp_path_factory.mktemp("encoding")
+    cfg = tiny_config(tmp / "demo", noise_fraction=1.0, voxel_stride=[4, 6, 6])
+    cfg["models"] = {"lstm": LSTM}
+    cfg["features"]["context_lengths"] = [1, 8]
+    cfg["device"] = "cpu"
+    cfg["encoding"].update(n_permutations=500, maps=True)
+    build_demo(cfg, progress=False)
+    _features(cfg, tmp / "features", tmp)
+    summary = fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp / "out", progress=False)
+    return cfg, tmp, summary
+
+
+def test_outputs_per_context_length(null_run):
+    cfg, tmp, summary = null_run
+    assert list(summary["k"]) == [1, 8]
+    n_vox = open_dataset("lebel2023", cfg["dataset"]["root"]).n_voxels("DEMO01")
+    for k in (1, 8):
+        folder = tmp / "out" / f"k{k}"
+        table = pd.read_csv(folder / "voxels.tsv", sep="\t")
+        assert list(table.columns) == ["voxel", "alpha", "cv_score", "test_r", "noise_ceiling", "test_r_normalised",
+                                       "p", "q", "significant"]
+        assert len(table) == n_vox and table["voxel"].tolist() == list(range(n_vox))
+        assert set(table["alpha"]) <= set(cfg["encoding"]["alphas"]) or table["alpha"].between(1, 1e6).all()
+        with h5py.File(folder / "weights.h5") as fh:
+            assert fh["coef"].shape == (16 * 4, n_vox) and fh["coef"].dtype == np.float16
+            assert fh.attrs["context_length"] == k
+        img = nib.load(folder / "test_r.nii.gz")
+        assert np.isclose(np.nanmax(img.get_fdata()), table["test_r"].max(), atol=1e-6)
+        assert (folder / "test_r.png").stat().st_size > 10000 and (folder / "test_r.pdf").exists()
+
+
+def test_permutation_null_holds_on_pure_noise_voxels(null_run):
+    """Pure-noise voxels: p-values near uniform, FDR-significant fraction near zero (nominal 5% FDR)."""
+    _, tmp, _ = null_run
+    for k in (1, 8):
+        table = pd.read_csv(tmp / "out" / f"k{k}" / "voxels.tsv", sep="\t")
+        frac_p05 = float((table["p"] < 0.05).mean())
+        assert 0.0 <= frac_p05 <= 0.12, frac_p05
+        assert float(table["p"].median()) == pytest.approx(0.5, abs=0.12)
+        assert float(table["significant"].mean()) <= 0.05
+
+
+def test_feature_names_and_errors():
+    enc = {"features": ["hidden", "heads"], "layers": "last"}
+    assert feature_names(model_spec("t", {"type": "transformer", "n_layers": 3}), enc) == ["hidden-L3", "heads-L3"]
+    assert feature_names(model_spec("l", {"type": "lstm", "n_layers": 2}), enc) == ["hidden-L2"]
+    assert feature_names(model_spec("l", {"type": "lstm", "n_layers": 2, "layers": [0, 1]}),
+                         {"features": ["hidden"], "layers": "all"}) == ["hidden-L0", "hidden-L1"]
+    assert feature_names(model_spec("h", {"type": "huggingface", "path": "x"}), enc) == ["hidden-last", "heads-last"]
+    assert parse_feature("heads-L4") == ("heads", 4) and parse_feature("hidden-last") == ("hidden", None)
+    with pytest.raises(EncodingError, match="expected <kind>-L<layer>"):
+        parse_feature("hidden4")
+
+
+def test_missing_features_are_a_clear_error(null_run, tmp_path):
+    cfg, tmp, _ = null_run
+    with pytest.raises(EncodingError, match="feature file missing"):
+        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp_path, tmp_path / "out", progress=False)
