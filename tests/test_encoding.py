@@ -55,6 +55,13 @@ def test_outputs_per_context_length(null_run):
         with h5py.File(folder / "weights.h5") as fh:
             assert fh["coef"].shape == (16 * 4, n_vox) and fh["coef"].dtype == np.float16
             assert fh.attrs["context_length"] == k
+        with h5py.File(folder / "predictions.h5") as fh:
+            pred = fh["pred"][()].astype(np.float64)
+            assert list(fh["story"].asstr()[()]) == cfg["stories"]["test"] and pred.shape[1] == n_vox
+        y = open_dataset("lebel2023", cfg["dataset"]["root"]).responses("DEMO01", cfg["stories"]["test"][0])
+        from lmbrain.stats import columnwise_corr
+
+        assert np.allclose(columnwise_corr(pred, y), table["test_r"], atol=2e-3)  # float16 storage
         img = nib.load(folder / "test_r.nii.gz")
         assert np.isclose(np.nanmax(img.get_fdata()), table["test_r"].max(), atol=1e-6)
         assert (folder / "test_r.png").stat().st_size > 10000 and (folder / "test_r.pdf").exists()

@@ -15,7 +15,8 @@ context length k:
 
 Outputs per k (``<out>/k<k>/``): ``voxels.tsv`` (columns ``voxel``, ``alpha``, ``cv_score``,
 ``test_r``, ``noise_ceiling``, ``test_r_normalised``, ``p``, ``q``, ``significant``), ``weights.h5``
-(coefficients ``(n_delays * d, n_voxels)`` in float16 by default, alphas, delays), ``test_r.nii.gz``
+(coefficients ``(n_delays * d, n_voxels)`` in float16 by default, alphas, delays), ``predictions.h5``
+(test-set predictions, float16, with the story of each block of TRs), ``test_r.nii.gz``
 in the subject's space, and ``test_r.png``/``.pdf`` (a flatmap on the subject's pycortex surface when
 the dataset names one, else orthogonal slices).
 """
@@ -190,6 +191,7 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
         with atomic_path(folder / "voxels.tsv") as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         _write_weights(folder / "weights.h5", ridge, enc, model, feature, k, X[train[0]].shape[1])
+        _write_predictions(folder / "predictions.h5", pred, test, [Y[s].shape[0] for s in test])
         if space is not None:
             space.save_nifti(r.astype(np.float32), folder / "test_r.nii.gz")
             if enc.get("maps", True):
@@ -221,6 +223,17 @@ def _write_weights(path: Path, ridge, enc: dict, model: str, feature: str, k: in
         fh.attrs.update({"model": model, "feature": feature, "context_length": int(k), "n_features": int(n_features),
                          "alpha_convention": "penalty (sklearn/himalaya)", "design": "per-story z-scored, FIR-delayed",
                          "lmbrain_version": __version__, "coef_dtype": str(dtype)})
+
+
+def _write_predictions(path: Path, pred: np.ndarray, stories: list[str], n_trs: list[int]) -> None:
+    """Test-set predictions (float16, TRs x voxels) with the story of each TR: what bootstrap intervals
+    over test blocks and the scrambling analyses start from."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.create_dataset("pred", data=np.asarray(pred, dtype=np.float16), chunks=(pred.shape[0], min(pred.shape[1], 4096)))
+        fh.create_dataset("story", data=np.array(stories, dtype=object), dtype=h5py.string_dtype())
+        fh.create_dataset("n_trs", data=np.asarray(n_trs, dtype=np.int64))
 
 
 def read_voxels(path: str | os.PathLike) -> pd.DataFrame:
