@@ -1,0 +1,113 @@
+"""Temporal receptive windows from a context sweep: how much preceding context drives each voxel.
+
+Input: each voxel's encoding performance at context lengths ``ks`` (words): the cross-validated
+score curve (used for every choice, so nothing peeks at the test story) and the test correlation
+curve. Per voxel:
+
+- ``k_best``: the context length with the highest CV score;
+- ``gain``: CV score at ``k_best`` minus CV score at the shortest context (0 when context never helps);
+- ``trw_words``: the robust estimate, the smallest k whose CV gain over the shortest context reaches
+  ``fraction`` (default 0.9) of the voxel's maximum gain (the shortest k when there is no gain);
+- ``com_words``: the log-k centre of mass of the curve's positive increments,
+  ``exp(sum_j max(s_j - s_{j-1}, 0) log k_j / sum_j max(s_j - s_{j-1}, 0))`` (the shortest k when
+  the curve never rises);
+- ``test_gain``: the same gain on the test correlation (reported, never used to choose).
+
+:func:`bootstrap_trw` gives an interval for ``trw_words`` computed on the test-correlation curve by
+resampling blocks of test TRs (the stored test predictions of every k and the test responses).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import LmbrainError
+
+
+class TRWError(LmbrainError, ValueError):
+    """Curves that cannot give a temporal receptive window."""
+
+
+def _check(ks, curves, name):
+    ks = np.asarray(ks, dtype=np.float64)
+    c = np.asarray(curves, dtype=np.float64)
+    if ks.ndim != 1 or ks.size < 2 or np.any(np.diff(ks) <= 0) or ks[0] < 1:
+        raise TRWError(f"context lengths must be at least two increasing values >= 1, got {ks.tolist()}")
+    if c.ndim != 2 or c.shape[0] != ks.size:
+        raise TRWError(f"{name} must be (n_context_lengths={ks.size}, n_voxels), got shape {c.shape}")
+    return ks, c
+
+
+def robust_window(ks, curves, fraction: float = 0.9) -> np.ndarray:
+    """Smallest k whose gain over the shortest context reaches ``fraction`` of the maximum gain: (V,)."""
+    ks, c = _check(ks, curves, "curves")
+    if not 0 < fraction <= 1:
+        raise TRWError(f"fraction must be in (0, 1], got {fraction}")
+    c = np.nan_to_num(c, nan=-np.inf)
+    gain = c - c[0]
+    best = gain.max(axis=0)
+    reached = gain >= fraction * best[None, :] - 1e-12
+    first = np.argmax(reached, axis=0)
+    return np.where(best > 0, ks[first], ks[0])
+
+
+def centre_of_mass(ks, curves) -> np.ndarray:
+    """Log-k centre of mass of the positive increments of each curve: (V,) in words."""
+    ks, c = _check(ks, curves, "curves")
+    inc = np.clip(np.diff(np.nan_to_num(c), axis=0), 0, None)  # (K-1, V), increment arriving at ks[1:]
+    total = inc.sum(axis=0)
+    logk = np.log(ks[1:])[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com = np.exp((inc * logk).sum(axis=0) / total)
+    return np.where(total > 0, com, ks[0])
+
+
+def context_sweep(ks, cv, test_r, fraction: float = 0.9) -> pd.DataFrame:
+    """Per-voxel TRW estimates from CV and test curves ``(n_k, n_voxels)``; see the module docstring."""
+    ks, cv = _check(ks, cv, "cv")
+    _, test_r = _check(ks, test_r, "test_r")
+    if cv.shape != test_r.shape:
+        raise TRWError(f"cv {cv.shape} and test_r {test_r.shape} differ in shape")
+    safe = np.nan_to_num(cv, nan=-np.inf)
+    ib = safe.argmax(axis=0)
+    v = np.arange(cv.shape[1])
+    return pd.DataFrame({
+        "voxel": v,
+        "k_best": ks[ib].astype(int),
+        "gain": np.clip(cv[ib, v] - cv[0], 0, None),
+        "trw_words": robust_window(ks, cv, fraction).astype(int),
+        "com_words": centre_of_mass(ks, cv),
+        "cv_best": cv[ib, v],
+        "test_r_best": test_r[ib, v],
+        "test_gain": test_r[ib, v] - test_r[0],
+    })
+
+
+def bootstrap_trw(ks, predictions, y, n_boot: int = 200, block: int = 10, fraction: float = 0.9,
+                  seed: int = 0, interval=(2.5, 97.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of the test-curve TRW estimate over block-resampled test TRs.
+
+    predictions: ``(n_k, n_trs, n_voxels)`` test predictions at each k; y: ``(n_trs, n_voxels)``.
+    Blocks of ``block`` consecutive TRs are drawn with replacement; each resample recomputes every
+    voxel's correlation curve and its :func:`robust_window`. Returns ``(low, high)`` in words.
+    """
+    ks = np.asarray(ks, dtype=np.float64)
+    P = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if P.ndim != 3 or P.shape[0] != ks.size or P.shape[1:] != y.shape:
+        raise TRWError(f"predictions must be (n_k={ks.size}, TRs, voxels) matching y {y.shape}, got {P.shape}")
+    n = y.shape[0]
+    starts = np.arange(0, n, block)
+    rng = np.random.default_rng(seed)
+    est = np.empty((n_boot, y.shape[1]))
+    for b in range(n_boot):
+        pick = rng.choice(starts, size=len(starts), replace=True)
+        idx = np.concatenate([np.arange(s, min(s + block, n)) for s in pick])
+        yb = y[idx] - y[idx].mean(0)
+        pb = P[:, idx] - P[:, idx].mean(1, keepdims=True)
+        den = np.sqrt((pb ** 2).sum(1) * (yb ** 2).sum(0)[None])
+        r = np.divide((pb * yb[None]).sum(1), den, out=np.zeros_like(den), where=den > 0)
+        est[b] = robust_window(ks, r, fraction)
+    lo, hi = np.percentile(est, interval, axis=0)
+    return lo, hi

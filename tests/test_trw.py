@@ -1,0 +1,71 @@
+"""Context-sweep TRW estimates against planted curves and hand-computed values."""
+
+import numpy as np
+import pytest
+
+from lmbrain.trw import TRWError, bootstrap_trw, centre_of_mass, context_sweep, robust_window
+
+KS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
+
+
+def saturating(window, height=0.3, base=0.05):
+    """A curve that rises until k reaches the voxel's window and stays flat after."""
+    return base + height * np.minimum(np.log2(KS), np.log2(window)) / max(np.log2(window), 1e-9) * (window > 1)
+
+
+def test_robust_window_recovers_planted_windows():
+    windows = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
+    curves = np.stack([saturating(w) for w in windows], axis=1)
+    assert robust_window(KS, curves, fraction=1.0).tolist() == windows.tolist()
+    # with 90%: the first k reaching 90% of the gain (log-linear rise -> one octave earlier for long windows)
+    r90 = robust_window(KS, curves, fraction=0.9)
+    assert np.all(r90 <= windows) and np.all(r90 >= windows / 2)
+
+
+def test_hand_computed_values():
+    cv = np.array([[0.10, 0.10, 0.30], [0.20, 0.05, 0.20], [0.25, 0.00, 0.10], [0.20, -0.1, 0.35]])
+    ks = np.array([1, 4, 16, 64])
+    # voxel 0: gains 0.1, 0.15, 0.1 -> max 0.15 at k=16; 90% = 0.135 reached first at k=16
+    # voxel 1: never above k=1 -> shortest; voxel 2: only k=64 beats k=1 (gain 0.05)
+    assert robust_window(ks, cv).tolist() == [16, 1, 64]
+    assert robust_window(ks, cv, fraction=0.5).tolist() == [4, 1, 64]
+    # centre of mass, voxel 0: increments 0.1 at k=4, 0.05 at k=16 -> exp((0.1 ln4 + 0.05 ln16) / 0.15)
+    com = centre_of_mass(ks, cv)
+    assert com[0] == pytest.approx(np.exp((0.1 * np.log(4) + 0.05 * np.log(16)) / 0.15))
+    assert com[1] == 1
+    assert com[2] == pytest.approx(64.0)  # only the 0.25 rise into k=64
+    table = context_sweep(ks, cv, cv * 0.5)
+    assert table["k_best"].tolist() == [16, 1, 64]
+    assert table["gain"].round(6).tolist() == [0.15, 0.0, 0.05]
+    assert table["test_gain"].round(6).tolist() == [0.075, 0.0, 0.025]
+
+
+def test_context_sweep_chooses_by_cv_not_test():
+    cv = np.stack([saturating(8)], axis=1)
+    test = np.stack([saturating(256)], axis=1)
+    row = context_sweep(KS, cv, test).iloc[0]
+    assert row["k_best"] == 8 and row["trw_words"] <= 8
+
+
+def test_bootstrap_interval_brackets_the_planted_window():
+    rng = np.random.default_rng(0)
+    n, v = 400, 30
+    windows = rng.choice([2, 16, 128], size=v)
+    y = rng.standard_normal((n, v))
+    preds = np.empty((KS.size, n, v))
+    for j, k in enumerate(KS):
+        # prediction quality rises with k up to the voxel's window
+        quality = np.minimum(np.log2(k) + 1, np.log2(windows) + 1) / (np.log2(windows) + 1)
+        preds[j] = quality * y + 0.8 * rng.standard_normal((n, v))
+    lo, hi = bootstrap_trw(KS, preds, y, n_boot=100, block=10, fraction=0.9)
+    assert np.mean((lo <= windows) & (windows <= hi)) >= 0.9
+    assert np.all(lo <= hi)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(TRWError, match="increasing"):
+        robust_window([4, 2], np.zeros((2, 3)))
+    with pytest.raises(TRWError, match="n_context_lengths=3"):
+        robust_window([1, 2, 4], np.zeros((2, 3)))
+    with pytest.raises(TRWError, match="fraction"):
+        robust_window([1, 2], np.zeros((2, 3)), fraction=0)
