@@ -22,6 +22,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/encoding.smk"
+include: "workflow/rules/trw.smk"
 
 
 rule all:

@@ -133,3 +133,18 @@ def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive
     ratio = np.median(achieved) / np.median(allowed)
     print(f"oracle: median r {np.median(achieved):.3f} of {len(achieved)} voxels, allowed {np.median(allowed):.3f}")
     assert ratio > 0.75, (np.median(achieved), np.median(allowed))
+
+
+def test_trw_stage_on_the_encoding_outputs(null_run):
+    from lmbrain.trw import estimate_trw
+
+    cfg, tmp, _ = null_run
+    table = estimate_trw(cfg, "DEMO01", "lstm", tmp / "out", tmp / "trw", features_root=tmp / "features")
+    n_vox = open_dataset("lebel2023", cfg["dataset"]["root"]).n_voxels("DEMO01")
+    assert len(table) == n_vox and set(table["k_best"]) <= {1, 8}
+    assert {"voxel", "trw_words", "trw_low", "trw_high", "k_best", "gain", "significant"} <= set(table.columns)
+    assert (table["trw_low"] <= table["trw_high"]).all()
+    assert table["significant"].mean() <= 0.05  # pure noise
+    for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
+                 "recovery.tsv", "planted_vs_recovered.png"):
+        assert (tmp / "trw" / name).exists(), name

@@ -69,3 +69,18 @@ def test_bad_input_is_named():
         robust_window([1, 2, 4], np.zeros((2, 3)))
     with pytest.raises(TRWError, match="fraction"):
         robust_window([1, 2], np.zeros((2, 3)), fraction=0)
+
+
+def test_mtlstm_voxel_timescales_recover_planted_units():
+    from lmbrain.trw import mtlstm_timescales
+
+    rng = np.random.default_rng(1)
+    t = np.exp(rng.uniform(np.log(2), np.log(200), 60))
+    coef = rng.standard_normal((4, 60, 3)) * 0.01
+    coef[:, t > 100, 0] += 1.0  # voxel 0 weights the slowest units
+    coef[:, t < 4, 1] -= 1.0  # voxel 1 the fastest (sign does not matter)
+    ts, p = mtlstm_timescales(coef.reshape(240, 3), t, n_delays=4, n_null=500)
+    assert ts[0] > 100 and ts[1] < 4
+    assert p[0] < 0.01 and p[1] < 0.01 and p[2] > 0.01
+    with pytest.raises(TRWError, match="expected 4 delays x 60 units"):
+        mtlstm_timescales(coef.reshape(240, 3)[:200], t, n_delays=4)

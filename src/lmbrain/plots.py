@@ -129,3 +129,66 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     cb.set_label(label)
     fig.suptitle(title)
     return save_figure(fig, png)
+
+
+def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
+    """Encoding performance against context length, median and interquartile band per TRW group."""
+    plt = _pyplot()
+    ks = np.asarray(ks)
+    trw = table["trw_words"].to_numpy()
+    sig = table["significant"].to_numpy()
+    groups = [("TRW 1-4 words", (trw <= 4)), ("TRW 8-32 words", (trw >= 8) & (trw <= 32)), ("TRW 64+ words", trw >= 64)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for ax, curves, name in ((axes[0], cv, "cross-validated score (R$^2$)"), (axes[1], test_r, "test correlation r")):
+        for i, (label, m) in enumerate(groups):
+            m = m & sig
+            if m.sum() == 0:
+                continue
+            c = curves[:, m]
+            med = np.nanmedian(c, axis=1)
+            q1, q3 = np.nanpercentile(c, [25, 75], axis=1)
+            ax.plot(ks, med, "o-", color=f"C{i}", label=f"{label} (n = {int(m.sum())})")
+            ax.fill_between(ks, q1, q3, color=f"C{i}", alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(int(k)) for k in ks])
+        ax.set_xlabel("context length k (words)")
+        ax.set_ylabel(name)
+    if sig.any():
+        axes[0].legend(frameon=False, fontsize=8)
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no significant voxels", transform=ax.transAxes, ha="center", va="center")
+    fig.suptitle(f"{title} · significant voxels, median and interquartile range")
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def planted_vs_recovered(planted, recovered, significant, png, title: str = "") -> list[Path]:
+    """Scatter of recovered against planted temporal receptive windows (log-log, jittered)."""
+    from scipy.stats import spearmanr
+
+    plt = _pyplot()
+    planted = np.asarray(planted, dtype=float)
+    recovered = np.asarray(recovered, dtype=float)
+    significant = np.asarray(significant, dtype=bool)
+    rng = np.random.default_rng(0)
+    jitter = np.exp(rng.uniform(-0.12, 0.12, recovered.size))
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.scatter(planted[~significant], recovered[~significant] * jitter[~significant], s=6, color="0.7",
+               label="not significant")
+    ax.scatter(planted[significant], recovered[significant] * jitter[significant], s=8, color="C0", label="significant")
+    lim = [1, max([256.0] + list(planted) + list(recovered))]
+    ax.plot(lim, lim, "--", color="0.4", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("planted window (words)")
+    ax.set_ylabel("recovered TRW (words)")
+    rho = spearmanr(planted, recovered).correlation if planted.size > 2 else np.nan
+    ax.set_title(f"{title}\nSpearman rho = {rho:.2f} (n = {planted.size})", fontsize=9)
+    if planted.size:
+        ax.legend(frameon=False, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no voxels", transform=ax.transAxes, ha="center", va="center")
+    fig.tight_layout()
+    return save_figure(fig, png)

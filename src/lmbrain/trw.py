@@ -111,3 +111,163 @@ def bootstrap_trw(ks, predictions, y, n_boot: int = 200, block: int = 10, fracti
         est[b] = robust_window(ks, r, fraction)
     lo, hi = np.percentile(est, interval, axis=0)
     return lo, hi
+
+
+def mtlstm_timescales(coef: np.ndarray, timescales: np.ndarray, n_delays: int, n_null: int = 1000,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel timescales from multi-timescale LSTM encoding weights (Jain et al. 2020).
+
+    coef: ``(n_delays * n_units, n_voxels)`` ridge weights (delay blocks stacked); timescales:
+    ``(n_units,)`` unit timescales in words. A voxel's timescale is ``exp`` of the mean of ``log T``
+    weighted by its absolute weights summed over delays. The null shuffles the timescale labels
+    across units; returns ``(timescale_words, p)`` with a two-sided p-value of the log timescale
+    against that null.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    logt = np.log(np.asarray(timescales, dtype=np.float64))
+    n_units = logt.size
+    if coef.shape[0] != n_delays * n_units:
+        raise TRWError(f"weights have {coef.shape[0]} rows, expected {n_delays} delays x {n_units} units")
+    w = np.abs(coef.reshape(n_delays, n_units, -1)).sum(axis=0)  # (units, voxels)
+    total = w.sum(axis=0)
+    total = np.where(total > 0, total, 1.0)
+    obs = (w * logt[:, None]).sum(axis=0) / total
+    rng = np.random.default_rng(seed)
+    null = np.stack([(w * rng.permutation(logt)[:, None]).sum(axis=0) / total for _ in range(n_null)])
+    centre = null.mean(axis=0)
+    extreme = (np.abs(null - centre) >= np.abs(obs - centre)[None] - 1e-12).sum(axis=0)
+    return np.exp(obs), (1 + extreme) / (1 + n_null)
+
+
+def read_sweep(encoding_dir, ks=None):
+    """``(ks, cv, test_r, q)`` curves ``(n_k, n_voxels)`` from an encoding folder's ``k<k>/voxels.tsv``."""
+    from pathlib import Path
+
+    encoding_dir = Path(encoding_dir)
+    if ks is None:
+        ks = sorted(int(p.name[1:]) for p in encoding_dir.glob("k*") if p.name[1:].isdigit())
+    if len(ks) < 2:
+        raise TRWError(f"{encoding_dir}: a context sweep needs at least two k<k>/ folders (found {len(ks)})")
+    cols = {"cv_score": [], "test_r": [], "q": []}
+    for k in ks:
+        path = encoding_dir / f"k{k}" / "voxels.tsv"
+        if not path.exists():
+            raise TRWError(f"{path}: missing (run the encoding_model rule)")
+        t = pd.read_csv(path, sep="\t")
+        for c in cols:
+            cols[c].append(t[c].to_numpy(dtype=np.float64))
+    return np.asarray(ks), np.stack(cols["cv_score"]), np.stack(cols["test_r"]), np.stack(cols["q"])
+
+
+def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, features_root=None,
+                 progress: bool = True) -> pd.DataFrame:
+    """What the ``trw`` rule does: per-voxel TRW estimates, maps and figures for one subject and model.
+
+    Reads the context sweep of ``encoding_dir`` (``k<k>/voxels.tsv`` and ``predictions.h5``), the test
+    responses, and for ``mtlstm`` models the ridge weights and unit timescales. Writes ``voxels.tsv``,
+    NIfTI maps of each estimate, and figures; on the demo (a ``ground_truth.tsv`` in the dataset) also
+    ``recovery.tsv`` and a planted-versus-recovered figure.
+    """
+    import logging
+    from pathlib import Path
+
+    import h5py
+
+    from .datasets import open_dataset
+    from .io import atomic_path
+    from .modelspec import check_models
+
+    log = logging.getLogger(__name__)
+    tc = config.get("trw", {})
+    fdr = config.get("encoding", {}).get("fdr", 0.05)
+    encoding_dir, out_dir = Path(encoding_dir), Path(out_dir)
+    spec = check_models(config).get(model)
+    if spec is None:
+        raise TRWError(f"no model {model!r} in the config")
+    ks, cv, test_r, q = read_sweep(encoding_dir)
+    table = context_sweep(ks, cv, test_r, tc.get("fraction", 0.9))
+    ib = np.nan_to_num(cv, nan=-np.inf).argmax(axis=0)
+    v = np.arange(cv.shape[1])
+    table["q_best"] = q[ib, v]
+    table["significant"] = table["q_best"] < fdr
+    # bootstrap interval of the test-curve estimate
+    ds = open_dataset(config["dataset"]["layout"], config["dataset"]["root"], tr=config.get("tr", 2.0))
+    _, test = ds.split(subject, config["stories"]["train"], config["stories"]["test"])
+    y = np.concatenate([ds.responses(subject, s) for s in test]).astype(np.float32)
+    lo = np.empty(y.shape[1])
+    hi = np.empty(y.shape[1])
+    chunk = max(1, int(2e8 // (len(ks) * y.shape[0] * 4)))
+    files = [h5py.File(encoding_dir / f"k{k}" / "predictions.h5", "r") for k in ks]
+    try:
+        for v0 in range(0, y.shape[1], chunk):
+            sl = slice(v0, v0 + chunk)
+            P = np.stack([f["pred"][:, sl].astype(np.float32) for f in files])
+            lo[sl], hi[sl] = bootstrap_trw(ks, P, y[:, sl], n_boot=tc.get("n_boot", 200), block=tc.get("block", 10),
+                                           fraction=tc.get("fraction", 0.9), seed=int(config.get("seed", 0)))
+    finally:
+        for f in files:
+            f.close()
+    table.insert(2, "trw_low", lo)
+    table.insert(3, "trw_high", hi)
+    # multi-timescale LSTM: weight-averaged unit timescales at the longest context
+    if spec["type"] == "mtlstm":
+        with h5py.File(encoding_dir / f"k{ks[-1]}" / "weights.h5", "r") as fh:
+            coef = fh["coef"][()].astype(np.float64)
+            n_delays = len(fh["delays"][()])
+        layer = int(str(encoding_dir.name).split("-L")[-1]) if "-L" in encoding_dir.name else None
+        story_dir = Path(features_root or "results/features") / model / test[0]
+        with h5py.File(story_dir / f"k{ks[-1]}.h5", "r") as fh:
+            names = sorted(n for n in fh.get("timescales", {}))
+            name = f"layer_{layer}" if layer is not None and f"layer_{layer}" in names else (names[-1] if names else None)
+            if name is None or layer == 0:
+                raise TRWError(f"{story_dir}: no unit timescales for the fitted layer")
+            timescales = fh["timescales"][name][()]
+        table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays,
+                                                                           seed=int(config.get("seed", 0)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "voxels.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
+             subject, model, encoding_dir.name, int(table["significant"].sum()), len(table),
+             float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
+    _trw_outputs(config, ds, subject, model, encoding_dir.name, ks, cv, test_r, table, out_dir)
+    return table
+
+
+def _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir):
+    from pathlib import Path
+
+    from .io import atomic_path
+    from .plots import brain_map, planted_vs_recovered, sweep_curves
+
+    space = ds.voxel_space(subject)
+    surface = ds.pycortex_surface(subject) if hasattr(ds, "pycortex_surface") else None
+    sig = table["significant"].to_numpy()
+    title = f"{subject} · {model} {feature}"
+    if space is not None:
+        for col in ("trw_words", "k_best", "gain") + (("timescale_words",) if "timescale_words" in table else ()):
+            space.save_nifti(table[col].to_numpy(dtype=np.float32), out_dir / f"{col}.nii.gz")
+        if config.get("encoding", {}).get("maps", True):
+            vals = np.where(sig, table["trw_words"].to_numpy(dtype=np.float64), np.nan)
+            brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW (significant voxels)",
+                      label="temporal receptive window (words, log scale)", vmin=float(ks[0]), vmax=float(ks[-1]),
+                      cmap="viridis", log_scale=True)
+    sweep_curves(ks, cv, test_r, table, out_dir / "curves.png", title=title)
+    truth_path = Path(config["dataset"]["root"]) / "ground_truth.tsv"
+    if truth_path.exists():
+        from scipy.stats import spearmanr
+
+        truth = pd.read_csv(truth_path, sep="\t").set_index("voxel").reindex(table["voxel"])
+        signal = (truth["noise"] == 0).to_numpy()
+        hi_snr = signal & (truth["snr"] >= truth.loc[signal, "snr"].median()).to_numpy()
+        rows = []
+        for name, m in (("signal voxels", signal), ("high-SNR signal voxels", hi_snr),
+                        ("high-SNR significant", hi_snr & sig)):
+            for col in ("trw_words", "k_best", "com_words"):
+                rho = spearmanr(truth.loc[m, "trw_words"], table.loc[m, col]).correlation if m.sum() > 2 else np.nan
+                rows.append({"voxels": name, "estimate": col, "n": int(m.sum()), "spearman": rho})
+        rec = pd.DataFrame(rows)
+        with atomic_path(out_dir / "recovery.tsv") as tmp:
+            rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
+        planted_vs_recovered(truth.loc[hi_snr, "trw_words"].to_numpy(), table.loc[hi_snr, "trw_words"].to_numpy(),
+                             sig[hi_snr], out_dir / "planted_vs_recovered.png", title=f"{title} · high-SNR voxels")

@@ -120,10 +120,26 @@ def encoding_targets():
     ]
 
 
+def trw_feature(model):
+    """The encoding feature whose context sweep gives a model's TRW: its first encoding feature."""
+    from lmbrain.encoding import feature_names
+
+    return feature_names(MODELS[model], config["encoding"])[0]
+
+
+def trw_input(wildcards):
+    return f"results/{wildcards.subject}/encoding/{wildcards.model}/{trw_feature(wildcards.model)}"
+
+
+def trw_params(wildcards):
+    return json.dumps({"trw": config["trw"], "feature": trw_feature(wildcards.model)}, sort_keys=True)
+
+
 def all_targets():
     """Targets known before the dataset exists (feature_targets adds the per-story ones)."""
     targets = expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
     targets += expand("results/models/{model}/training.png", model=TRAINED_MODELS)
     targets += expand("results/models/{model}/config.json", model=PRETRAINED_MODELS)
     targets += encoding_targets()
+    targets += expand("results/{subject}/trw/{model}", subject=SUBJECTS, model=list(MODELS))
     return targets

@@ -1,0 +1,23 @@
+# Temporal receptive windows: per-voxel estimates from each model's context sweep, maps and figures.
+
+
+rule trw:
+    input:
+        encoding=trw_input,
+    output:
+        directory("results/{subject}/trw/{model}"),
+    params:
+        spec=trw_params,
+        code=CODE_VERSION,
+    log:
+        "logs/{subject}/trw/{model}.log",
+    benchmark:
+        "results/benchmarks/{subject}/trw/{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/trw.py"
