@@ -81,6 +81,9 @@ def test_workflow_runs_end_to_end(tiny_workdir):
             table = pd.read_csv(folder / "voxels.tsv", sep="\t")
             assert len(table) == summary["n_voxels"].iloc[0] and table["test_r"].notna().all()
             assert (folder / "test_r.nii.gz").exists() and (folder / "test_r.png").exists()
+        trw = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/voxels.tsv", sep="\t")
+        assert set(trw["k_best"]) <= {1, 2, 8} and len(trw) == len(table)
+        assert (tiny_workdir / f"results/DEMO01/trw/{model}/recovery.tsv").exists()
     # nothing left to do afterwards
     again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -91,7 +94,8 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     (tiny_workdir / "more.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
     jobs = _job_counts(plan.stdout)
-    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "all": 1, "total": 7}, plan.stdout[-2000:]
+    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "all": 1, "total": 8}, \
+        plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
 
 
