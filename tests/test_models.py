@@ -1,7 +1,6 @@
 """Model configs, vocabularies, the multi-timescale LSTM recipe, checkpoints, training and generation."""
 
 import json
-import math
 
 import numpy as np
 import pytest

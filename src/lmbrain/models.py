@@ -55,18 +55,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import LmbrainError
 from .io import atomic_path, write_text
+from .modelspec import (  # noqa: F401  (re-exported: the model configuration lives in lmbrain.modelspec)
+    ATTENTION_TYPES, DEFAULTS, MODEL_TYPES, TRAINED_TYPES, ModelError, check_context_lengths, model_spec,
+    resolve_layers,
+)
 
 log = logging.getLogger(__name__)
 
 UNK = "<unk>"
-
-
-from .modelspec import (  # noqa: F401  (re-exported)
-    ATTENTION_TYPES, DEFAULTS, MODEL_TYPES, TRAINED_TYPES, ModelError, check_context_lengths, model_spec,
-    resolve_layers,
-)
 
 
 # ------------------------------------------------------------------------------------------
