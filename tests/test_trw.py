@@ -76,6 +76,7 @@ def test_mtlstm_voxel_timescales_recover_planted_units():
 
     rng = np.random.default_rng(1)
     t = np.exp(rng.uniform(np.log(2), np.log(200), 60))
+    t[-1] = 0.0  # the recipe's invgamma.isf(1) unit
     coef = rng.standard_normal((4, 60, 3)) * 0.01
     coef[:, t > 100, 0] += 1.0  # voxel 0 weights the slowest units
     coef[:, t < 4, 1] -= 1.0  # voxel 1 the fastest (sign does not matter)

@@ -119,16 +119,19 @@ def mtlstm_timescales(coef: np.ndarray, timescales: np.ndarray, n_delays: int, n
 
     coef: ``(n_delays * n_units, n_voxels)`` ridge weights (delay blocks stacked); timescales:
     ``(n_units,)`` unit timescales in words. A voxel's timescale is ``exp`` of the mean of ``log T``
-    weighted by its absolute weights summed over delays. The null shuffles the timescale labels
-    across units; returns ``(timescale_words, p)`` with a two-sided p-value of the log timescale
+    weighted by its absolute weights summed over delays (units with T = 0 or infinite T, the ends of
+    the inverse-gamma recipe, are left out). The null shuffles the timescale labels across units; returns ``(timescale_words, p)`` with a two-sided p-value of the log timescale
     against that null.
     """
     coef = np.asarray(coef, dtype=np.float64)
-    logt = np.log(np.asarray(timescales, dtype=np.float64))
-    n_units = logt.size
+    t = np.asarray(timescales, dtype=np.float64)
+    n_units = t.size
     if coef.shape[0] != n_delays * n_units:
         raise TRWError(f"weights have {coef.shape[0]} rows, expected {n_delays} delays x {n_units} units")
     w = np.abs(coef.reshape(n_delays, n_units, -1)).sum(axis=0)  # (units, voxels)
+    # the recipe's last quantile, invgamma.isf(1) = 0, is a unit that forgets every word: no log timescale
+    ok = np.isfinite(t) & (t > 0)
+    w, logt = w[ok], np.log(t[ok])
     total = w.sum(axis=0)
     total = np.where(total > 0, total, 1.0)
     obs = (w * logt[:, None]).sum(axis=0) / total
