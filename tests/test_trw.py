@@ -85,3 +85,15 @@ def test_mtlstm_voxel_timescales_recover_planted_units():
     assert p[0] < 0.01 and p[1] < 0.01 and p[2] > 0.01
     with pytest.raises(TRWError, match="expected 4 delays x 60 units"):
         mtlstm_timescales(coef.reshape(240, 3)[:200], t, n_delays=4)
+
+
+def test_gap_filling_never_spreads_values_into_masked_voxels():
+    from lmbrain.plots import _fill_gaps
+
+    vol = np.full((6, 1, 1), np.nan)
+    sampled = np.zeros((6, 1, 1), bool)
+    sampled[[0, 3], 0, 0] = True
+    vol[0, 0, 0] = 5.0  # sampled, significant; voxel 3 sampled but NaN (not significant)
+    out = _fill_gaps(vol, np.ones_like(sampled), sampled)
+    assert out[:, 0, 0][:2].tolist() == [5.0, 5.0]
+    assert np.isnan(out[3:, 0, 0]).all()  # voxel 3 stays NaN and so do its unsampled neighbours

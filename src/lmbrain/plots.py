@@ -63,16 +63,19 @@ def training_curves(table, curve, png: str | os.PathLike, title: str = "") -> li
     return save_figure(fig, png)
 
 
-def _fill_gaps(vol: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Fill NaN voxels inside ``within`` from the nearest non-NaN voxel (sub-sampled demo grids)."""
+def _fill_gaps(vol: np.ndarray, within: np.ndarray, sampled: np.ndarray) -> np.ndarray:
+    """Give voxels of ``within`` that the dataset does not sample the value of the nearest sampled voxel.
+
+    Only unsampled voxels are filled (from sampled ones, NaN included): a sampled voxel that is NaN,
+    e.g. a non-significant one, stays NaN and never spreads its neighbours' values.
+    """
     from scipy import ndimage
 
-    known = ~np.isnan(vol)
-    if known.all() or not known.any():
+    if sampled.all() or not sampled.any():
         return vol
-    _, idx = ndimage.distance_transform_edt(~known, return_indices=True)
+    _, idx = ndimage.distance_transform_edt(~sampled, return_indices=True)
     filled = vol[tuple(idx)]
-    return np.where(within & ~known, filled, vol)
+    return np.where(within & ~sampled, filled, vol)
 
 
 def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,
@@ -97,7 +100,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
             mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")),
                               dtype=bool).T
             if mask.shape == vol.shape:
-                vol = _fill_gaps(vol, mask)
+                vol = _fill_gaps(vol, mask, space.mask)
                 data = np.log10(vol) if log_scale else vol
                 v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
                                   vmin=np.log10(vmin) if log_scale else vmin, vmax=np.log10(vmax) if log_scale else vmax,
