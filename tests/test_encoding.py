@@ -139,12 +139,33 @@ def test_trw_stage_on_the_encoding_outputs(null_run):
     from lmbrain.trw import estimate_trw
 
     cfg, tmp, _ = null_run
-    table = estimate_trw(cfg, "DEMO01", "lstm", tmp / "out", tmp / "trw", features_root=tmp / "features")
+    table = estimate_trw(cfg, "DEMO01", "lstm", tmp / "out", tmp / "trw", features_root=tmp / "features",
+                         models_dir=tmp / "models", feature="hidden-L1")
     n_vox = open_dataset("lebel2023", cfg["dataset"]["root"]).n_voxels("DEMO01")
     assert len(table) == n_vox and set(table["k_best"]) <= {1, 8}
     assert {"voxel", "trw_words", "trw_low", "trw_high", "k_best", "gain", "significant"} <= set(table.columns)
     assert (table["trw_low"] <= table["trw_high"]).all()
     assert table["significant"].mean() <= 0.05  # pure noise
+    for level in ("word", "sentence", "paragraph"):
+        assert table[f"survival_{level}"].between(-1, 1).all() and (table[f"variance_{level}"] > 0).all()
+    assert set(table["scramble_class"]) <= {"word", "sentence", "paragraph", "story"}
+    assert table["survival_word"].mean() < 0.9  # word scrambling changes the k = 8 predictions
+
+
+def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypatch):
+    """With an identity 'scramble', the scrambled-story path must give back the intact prediction
+    exactly (same features, same normalisation, same weights): survival 1, variance ratio 1."""
+    import lmbrain.trw as trw
+
+    cfg, tmp, _ = null_run
+    monkeypatch.setattr(trw, "scramble", lambda words, level, **kw: words.assign(source=range(len(words))))
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    out = trw.scramble_predictions(cfg, ds, "lstm", tmp / "models" / "lstm", tmp / "out", "hidden-L1", 8,
+                                   cfg["stories"]["test"])
+    for level in ("word", "sentence", "paragraph"):
+        assert np.allclose(out[f"survival_{level}"], 1, atol=1e-5)
+        assert np.allclose(out[f"variance_{level}"], 1, atol=1e-4)
+    assert (out["scramble_class"] == "word").all() and np.allclose(out["scramble_index"], 0, atol=1e-5)
     for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
                  "recovery.tsv", "planted_vs_recovered.png"):
         assert (tmp / "trw" / name).exists(), name

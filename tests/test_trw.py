@@ -97,3 +97,65 @@ def test_gap_filling_never_spreads_values_into_masked_voxels():
     out = _fill_gaps(vol, np.ones_like(sampled), sampled)
     assert out[:, 0, 0][:2].tolist() == [5.0, 5.0]
     assert np.isnan(out[3:, 0, 0]).all()  # voxel 3 stays NaN and so do its unsampled neighbours
+
+
+def _story():
+    import pandas as pd
+
+    # 3 paragraphs (gap 1.0 s) of 2 sentences (gap 0.4 s) of 3 words (gap 0.05 s), word i lasts 0.2 + 0.01 i
+    rows, t, i = [], 0.0, 0
+    for p in range(3):
+        for s in range(2):
+            for w in range(3):
+                dur = 0.2 + 0.01 * i
+                rows.append((f"w{i}", t, t + dur))
+                t += dur + (0.05 if w < 2 else (0.4 if s == 0 else 1.0))
+                i += 1
+    return pd.DataFrame(rows, columns=["word", "onset", "offset"])
+
+
+def test_units_come_from_pauses():
+    from lmbrain.trw import segment_units
+
+    words = _story()
+    assert segment_units(words, "word").tolist() == list(range(18))
+    assert segment_units(words, "sentence").tolist() == [i // 3 for i in range(18)]
+    assert segment_units(words, "paragraph").tolist() == [i // 6 for i in range(18)]
+    with pytest.raises(TRWError, match="scrambling level"):
+        segment_units(words, "chapter")
+
+
+def test_scrambling_keeps_units_durations_and_length():
+    from lmbrain.trw import scramble
+
+    words = _story()
+    for level, size in (("word", 1), ("sentence", 3), ("paragraph", 6)):
+        out = scramble(words, level, seed=3)
+        src = out["source"].to_numpy()
+        assert sorted(src) == list(range(18)) and not np.array_equal(src, np.arange(18))
+        # units stay whole and in their inner order
+        for start in range(0, 18, size):
+            block = src[start: start + size]
+            assert block[0] % size == 0 and np.array_equal(block, np.arange(block[0], block[0] + size))
+        dur = (words["offset"] - words["onset"]).to_numpy()
+        assert np.allclose((out["offset"] - out["onset"]).to_numpy(), dur[src])
+        assert out["offset"].iloc[-1] == pytest.approx(words["offset"].iloc[-1])  # same length: same words, same gaps
+        assert list(out["word"]) == [f"w{i}" for i in src]
+        assert scramble(words, level, seed=3)["source"].tolist() == src.tolist()  # deterministic
+
+
+def test_survival_and_classes():
+    from lmbrain.trw import scramble_summary, survival
+
+    rng = np.random.default_rng(0)
+    intact = rng.standard_normal((200, 3))
+    same = np.stack([intact, intact])
+    other = rng.standard_normal((2, 200, 3))
+    r, ratio = survival(intact, same)
+    assert np.allclose(r, 1) and np.allclose(ratio, 1)
+    r, _ = survival(intact, other)
+    assert np.all(np.abs(r) < 0.25)
+    table = scramble_summary({"word": [0.9, 0.1, 0.1, 0.1], "sentence": [0.95, 0.8, 0.2, 0.1],
+                              "paragraph": [0.97, 0.9, 0.7, 0.2]}, threshold=0.5)
+    assert table["scramble_class"].tolist() == ["word", "sentence", "paragraph", "story"]
+    assert np.all(np.diff(table["scramble_index"]) > 0)

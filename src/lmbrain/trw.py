@@ -163,7 +163,7 @@ def read_sweep(encoding_dir, ks=None):
 
 
 def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, features_root=None,
-                 progress: bool = True) -> pd.DataFrame:
+                 models_dir=None, feature: str | None = None, progress: bool = True) -> pd.DataFrame:
     """What the ``trw`` rule does: per-voxel TRW estimates, maps and figures for one subject and model.
 
     Reads the context sweep of ``encoding_dir`` (``k<k>/voxels.tsv`` and ``predictions.h5``), the test
@@ -184,6 +184,7 @@ def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, 
     tc = config.get("trw", {})
     fdr = config.get("encoding", {}).get("fdr", 0.05)
     encoding_dir, out_dir = Path(encoding_dir), Path(out_dir)
+    feature = feature or encoding_dir.name  # the workflow names encoding folders by feature
     spec = check_models(config).get(model)
     if spec is None:
         raise TRWError(f"no model {model!r} in the config")
@@ -217,7 +218,7 @@ def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, 
         with h5py.File(encoding_dir / f"k{ks[-1]}" / "weights.h5", "r") as fh:
             coef = fh["coef"][()].astype(np.float64)
             n_delays = len(fh["delays"][()])
-        layer = int(str(encoding_dir.name).split("-L")[-1]) if "-L" in encoding_dir.name else None
+        layer = int(feature.split("-L")[-1]) if "-L" in feature else None
         story_dir = Path(features_root or "results/features") / model / test[0]
         with h5py.File(story_dir / f"k{ks[-1]}.h5", "r") as fh:
             names = sorted(n for n in fh.get("timescales", {}))
@@ -227,13 +228,19 @@ def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, 
             timescales = fh["timescales"][name][()]
         table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays,
                                                                            seed=int(config.get("seed", 0)))
+    if tc.get("scramble", True):
+        if models_dir is None:
+            raise TRWError("in-silico scrambling needs the model folder (models_dir)")
+        extra = scramble_predictions(config, ds, model, Path(models_dir) / model, encoding_dir, feature, ks[-1], test)
+        for col in extra.columns:
+            table[col] = extra[col].to_numpy()
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "voxels.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
-             subject, model, encoding_dir.name, int(table["significant"].sum()), len(table),
+             subject, model, feature, int(table["significant"].sum()), len(table),
              float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
-    _trw_outputs(config, ds, subject, model, encoding_dir.name, ks, cv, test_r, table, out_dir)
+    _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir)
     return table
 
 
@@ -274,3 +281,162 @@ def _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out
             rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
         planted_vs_recovered(truth.loc[hi_snr, "trw_words"].to_numpy(), table.loc[hi_snr, "trw_words"].to_numpy(),
                              sig[hi_snr], out_dir / "planted_vs_recovered.png", title=f"{title} · high-SNR voxels")
+
+
+# ------------------------------------------------------------------------------------------
+# In-silico scrambling (Lerner et al. 2011 design; Jain et al. 2023): stimulus side and summaries.
+SCRAMBLE_LEVELS = ("word", "sentence", "paragraph")
+
+
+def segment_units(words: pd.DataFrame, level: str, sentence_gap: float = 0.3, paragraph_gap: float = 0.7) -> np.ndarray:
+    """Unit index of every word for a scrambling level.
+
+    Transcripts of spoken stories (TextGrids) carry no punctuation, so units come from the pauses:
+    a sentence ends where the silence before the next word is at least ``sentence_gap`` seconds, a
+    paragraph where it is at least ``paragraph_gap``. ``word``: every word is a unit. Columns needed:
+    ``onset``, ``offset``.
+    """
+    if level not in SCRAMBLE_LEVELS:
+        raise TRWError(f"scrambling level must be one of {', '.join(SCRAMBLE_LEVELS)}, not {level!r}")
+    n = len(words)
+    if level == "word":
+        return np.arange(n)
+    if not 0 < sentence_gap <= paragraph_gap:
+        raise TRWError("need 0 < sentence_gap <= paragraph_gap")
+    gaps = words["onset"].to_numpy()[1:] - words["offset"].to_numpy()[:-1]
+    cut = gaps >= (sentence_gap if level == "sentence" else paragraph_gap)
+    return np.concatenate([[0], np.cumsum(cut)])
+
+
+def scramble(words: pd.DataFrame, level: str, seed: int = 0, sentence_gap: float = 0.3,
+             paragraph_gap: float = 0.7) -> pd.DataFrame:
+    """The story with its units (words, sentences or paragraphs) in a random order.
+
+    Every word keeps its duration; the silences of the original story stay where they were in the
+    sequence (the k-th gap of the scrambled story is the k-th gap of the original), so the scrambled
+    story has the original length and speech rate. Returns ``word``, ``onset``, ``offset``,
+    ``midpoint`` and ``source`` (the word's index in the intact story).
+    """
+    unit = segment_units(words, level, sentence_gap, paragraph_gap)
+    n_units = int(unit.max()) + 1 if len(unit) else 0
+    order = np.random.default_rng(seed).permutation(n_units)
+    starts = np.searchsorted(unit, np.arange(n_units))
+    ends = np.append(starts[1:], len(unit))
+    src = np.concatenate([np.arange(starts[u], ends[u]) for u in order]) if n_units else np.array([], int)
+    onset = words["onset"].to_numpy(dtype=np.float64)
+    offset = words["offset"].to_numpy(dtype=np.float64)
+    dur = offset - onset
+    gaps = np.append(onset[1:] - offset[:-1], 0.0)
+    new_on = np.empty(len(src))
+    t = onset[0] if len(src) else 0.0
+    for j, i in enumerate(src):
+        new_on[j] = t
+        t += dur[i] + gaps[j]
+    out = pd.DataFrame({"word": words["word"].to_numpy()[src], "onset": new_on, "offset": new_on + dur[src]})
+    out["midpoint"] = (out["onset"] + out["offset"]) / 2
+    out["source"] = src
+    return out
+
+
+def survival(intact: np.ndarray, scrambled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of a voxel's intact predicted response survives scrambling.
+
+    intact: ``(n_trs, n_voxels)``; scrambled: ``(n_seeds, n_trs, n_voxels)``. Returns the correlation
+    of scrambled with intact prediction and the variance ratio (scrambled / intact), each averaged
+    over seeds: ``(n_voxels,)`` twice.
+    """
+    from .stats import columnwise_corr
+
+    intact = np.asarray(intact, dtype=np.float64)
+    scrambled = np.asarray(scrambled, dtype=np.float64)
+    if scrambled.ndim != 3 or scrambled.shape[1:] != intact.shape:
+        raise TRWError(f"scrambled predictions must be (seeds, {intact.shape[0]}, {intact.shape[1]}), got {scrambled.shape}")
+    r = np.mean([columnwise_corr(s, intact) for s in scrambled], axis=0)
+    var_i = intact.var(axis=0)
+    ratio = np.mean([s.var(axis=0) for s in scrambled], axis=0) / np.where(var_i > 0, var_i, np.nan)
+    return r, ratio
+
+
+def scramble_summary(survival_by_level: dict, threshold: float = 0.5) -> pd.DataFrame:
+    """TRW class and continuous index from the survival correlation at each level.
+
+    ``survival_by_level``: ``{"word": (V,), "sentence": (V,), "paragraph": (V,)}``. The class is the
+    finest level whose scrambling the voxel's predicted response survives (correlation >= threshold):
+    ``word`` if it survives word scrambling, else ``sentence``, else ``paragraph``, else ``story``.
+    The index is ``1 - mean survival`` over the levels (0 = unaffected by scrambling, 1 = destroyed).
+    """
+    missing = [lv for lv in SCRAMBLE_LEVELS if lv not in survival_by_level]
+    if missing:
+        raise TRWError(f"survival missing for level(s) {', '.join(missing)}")
+    s = np.stack([np.asarray(survival_by_level[lv], dtype=np.float64) for lv in SCRAMBLE_LEVELS])
+    cls = np.full(s.shape[1], "story", dtype=object)
+    for i in range(len(SCRAMBLE_LEVELS) - 1, -1, -1):
+        cls = np.where(s[i] >= threshold, SCRAMBLE_LEVELS[i], cls)
+    return pd.DataFrame({"scramble_index": 1 - np.clip(s, -1, 1).mean(axis=0), "scramble_class": cls})
+
+
+def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, feature: str, k: int,
+                         test: list[str]) -> pd.DataFrame:
+    """In-silico scrambling: survival of each voxel's predicted response to scrambled test stories.
+
+    Each test story is scrambled at the word, sentence and paragraph level (``trw.scramble_seeds``
+    seeds each; units from pauses, see :func:`segment_units`), read by the model at context length
+    ``k`` (the longest of the sweep), turned into a design exactly as the intact story (z-scored with
+    the *intact* story's statistics, so variance changes survive) and multiplied by the encoding
+    weights fitted at ``k``. Returns ``survival_<level>`` (correlation with the intact prediction),
+    ``variance_<level>`` (variance ratio), ``scramble_index`` and ``scramble_class``.
+    """
+    import logging
+    from pathlib import Path
+
+    import h5py
+
+    from .encoding import parse_feature
+    from .features import extract_in_memory
+    from .models import load_model, resolve_layers
+    from .stimulus import downsample, tr_design
+    from .training import pick_device
+
+    log = logging.getLogger(__name__)
+    tc = config.get("trw", {})
+    kind, layer = parse_feature(feature)
+    lm = load_model(model_dir, device=pick_device(config.get("device", "auto")), name=model)
+    layer = resolve_layers([-1 if layer is None else layer], lm.n_layers, f"model '{model}'")[0]
+    name = f"hidden/layer_{layer}" if kind == "hidden" else f"attention/layer_{layer}/{kind}"
+    with h5py.File(Path(encoding_dir) / f"k{k}" / "weights.h5", "r") as fh:
+        coef = fh["coef"][()].astype(np.float32)
+        delays = tuple(int(d) for d in fh["delays"][()])
+
+    def tr_features(words):
+        f = extract_in_memory(lm, [str(w) for w in words["word"]], [k], layers=[layer], attention=kind != "hidden")
+        vals = f[k][name].reshape(len(words), -1)
+        return downsample(vals, words["midpoint"].to_numpy(), tr_times)
+
+    seeds = int(tc.get("scramble_seeds", 3))
+    intact_all, scr_all = [], {lv: [] for lv in SCRAMBLE_LEVELS}
+    for story in test:
+        words = ds.words(story)
+        tr_times = ds.tr_times(story)
+        base = tr_features(words)
+        mean, std = base.mean(axis=0), base.std(axis=0)
+        intact_all.append(tr_design(base, delays=delays) @ coef)
+        for lv in SCRAMBLE_LEVELS:
+            preds = []
+            for seed in range(seeds):
+                scr = scramble(words, lv, seed=int(config.get("seed", 0)) + seed,
+                               sentence_gap=tc.get("sentence_gap", 0.3), paragraph_gap=tc.get("paragraph_gap", 0.7))
+                preds.append(tr_design(tr_features(scr), delays=delays, mean=mean, std=std) @ coef)
+            scr_all[lv].append(np.stack(preds))
+        log.info("scrambling %s: %d words, %d seeds per level", story, len(words), seeds)
+    intact = np.concatenate(intact_all)
+    out = {}
+    surv = {}
+    for lv in SCRAMBLE_LEVELS:
+        r, ratio = survival(intact, np.concatenate(scr_all[lv], axis=1))
+        out[f"survival_{lv}"], out[f"variance_{lv}"] = r, ratio
+        surv[lv] = r
+    summary = scramble_summary(surv, threshold=tc.get("scramble_threshold", 0.5))
+    table = pd.DataFrame(out)
+    table["scramble_index"] = summary["scramble_index"].to_numpy()
+    table["scramble_class"] = summary["scramble_class"].to_numpy()
+    return table

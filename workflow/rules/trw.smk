@@ -4,6 +4,7 @@
 rule trw:
     input:
         encoding=trw_input,
+        model="results/models/{model}/config.json",
     output:
         directory("results/{subject}/trw/{model}"),
     params:

@@ -7,4 +7,4 @@ from lmbrain.trw import estimate_trw
 with run_rule(snakemake):
     w = snakemake.wildcards
     estimate_trw(snakemake.config, w.subject, w.model, snakemake.input.encoding, snakemake.output[0],
-                 features_root=Path("results/features"))
+                 features_root=Path("results/features"), models_dir=Path(snakemake.input.model).parent.parent)
