@@ -341,7 +341,8 @@ def scramble(words: pd.DataFrame, level: str, seed: int = 0, sentence_gap: float
 def survival(intact: np.ndarray, scrambled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How much of a voxel's intact predicted response survives scrambling.
 
-    intact: ``(n_trs, n_voxels)``; scrambled: ``(n_seeds, n_trs, n_voxels)``. Returns the correlation
+    intact: ``(n, n_voxels)``; scrambled: ``(n_seeds, n, n_voxels)`` (rows matched: the same words or
+    times). Returns the correlation
     of scrambled with intact prediction and the variance ratio (scrambled / intact), each averaged
     over seeds: ``(n_voxels,)`` twice.
     """
@@ -377,14 +378,18 @@ def scramble_summary(survival_by_level: dict, threshold: float = 0.5) -> pd.Data
 
 def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, feature: str, k: int,
                          test: list[str]) -> pd.DataFrame:
-    """In-silico scrambling: survival of each voxel's predicted response to scrambled test stories.
+    """In-silico scrambling: how much of each voxel's predicted response to a word survives scrambling.
 
     Each test story is scrambled at the word, sentence and paragraph level (``trw.scramble_seeds``
-    seeds each; units from pauses, see :func:`segment_units`), read by the model at context length
-    ``k`` (the longest of the sweep), turned into a design exactly as the intact story (z-scored with
-    the *intact* story's statistics, so variance changes survive) and multiplied by the encoding
-    weights fitted at ``k``. Returns ``survival_<level>`` (correlation with the intact prediction),
-    ``variance_<level>`` (variance ratio), ``scramble_index`` and ``scramble_class``.
+    seeds each; units from pauses, see :func:`segment_units`) and read by the model at context length
+    ``k`` (the longest of the sweep). A voxel's predicted response to a word is the word's features
+    read through the voxel's encoding weights fitted at ``k`` (summed over delays, with the same
+    per-column scaling as the design). Scrambling moves words in time, so the comparison is made
+    word by word, each scrambled word matched to the same word in the intact story: a voxel whose
+    response depends only on context inside the scrambled unit keeps its word responses (survival
+    near 1); one that integrates across units loses them. Returns ``survival_<level>`` (correlation
+    over words of scrambled with intact predicted responses), ``variance_<level>`` (variance ratio),
+    ``scramble_index`` and ``scramble_class``.
     """
     import logging
     from pathlib import Path
@@ -394,7 +399,7 @@ def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, 
     from .encoding import parse_feature
     from .features import extract_in_memory
     from .models import load_model, resolve_layers
-    from .stimulus import downsample, tr_design
+    from .stimulus import downsample
     from .training import pick_device
 
     log = logging.getLogger(__name__)
@@ -404,33 +409,37 @@ def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, 
     layer = resolve_layers([-1 if layer is None else layer], lm.n_layers, f"model '{model}'")[0]
     name = f"hidden/layer_{layer}" if kind == "hidden" else f"attention/layer_{layer}/{kind}"
     with h5py.File(Path(encoding_dir) / f"k{k}" / "weights.h5", "r") as fh:
-        coef = fh["coef"][()].astype(np.float32)
-        delays = tuple(int(d) for d in fh["delays"][()])
+        coef = fh["coef"][()].astype(np.float64)
+        n_delays = len(fh["delays"][()])
 
-    def tr_features(words):
+    def word_features(words):
         f = extract_in_memory(lm, [str(w) for w in words["word"]], [k], layers=[layer], attention=kind != "hidden")
-        vals = f[k][name].reshape(len(words), -1)
-        return downsample(vals, words["midpoint"].to_numpy(), tr_times)
+        return f[k][name].reshape(len(words), -1).astype(np.float64)
 
     seeds = int(tc.get("scramble_seeds", 3))
     intact_all, scr_all = [], {lv: [] for lv in SCRAMBLE_LEVELS}
     for story in test:
         words = ds.words(story)
-        tr_times = ds.tr_times(story)
-        base = tr_features(words)
-        mean, std = base.mean(axis=0), base.std(axis=0)
-        intact_all.append(tr_design(base, delays=delays) @ coef)
+        F = word_features(words)
+        std = downsample(F, words["midpoint"].to_numpy(), ds.tr_times(story)).std(axis=0)
+        if coef.shape[0] != n_delays * F.shape[1]:
+            raise TRWError(f"{encoding_dir}: weights for {coef.shape[0]} design columns, features give "
+                           f"{n_delays} x {F.shape[1]}")
+        W = coef.reshape(n_delays, F.shape[1], -1).sum(axis=0) / np.where(std > 0, std, np.inf)[:, None]
+        intact_all.append(F @ W)
         for lv in SCRAMBLE_LEVELS:
             preds = []
             for seed in range(seeds):
                 scr = scramble(words, lv, seed=int(config.get("seed", 0)) + seed,
                                sentence_gap=tc.get("sentence_gap", 0.3), paragraph_gap=tc.get("paragraph_gap", 0.7))
-                preds.append(tr_design(tr_features(scr), delays=delays, mean=mean, std=std) @ coef)
+                Fs = word_features(scr)
+                aligned = np.empty_like(Fs)
+                aligned[scr["source"].to_numpy()] = Fs  # back to the intact word order
+                preds.append(aligned @ W)
             scr_all[lv].append(np.stack(preds))
         log.info("scrambling %s: %d words, %d seeds per level", story, len(words), seeds)
     intact = np.concatenate(intact_all)
-    out = {}
-    surv = {}
+    out, surv = {}, {}
     for lv in SCRAMBLE_LEVELS:
         r, ratio = survival(intact, np.concatenate(scr_all[lv], axis=1))
         out[f"survival_{lv}"], out[f"variance_{lv}"] = r, ratio
