@@ -328,10 +328,7 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
             demo["pause_speech"], demo["pause_scene"])
 
     # 2. semantics, from the plays that are not stimuli
-    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
-    topics = fit_topic_model(lm_words, demo["n_topics"], seed)
-    log.info("topic model: %d topics over %d words of vocabulary (%d corpus words)",
-             demo["n_topics"], len(topics.vocab), len(lm_words))
+    topics = demo_topic_model(config, archive)
 
     # 3. voxels
     space, coords = demo_voxel_space(demo["voxel_stride"])
@@ -428,18 +425,28 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
     return summary
 
 
+def demo_topic_model(config: dict, archive=None) -> TopicModel:
+    """The demo's topic model: NMF on the LM corpus (every play but the stimulus plays), seeded by ``seed``."""
+    demo = config["demo"]
+    archive = archive or corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
+    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
+    topics = fit_topic_model(lm_words, demo["n_topics"], int(config["seed"]))
+    log.info("topic model: %d topics over %d words of vocabulary (%d corpus words)",
+             demo["n_topics"], len(topics.vocab), len(lm_words))
+    return topics
+
+
 def oracle_features(config: dict):
     """The demo generator's own word features, for checking the encoding stage against a known answer.
 
     Returns ``features(words, window) -> (n_words, n_topics)``: the topic posterior of each word given
     exactly its last ``window`` words, as the demo computed it (same corpus, topic model and
     temperature). A voxel with planted window W is a linear function of these features at W (HRF-
-    convolved), so an encoding model fitted on them should reach the voxel's noise ceiling.
+    convolved), so an encoding model fitted on them should reach the voxel's noise ceiling. The
+    ``planted`` model type is the same reader as a sequence model (:func:`lmbrain.models.planted_model`).
     """
     demo = config["demo"]
-    archive = corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
-    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
-    topics = fit_topic_model(lm_words, demo["n_topics"], int(config["seed"]))
+    topics = demo_topic_model(config)
 
     def features(words, window: int) -> np.ndarray:
         return window_states(topics.word_evidence(list(words)), int(window), demo["topic_temperature"])

@@ -61,15 +61,17 @@ def feature_names(spec: dict, encoding: dict) -> list[str]:
     explicit ``layers`` for HuggingFace models, whose depth is unknown before loading).
     Attention kinds apply only to models with attention, and never to layer 0.
     """
+    from .modelspec import ATTENTION_TYPES, n_layers_of
+
     kinds = encoding.get("features", ["hidden"])
-    has_attention = spec["type"] in ("attention", "transformer", "huggingface") and spec.get("attention_features", True)
+    has_attention = spec["type"] in ATTENTION_TYPES and spec.get("attention_features", True)
     if spec["type"] == "huggingface":
         saved = spec["layers"]
     elif spec["layers"] is not None:
-        n = 1 if spec["type"] == "attention" else spec["n_layers"]
+        n = n_layers_of(spec)
         saved = sorted({l + (n + 1 if l < 0 else 0) for l in spec["layers"]})
     else:
-        saved = list(range((1 if spec["type"] == "attention" else spec["n_layers"]) + 1))
+        saved = list(range(n_layers_of(spec) + 1))
     mode = encoding.get("layers", "last")
     if mode == "last":
         chosen = [max(saved)] if saved is not None else ["last"]

@@ -34,6 +34,9 @@ Model types (``models.<name>.type`` in the config):
 ``transformer``
     A causal GPT-style transformer: token + learned position embeddings, pre-layer-norm blocks with
     multi-head self-attention and a GELU MLP, final layer norm, decoder tied to the token embedding.
+``planted``
+    The demo generator's own topic reader (:class:`PlantedLM`): a positive control whose features
+    contain exactly what the demo's voxels read, so the TRW pipeline's recovery can be checked.
 ``huggingface``
     Any causal LM that transformers' ``AutoModelForCausalLM`` loads from a local folder or the local
     cache (never the network), GGUF files included (``gguf_file``), loaded with eager attention so
@@ -357,8 +360,72 @@ class TransformerLM(WordModel):
         return out
 
 
+class PlantedLM(WordModel):
+    """The demo generator's topic reader as a sequence model (type ``planted``; a positive control).
+
+    Layer 0 is each word's topic evidence (centred log topic-word probabilities; none for unknown
+    words); layer 1 is the topic posterior given every word of the window so far,
+    ``softmax(temperature * mean evidence)``. Under strict truncation the features at context k are
+    then exactly the demo's ``window_states(evidence, k)``, the quantity its voxels read with their
+    planted window, so a context sweep on these features has a known right answer. It predicts no
+    words (no generation, no training): :func:`planted_model` builds it from the demo config.
+    """
+
+    kind = "planted"
+
+    def __init__(self, config, vocab_size):
+        super().__init__(config, vocab_size)
+        self.temperature = float(config["temperature"])
+        self.embed = nn.Embedding(vocab_size, int(config["n_topics"]))
+
+    @property
+    def n_layers(self) -> int:
+        return 1
+
+    def run(self, tokens, layers=(1,), attention=False, logits=False, state=None, query_rows=None):
+        if logits:
+            raise ModelError("a planted model reads topics and predicts no words (it cannot generate)")
+        e = self.embed(tokens)
+        count = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=e.dtype)
+        mean = e.cumsum(1) / count[None, :, None]
+        out = RunOutput()
+        for layer in layers:
+            out.hidden[layer] = e if layer == 0 else (self.temperature * mean).softmax(-1)
+        return out
+
+
 MODEL_CLASSES = {"attention": AttentionLM, "rnn": RNNLM, "lstm": LSTMLM, "mtlstm": MTLSTMLM,
-                 "transformer": TransformerLM}
+                 "transformer": TransformerLM, "planted": PlantedLM}
+
+
+def planted_model(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
+    """What the ``pretrained_model`` rule does for a ``planted`` model: the demo's topic reader, saved.
+
+    The topic model is refitted exactly as the demo generator fits it (same corpus, topics and seed),
+    so the saved model reproduces the features the demo's voxels were generated from.
+    """
+    from .demo import demo_topic_model
+    from .modelspec import check_models
+
+    spec = check_models(config).get(name)
+    if spec is None or spec["type"] != "planted":
+        raise ModelError(f"no planted model {name!r} in the config")
+    demo = config.get("demo") or {}
+    if not demo.get("build", False):
+        raise ModelError(f"model {name!r} (type planted) reads the topics planted in lmbrain's demo data; "
+                         "it is a positive control for the demo only (set demo.build: true or drop the model)")
+    topics = demo_topic_model(config)
+    words = sorted(topics.vocab, key=topics.vocab.get)
+    vocab = Vocabulary([UNK] + words)
+    model = PlantedLM({**spec, "n_topics": int(demo["n_topics"]), "temperature": float(demo["topic_temperature"])},
+                      len(vocab))
+    with torch.no_grad():
+        weight = torch.zeros(len(vocab), int(demo["n_topics"]))
+        weight[torch.as_tensor(vocab.encode(words))] = torch.as_tensor(topics.evidence, dtype=torch.float32)
+        model.embed.weight.copy_(weight)
+    log.info("model %s: the demo's topic reader, %d topics over %d words, temperature %g", name,
+             demo["n_topics"], len(words), demo["topic_temperature"])
+    return save_model(model, vocab, out_dir)
 
 
 def build_model(spec: dict, vocab_size: int, seed: int = 0) -> WordModel:
@@ -722,10 +789,13 @@ def _save_dequantized(lm: HuggingFaceLM, folder: Path) -> None:
 
 
 def pretrained_from_config(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
-    """What the ``pretrained_model`` rule does: resolve and load a HuggingFace model, write its pointer."""
+    """What the ``pretrained_model`` rule does: resolve and load a HuggingFace model, write its pointer
+    (or, for a ``planted`` model, build and save the demo's topic reader)."""
     from .modelspec import check_models
 
     models = check_models(config)
+    if models.get(name, {}).get("type") == "planted":
+        return planted_model(config, name, out_dir)
     if name not in models or models[name]["type"] != "huggingface":
         raise ModelError(f"no huggingface model {name!r} in the config")
     cache = config.get("corpus", {}).get("cache_dir") or config.get("demo", {}).get("cache_dir", "data/cache")

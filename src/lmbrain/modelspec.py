@@ -13,7 +13,7 @@ import numpy as np
 from . import LmbrainError
 
 TRAINED_TYPES = ("attention", "rnn", "lstm", "mtlstm", "transformer")
-MODEL_TYPES = TRAINED_TYPES + ("huggingface",)
+MODEL_TYPES = TRAINED_TYPES + ("huggingface", "planted")
 ATTENTION_TYPES = ("attention", "transformer", "huggingface")
 
 
@@ -49,6 +49,8 @@ DEFAULTS = {
     "mtlstm": {**_COMMON, **_TRAIN, "hidden_dim": 256, "n_layers": 2, "lr": 0.01, "invgamma_a": 0.56, "invgamma_scale": 1.0,
                "short_timescales": [3.0, 4.0]},
     "transformer": {**_COMMON, **_TRAIN, "n_layers": 4, "n_heads": 4, "mlp_ratio": 4, "max_positions": 512},
+    # the demo generator's own topic reader (a positive control: features that contain the planted windows)
+    "planted": {**_COMMON},
     "huggingface": {**_COMMON, "path": None, "gguf_file": None, "trust_remote_code": False, "dtype": "float32",
                     "prepend_bos": True},
 }
@@ -80,6 +82,9 @@ def model_spec(name: str, spec: dict) -> dict:
             raise ModelError(f"model '{name}' (type huggingface): local path {path} does not exist")
         if out["dtype"] not in ("float32", "float16", "bfloat16"):
             raise ModelError(f"model '{name}': dtype must be float32, float16 or bfloat16, not {out['dtype']!r}")
+    elif kind == "planted":
+        if out["layers"] is not None:
+            resolve_layers(out["layers"], 1, f"model '{name}'")
     else:
         for key in ("embedding_dim", "epochs", "batch_size", "seq_len", "min_count"):
             if not isinstance(out[key], int) or out[key] < 1:
@@ -89,17 +94,25 @@ def model_spec(name: str, spec: dict) -> dict:
                 if not isinstance(out[key], int) or out[key] < 1:
                     raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
         if out["layers"] is not None:
-            resolve_layers(out["layers"], 1 if kind == "attention" else out["n_layers"], f"model '{name}'")
+            resolve_layers(out["layers"], n_layers_of(out), f"model '{name}'")
         if kind == "transformer" and out["embedding_dim"] % out["n_heads"]:
             raise ModelError(f"model '{name}': embedding_dim {out['embedding_dim']} is not divisible by "
                              f"n_heads {out['n_heads']}")
     return out
 
 
+def n_layers_of(spec: dict) -> int | None:
+    """A configured model's number of layers (None for HuggingFace models: known only once loaded)."""
+    if spec["type"] == "huggingface":
+        return None
+    return 1 if spec["type"] in ("attention", "planted") else int(spec["n_layers"])
+
+
 def check_models(config: dict, active_only: bool = False) -> dict:
     """Every defined model's spec with defaults filled (``{name: spec}``); ModelError names the model.
 
-    ``active_only``: just the models the workflow runs (``use_models``, or all when it is null).
+    ``active_only``: just the models the workflow runs (``use_models``, or all when it is null; the
+    demo's ``planted`` control only when the demo is built).
     """
     models = config.get("models") or {}
     out = {name: model_spec(name, spec) for name, spec in models.items()}
@@ -112,6 +125,13 @@ def check_models(config: dict, active_only: bool = False) -> dict:
                              f"(defined: {', '.join(out) or 'none'})")
         if active_only:
             out = {m: out[m] for m in use}
+    if not (config.get("demo") or {}).get("build", False):
+        planted = [m for m, spec in out.items() if spec["type"] == "planted"]
+        if planted and use is not None and active_only:
+            raise ModelError(f"use_models names {', '.join(planted)} (type planted), which reads the topics "
+                             "planted in lmbrain's demo data: it runs only with demo.build: true")
+        if active_only:  # the demo's positive control has nothing to read on other data
+            out = {m: s for m, s in out.items() if s["type"] != "planted"}
     return out
 
 

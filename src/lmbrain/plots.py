@@ -9,6 +9,9 @@ import numpy as np
 
 from .io import atomic_path
 
+# groups of voxels by temporal receptive window (words) in the TRW figures
+TRW_GROUPS = (("TRW 1-4 words", 1, 4), ("TRW 8-32 words", 8, 32), ("TRW 64+ words", 64, np.inf))
+
 
 def _pyplot():
     import matplotlib
@@ -79,18 +82,23 @@ def _fill_gaps(vol: np.ndarray, within: np.ndarray, sampled: np.ndarray) -> np.n
 
 
 def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,
-              cmap: str = "inferno", log_scale: bool = False) -> list[Path]:
+              cmap: str = "inferno", log_scale: bool = False, categories: list[str] | None = None) -> list[Path]:
     """A per-voxel map as a pycortex flatmap (when ``surface`` names a pycortex subject) or slices.
 
     values: (n_voxels,) in the column order of ``space`` (:class:`lmbrain.volume.VoxelSpace`).
     ``surface``: ``{"subject", "xfm", "mask"}`` as the dataset's ``pycortex_surface`` gives it. Voxels
     of the cortical mask that the dataset does not sample (the demo's sub-grid) take the value of the
-    nearest sampled voxel. Written as PNG and PDF.
+    nearest sampled voxel. ``categories``: the values are codes 0, 1, ... of these names (at most
+    10), drawn in qualitative colours with a legend instead of a colour bar. Written as PNG and PDF.
     """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
 
     values = np.asarray(values, dtype=np.float64)
+    if categories is not None:
+        if len(categories) > 10:
+            raise ValueError(f"at most 10 categories can be drawn, got {len(categories)}")
+        cmap, vmin, vmax, log_scale = "tab10", -0.5, 9.5, False
     vol = space.unmask(values).astype(np.float64)  # (X, Y, Z)
     norm = LogNorm(vmin=vmin, vmax=vmax) if log_scale else Normalize(vmin=vmin, vmax=vmax)
     if surface:
@@ -109,9 +117,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
                                                    with_curvature=True)
                 fig.set_size_inches(10, 5.2)
                 ax = fig.axes[0]
-                sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-                cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.04, pad=0.02, shrink=0.4)
-                cb.set_label(label)
+                _scale(fig, ax, norm, cmap, label, categories)
                 ax.set_title(title)
                 return save_figure(fig, png)
         except Exception as exc:  # pragma: no cover - fall back to slices, say why
@@ -125,13 +131,27 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     panels = [(vol[x, :, :].T, "sagittal (x = %d)" % x), (vol[:, y, :].T, "coronal (y = %d)" % y),
               (vol[:, :, z].T, "axial (z = %d)" % z)]
     for ax, (img, name) in zip(axes, panels):
-        im = ax.imshow(np.ma.masked_invalid(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+        ax.imshow(np.ma.masked_invalid(img), origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_title(name)
         ax.set_axis_off()
-    cb = fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, shrink=0.5)
-    cb.set_label(label)
+    _scale(fig, axes, norm, cmap, label, categories)
     fig.suptitle(title)
     return save_figure(fig, png)
+
+
+def _scale(fig, ax, norm, cmap, label, categories):
+    """A horizontal colour bar under ``ax``, or a legend of the category colours."""
+    plt = _pyplot()
+    if categories is None:
+        cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, orientation="horizontal",
+                          fraction=0.04, pad=0.02, shrink=0.45)
+        cb.set_label(label)
+        return
+    from matplotlib.patches import Patch
+
+    colours = plt.get_cmap("tab10").colors
+    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(categories)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(categories), frameon=False, title=label)
 
 
 def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
@@ -140,7 +160,7 @@ def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
     ks = np.asarray(ks)
     trw = table["trw_words"].to_numpy()
     sig = table["significant"].to_numpy()
-    groups = [("TRW 1-4 words", (trw <= 4)), ("TRW 8-32 words", (trw >= 8) & (trw <= 32)), ("TRW 64+ words", trw >= 64)]
+    groups = [(label, (trw >= lo) & (trw <= hi)) for label, lo, hi in TRW_GROUPS]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for ax, curves, name in ((axes[0], cv, "cross-validated score (R$^2$)"), (axes[1], test_r, "test correlation r")):
         for i, (label, m) in enumerate(groups):
@@ -167,8 +187,12 @@ def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
     return save_figure(fig, png)
 
 
-def planted_vs_recovered(planted, recovered, significant, png, title: str = "") -> list[Path]:
-    """Scatter of recovered against planted temporal receptive windows (log-log, jittered)."""
+def planted_vs_recovered(planted, recovered, significant, png, title: str = "", confusion=None) -> list[Path]:
+    """Scatter of recovered against planted temporal receptive windows (log-log, jittered).
+
+    ``confusion``: optional table (planted class rows x recovered class columns, voxel counts) drawn
+    as a second panel.
+    """
     from scipy.stats import spearmanr
 
     plt = _pyplot()
@@ -177,7 +201,10 @@ def planted_vs_recovered(planted, recovered, significant, png, title: str = "") 
     significant = np.asarray(significant, dtype=bool)
     rng = np.random.default_rng(0)
     jitter = np.exp(rng.uniform(-0.12, 0.12, recovered.size))
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    if confusion is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    else:
+        fig, (ax, cax) = plt.subplots(1, 2, figsize=(9.6, 4.4), gridspec_kw={"width_ratios": [1, 1]})
     ax.scatter(planted[~significant], recovered[~significant] * jitter[~significant], s=6, color="0.7",
                label="not significant")
     ax.scatter(planted[significant], recovered[significant] * jitter[significant], s=8, color="C0", label="significant")
@@ -188,10 +215,68 @@ def planted_vs_recovered(planted, recovered, significant, png, title: str = "") 
     ax.set_xlabel("planted window (words)")
     ax.set_ylabel("recovered TRW (words)")
     rho = spearmanr(planted, recovered).correlation if planted.size > 2 else np.nan
-    ax.set_title(f"{title}\nSpearman rho = {rho:.2f} (n = {planted.size})", fontsize=9)
+    rho_s = spearmanr(planted[significant], recovered[significant]).correlation if significant.sum() > 2 else np.nan
+    ax.set_title(f"context sweep: Spearman rho = {rho:.2f} (n = {planted.size});\n"
+                 f"significant voxels {rho_s:.2f} (n = {int(significant.sum())})", fontsize=9)
     if planted.size:
         ax.legend(frameon=False, fontsize=8)
     else:
         ax.text(0.5, 0.5, "no voxels", transform=ax.transAxes, ha="center", va="center")
+    if confusion is not None:
+        counts = confusion.to_numpy(dtype=float)
+        frac = counts / np.where(counts.sum(axis=1, keepdims=True) > 0, counts.sum(axis=1, keepdims=True), 1)
+        im = cax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), c in np.ndenumerate(counts):
+            cax.text(j, i, f"{int(c)}", ha="center", va="center", color="white" if frac[i, j] > 0.6 else "black",
+                     fontsize=8)
+        cax.set_xticks(range(counts.shape[1]))
+        cax.set_xticklabels(confusion.columns)
+        cax.set_yticks(range(counts.shape[0]))
+        cax.set_yticklabels(confusion.index)
+        cax.set_xlabel("scrambling class (recovered)")
+        cax.set_ylabel("planted window class")
+        cax.set_title("in-silico scrambling: voxel counts\n(colour = fraction of the row)", fontsize=9)
+        fig.colorbar(im, ax=cax, fraction=0.046, pad=0.04, label="fraction of planted class")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def scramble_survival(table, png, title: str = "") -> list[Path]:
+    """In-silico scrambling: how much of the intact predicted response survives each level, per TRW group.
+
+    ``table``: the TRW table (``trw_words``, ``significant``, ``survival_<level>``, ``variance_<level>``
+    for the levels word, sentence, paragraph). Left: correlation of scrambled with intact predicted
+    responses; right: variance ratio; median and interquartile range over significant voxels, from
+    intact (1 by definition) to word-scrambled.
+    """
+    plt = _pyplot()
+    levels = ["paragraph", "sentence", "word"]
+    x = np.arange(len(levels) + 1)
+    trw = table["trw_words"].to_numpy()
+    sig = table["significant"].to_numpy(dtype=bool)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for ax, what, name in ((axes[0], "survival", "survival (r, scrambled vs intact prediction)"),
+                           (axes[1], "variance", "variance ratio (scrambled / intact)")):
+        for i, (label, lo, hi) in enumerate(TRW_GROUPS):
+            m = sig & (trw >= lo) & (trw <= hi)
+            if not m.any():
+                continue
+            vals = np.stack([np.ones(int(m.sum()))] + [table[f"{what}_{lv}"].to_numpy(dtype=float)[m] for lv in levels])
+            med = np.nanmedian(vals, axis=1)
+            q1, q3 = np.nanpercentile(vals, [25, 75], axis=1)
+            ax.plot(x, med, "o-", color=f"C{i}", label=f"{label} (n = {int(m.sum())})")
+            ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.2)
+        ax.set_xticks(x)
+        ax.set_xticklabels(["intact"] + [f"{lv}-\nscrambled" for lv in levels])
+        ax.set_xlabel("stimulus (finer scrambling to the right)")
+        ax.set_ylabel(name)
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    if sig.any():
+        axes[0].legend(frameon=False, fontsize=8)
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no significant voxels", transform=ax.transAxes, ha="center", va="center")
+    fig.suptitle(f"{title} · in-silico scrambling, significant voxels (median, interquartile range)")
     fig.tight_layout()
     return save_figure(fig, png)

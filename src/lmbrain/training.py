@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import LmbrainError
 from .io import atomic_path, write_text
-from .models import ModelError, Vocabulary, WordModel, build_model, save_model
+from .models import TRAINED_TYPES, ModelError, Vocabulary, WordModel, build_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,8 @@ def train_from_config(config: dict, name: str, out_dir: str | os.PathLike, corpu
     if name not in models:
         raise ModelError(f"no model {name!r} in the config (models: {', '.join(models) or 'none'})")
     spec = models[name]
-    if spec["type"] == "huggingface":
-        raise ModelError(f"model {name!r} is a pretrained HuggingFace model: nothing to train")
+    if spec["type"] not in TRAINED_TYPES:
+        raise ModelError(f"model {name!r} (type {spec['type']}) is not trained by lmbrain: nothing to train")
     if corpus_dir is not None:
         train, held, info = read_corpus(corpus_dir)
     else:

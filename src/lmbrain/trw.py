@@ -231,7 +231,8 @@ def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, 
     if tc.get("scramble", True):
         if models_dir is None:
             raise TRWError("in-silico scrambling needs the model folder (models_dir)")
-        extra = scramble_predictions(config, ds, model, Path(models_dir) / model, encoding_dir, feature, ks[-1], test)
+        extra = scramble_predictions(config, ds, model, Path(models_dir) / model, encoding_dir, feature, ks,
+                                     table["k_best"].to_numpy(), test, progress=progress)
         for col in extra.columns:
             table[col] = extra[col].to_numpy()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,52 +241,123 @@ def estimate_trw(config: dict, subject: str, model: str, encoding_dir, out_dir, 
     log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
              subject, model, feature, int(table["significant"].sum()), len(table),
              float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
-    _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir)
+    _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir, test)
     return table
 
 
-def _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir):
+def unit_lengths(stories_words, sentence_gap: float = 0.3, paragraph_gap: float = 0.7) -> dict:
+    """Median number of words per scrambling unit (word, sentence, paragraph) over the given stories."""
+    out = {}
+    for level in SCRAMBLE_LEVELS:
+        sizes = np.concatenate([np.bincount(segment_units(w, level, sentence_gap, paragraph_gap))
+                                for w in stories_words])
+        out[level] = float(np.median(sizes))
+    return out
+
+
+def planted_class(windows, lengths: dict) -> np.ndarray:
+    """The scrambling class a planted window should give: the finest level whose typical unit holds it.
+
+    ``lengths``: median words per unit (:func:`unit_lengths`). A window of W words survives scrambling
+    at a level when W words usually fit inside one unit: ``word`` if W = 1, ``sentence`` if W is at
+    most the median sentence length, ``paragraph`` likewise, else ``story``.
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    cls = np.full(w.shape, "story", dtype=object)
+    for level in reversed(SCRAMBLE_LEVELS):
+        cls = np.where(w <= lengths[level], level, cls)
+    return cls
+
+
+def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of planted windows with each recovered estimate, per voxel set.
+
+    ``truth``: the demo's ``ground_truth.tsv`` (``voxel``, ``trw_words``, ``snr``, ``noise``); ``table``:
+    the TRW table. Voxel sets: signal voxels (not pure noise), high-SNR signal voxels (SNR at least
+    the signal voxels' median) and those of them significant at their best k. Estimates:
+    ``trw_words``, ``k_best``, ``com_words`` and, when present, ``scramble_index`` and ``timescale_words``.
+    """
+    from scipy.stats import spearmanr
+
+    truth = truth.set_index("voxel").reindex(table["voxel"])
+    signal = (truth["noise"] == 0).to_numpy()
+    hi_snr = signal & (truth["snr"] >= truth.loc[signal, "snr"].median()).to_numpy()
+    sig = table["significant"].to_numpy(dtype=bool)
+    estimates = [c for c in ("trw_words", "k_best", "com_words", "scramble_index", "timescale_words") if c in table]
+    rows = []
+    for name, m in (("signal voxels", signal), ("high-SNR signal voxels", hi_snr), ("high-SNR significant", hi_snr & sig)):
+        for col in estimates:
+            x, y = truth["trw_words"].to_numpy()[m], table[col].to_numpy(dtype=np.float64)[m]
+            ok = np.isfinite(y)
+            constant = ok.sum() < 3 or np.ptp(y[ok]) == 0 or np.ptp(x[ok]) == 0
+            rho = np.nan if constant else spearmanr(x[ok], y[ok]).correlation
+            rows.append({"voxels": name, "estimate": col, "n": int(ok.sum()), "spearman": rho})
+    return pd.DataFrame(rows)
+
+
+def _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out_dir, test):
     from pathlib import Path
 
     from .io import atomic_path
-    from .plots import brain_map, planted_vs_recovered, sweep_curves
+    from .plots import brain_map, planted_vs_recovered, scramble_survival, sweep_curves
 
     space = ds.voxel_space(subject)
     surface = ds.pycortex_surface(subject) if hasattr(ds, "pycortex_surface") else None
     sig = table["significant"].to_numpy()
     title = f"{subject} · {model} {feature}"
+    scrambled = "scramble_class" in table
+    code = table["scramble_class"].map({c: i for i, c in enumerate(SCRAMBLE_CLASSES)}) if scrambled else None
     if space is not None:
-        for col in ("trw_words", "k_best", "gain") + (("timescale_words",) if "timescale_words" in table else ()):
+        cols = ["trw_words", "k_best", "gain"] + [c for c in ("timescale_words", "scramble_index") if c in table]
+        for col in cols:
             space.save_nifti(table[col].to_numpy(dtype=np.float32), out_dir / f"{col}.nii.gz")
+        if scrambled:  # codes 0-3: word, sentence, paragraph, story
+            space.save_nifti(code.to_numpy(dtype=np.float32), out_dir / "scramble_class.nii.gz")
         if config.get("encoding", {}).get("maps", True):
             vals = np.where(sig, table["trw_words"].to_numpy(dtype=np.float64), np.nan)
             brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW (significant voxels)",
                       label="temporal receptive window (words, log scale)", vmin=float(ks[0]), vmax=float(ks[-1]),
                       cmap="viridis", log_scale=True)
+            if scrambled:
+                brain_map(np.where(sig, code.to_numpy(dtype=np.float64), np.nan), space, surface,
+                          out_dir / "scramble_class_map.png",
+                          title=f"{title} · scrambling class (significant voxels)",
+                          label="finest scrambling the predicted response survives", categories=list(SCRAMBLE_CLASSES))
+                brain_map(np.where(sig, table["scramble_index"].to_numpy(dtype=np.float64), np.nan), space, surface,
+                          out_dir / "scramble_index_map.png", title=f"{title} · scrambling index (significant voxels)",
+                          label="scrambling index (0 = unaffected, 1 = destroyed)", vmin=0.0, vmax=1.0,
+                          cmap="magma")
     sweep_curves(ks, cv, test_r, table, out_dir / "curves.png", title=title)
+    if scrambled:
+        scramble_survival(table, out_dir / "scrambling.png", title=title)
     truth_path = Path(config["dataset"]["root"]) / "ground_truth.tsv"
     if truth_path.exists():
-        from scipy.stats import spearmanr
-
-        truth = pd.read_csv(truth_path, sep="\t").set_index("voxel").reindex(table["voxel"])
-        signal = (truth["noise"] == 0).to_numpy()
-        hi_snr = signal & (truth["snr"] >= truth.loc[signal, "snr"].median()).to_numpy()
-        rows = []
-        for name, m in (("signal voxels", signal), ("high-SNR signal voxels", hi_snr),
-                        ("high-SNR significant", hi_snr & sig)):
-            for col in ("trw_words", "k_best", "com_words"):
-                rho = spearmanr(truth.loc[m, "trw_words"], table.loc[m, col]).correlation if m.sum() > 2 else np.nan
-                rows.append({"voxels": name, "estimate": col, "n": int(m.sum()), "spearman": rho})
-        rec = pd.DataFrame(rows)
+        truth = pd.read_csv(truth_path, sep="\t")
+        rec = planted_recovery(truth, table)
         with atomic_path(out_dir / "recovery.tsv") as tmp:
             rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
-        planted_vs_recovered(truth.loc[hi_snr, "trw_words"].to_numpy(), table.loc[hi_snr, "trw_words"].to_numpy(),
-                             sig[hi_snr], out_dir / "planted_vs_recovered.png", title=f"{title} · high-SNR voxels")
+        t = truth.set_index("voxel").reindex(table["voxel"])
+        signal = (t["noise"] == 0).to_numpy()
+        hi_snr = signal & (t["snr"] >= t.loc[signal, "snr"].median()).to_numpy()
+        confusion = None
+        if scrambled:
+            tc = config.get("trw", {})
+            lengths = unit_lengths([ds.words(s) for s in test], tc.get("sentence_gap", 0.3), tc.get("paragraph_gap", 0.7))
+            m = hi_snr & sig
+            planted = pd.Categorical(planted_class(t["trw_words"].to_numpy()[m], lengths), categories=SCRAMBLE_CLASSES)
+            found = pd.Categorical(table["scramble_class"].to_numpy()[m], categories=SCRAMBLE_CLASSES)
+            confusion = pd.crosstab(planted, found, rownames=["planted"], colnames=["recovered"], dropna=False)
+            with atomic_path(out_dir / "confusion.tsv") as tmp:
+                confusion.to_csv(tmp, sep="\t")
+        planted_vs_recovered(t.loc[hi_snr, "trw_words"].to_numpy(), table.loc[hi_snr, "trw_words"].to_numpy(),
+                             sig[hi_snr], out_dir / "planted_vs_recovered.png",
+                             title=f"{title} · high-SNR voxels (planted answer of the demo)", confusion=confusion)
 
 
 # ------------------------------------------------------------------------------------------
 # In-silico scrambling (Lerner et al. 2011 design; Jain et al. 2023): stimulus side and summaries.
 SCRAMBLE_LEVELS = ("word", "sentence", "paragraph")
+SCRAMBLE_CLASSES = SCRAMBLE_LEVELS + ("story",)  # coded 0-3 in scramble_class.nii.gz
 
 
 def segment_units(words: pd.DataFrame, level: str, sentence_gap: float = 0.3, paragraph_gap: float = 0.7) -> np.ndarray:
@@ -338,27 +410,62 @@ def scramble(words: pd.DataFrame, level: str, seed: int = 0, sentence_gap: float
     return out
 
 
+class SurvivalSums:
+    """Running sums over words of one scrambled prediction against the intact one, per voxel.
+
+    ``add(intact, scrambled)`` takes matched ``(n, n_voxels)`` rows (any number of calls, e.g. one per
+    story); ``result()`` gives the correlation of scrambled with intact prediction (0 where either is
+    constant) and the variance ratio scrambled / intact (NaN where the intact prediction is constant).
+    Values are shifted by the first intact mean so the sums stay well conditioned.
+    """
+
+    def __init__(self):
+        self.n = 0
+        self.shift = None
+
+    def add(self, intact, scrambled):
+        intact = np.asarray(intact, dtype=np.float64)
+        scrambled = np.asarray(scrambled, dtype=np.float64)
+        if scrambled.shape != intact.shape or intact.ndim != 2:
+            raise TRWError(f"scrambled predictions {scrambled.shape} must match the intact ones {intact.shape}")
+        if self.shift is None:
+            self.shift = intact.mean(axis=0)
+            self.sums = np.zeros((5, intact.shape[1]))
+        i, s = intact - self.shift, scrambled - self.shift
+        self.sums += np.stack([i.sum(0), (i * i).sum(0), s.sum(0), (s * s).sum(0), (s * i).sum(0)])
+        self.n += intact.shape[0]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.n:
+            raise TRWError("no predictions were added")
+        mi, mii, ms, mss, msi = self.sums / self.n
+        var_i = np.clip(mii - mi * mi, 0, None)
+        var_s = np.clip(mss - ms * ms, 0, None)
+        den = np.sqrt(var_i * var_s)
+        r = np.divide(msi - ms * mi, den, out=np.zeros_like(den), where=den > 0)
+        ratio = np.divide(var_s, var_i, out=np.full_like(den, np.nan), where=var_i > 0)
+        return np.clip(r, -1, 1), ratio
+
+
 def survival(intact: np.ndarray, scrambled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How much of a voxel's intact predicted response survives scrambling.
 
-    intact: ``(n, n_voxels)``; scrambled: ``(n_seeds, n, n_voxels)`` (rows matched: the same words or
-    times). Returns the correlation
-    of scrambled with intact prediction and the variance ratio (scrambled / intact), each averaged
-    over seeds: ``(n_voxels,)`` twice.
+    intact: ``(n, n_voxels)``; scrambled: ``(n_seeds, n, n_voxels)`` (rows matched: the same words).
+    Returns the correlation of scrambled with intact prediction and the variance ratio (scrambled /
+    intact), each averaged over seeds: ``(n_voxels,)`` twice (see :class:`SurvivalSums`).
     """
-    from .stats import columnwise_corr
-
-    intact = np.asarray(intact, dtype=np.float64)
     scrambled = np.asarray(scrambled, dtype=np.float64)
-    if scrambled.ndim != 3 or scrambled.shape[1:] != intact.shape:
-        raise TRWError(f"scrambled predictions must be (seeds, {intact.shape[0]}, {intact.shape[1]}), got {scrambled.shape}")
-    r = np.mean([columnwise_corr(s, intact) for s in scrambled], axis=0)
-    var_i = intact.var(axis=0)
-    ratio = np.mean([s.var(axis=0) for s in scrambled], axis=0) / np.where(var_i > 0, var_i, np.nan)
-    return r, ratio
+    if scrambled.ndim != 3:
+        raise TRWError(f"scrambled predictions must be (seeds, n, voxels), got {scrambled.shape}")
+    results = []
+    for s in scrambled:
+        acc = SurvivalSums()
+        acc.add(intact, s)
+        results.append(acc.result())
+    return np.mean([r for r, _ in results], axis=0), np.mean([q for _, q in results], axis=0)
 
 
-def scramble_summary(survival_by_level: dict, threshold: float = 0.5) -> pd.DataFrame:
+def scramble_summary(survival_by_level: dict, threshold: float = 0.7) -> pd.DataFrame:
     """TRW class and continuous index from the survival correlation at each level.
 
     ``survival_by_level``: ``{"word": (V,), "sentence": (V,), "paragraph": (V,)}``. The class is the
@@ -376,25 +483,29 @@ def scramble_summary(survival_by_level: dict, threshold: float = 0.5) -> pd.Data
     return pd.DataFrame({"scramble_index": 1 - np.clip(s, -1, 1).mean(axis=0), "scramble_class": cls})
 
 
-def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, feature: str, k: int,
-                         test: list[str]) -> pd.DataFrame:
+def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, feature: str, ks, k_best,
+                         test: list[str], progress: bool = True) -> pd.DataFrame:
     """In-silico scrambling: how much of each voxel's predicted response to a word survives scrambling.
 
     Each test story is scrambled at the word, sentence and paragraph level (``trw.scramble_seeds``
-    seeds each; units from pauses, see :func:`segment_units`) and read by the model at context length
-    ``k`` (the longest of the sweep). A voxel's predicted response to a word is the word's features
-    read through the voxel's encoding weights fitted at ``k`` (summed over delays, with the same
-    per-column scaling as the design). Scrambling moves words in time, so the comparison is made
-    word by word, each scrambled word matched to the same word in the intact story: a voxel whose
-    response depends only on context inside the scrambled unit keeps its word responses (survival
-    near 1); one that integrates across units loses them. Returns ``survival_<level>`` (correlation
-    over words of scrambled with intact predicted responses), ``variance_<level>`` (variance ratio),
+    seeds each; units from pauses, see :func:`segment_units`) and read by the model at every context
+    length of the sweep. A voxel's predicted response to a word is the word's features at the voxel's
+    own best context length ``k_best`` (chosen by cross-validation) read through the voxel's encoding
+    weights fitted at that k (summed over delays, with the same per-column scaling as the design): the
+    voxel's best encoding model, so a short-window voxel is not judged through a long-context model
+    it does not prefer. Scrambling moves words in time, so the comparison is made word by word, each
+    scrambled word matched to the same word in the intact story: a voxel whose response depends only
+    on context inside the scrambled unit keeps its word responses (survival near 1); one that
+    integrates across units loses them. Statistics are accumulated story by story, so memory stays at
+    two (words x voxels) arrays. Returns ``survival_<level>`` (correlation over words of scrambled with
+    intact predicted responses, averaged over seeds), ``variance_<level>`` (variance ratio),
     ``scramble_index`` and ``scramble_class``.
     """
     import logging
     from pathlib import Path
 
     import h5py
+    from tqdm.auto import tqdm
 
     from .encoding import parse_feature
     from .features import extract_in_memory
@@ -408,43 +519,62 @@ def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, 
     lm = load_model(model_dir, device=pick_device(config.get("device", "auto")), name=model)
     layer = resolve_layers([-1 if layer is None else layer], lm.n_layers, f"model '{model}'")[0]
     name = f"hidden/layer_{layer}" if kind == "hidden" else f"attention/layer_{layer}/{kind}"
-    with h5py.File(Path(encoding_dir) / f"k{k}" / "weights.h5", "r") as fh:
-        coef = fh["coef"][()].astype(np.float64)
-        n_delays = len(fh["delays"][()])
+    k_best = np.asarray(k_best, dtype=np.int64)
+    used = [int(k) for k in ks if np.any(k_best == k)]
+    groups = {k: np.flatnonzero(k_best == k) for k in used}
+    collapsed = {}  # k -> (n_features, n_voxels_k): weights summed over delays
+    for k in used:
+        with h5py.File(Path(encoding_dir) / f"k{k}" / "weights.h5", "r") as fh:
+            coef = fh["coef"][:, groups[k]].astype(np.float64)
+            n_delays = len(fh["delays"][()])
+        collapsed[k] = coef.reshape(n_delays, coef.shape[0] // n_delays, -1).sum(axis=0)
 
     def word_features(words):
-        f = extract_in_memory(lm, [str(w) for w in words["word"]], [k], layers=[layer], attention=kind != "hidden")
-        return f[k][name].reshape(len(words), -1).astype(np.float64)
+        f = extract_in_memory(lm, [str(w) for w in words["word"]], used, layers=[layer], attention=kind != "hidden")
+        return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in used}
+
+    def predict(F, scale):
+        out = np.empty((next(iter(F.values())).shape[0], k_best.size))
+        for k in used:
+            out[:, groups[k]] = F[k] @ (collapsed[k] / scale[k][:, None])
+        return out
 
     seeds = int(tc.get("scramble_seeds", 3))
-    intact_all, scr_all = [], {lv: [] for lv in SCRAMBLE_LEVELS}
+    acc = {(lv, sd): SurvivalSums() for lv in SCRAMBLE_LEVELS for sd in range(seeds)}
+    bar = tqdm(total=len(test) * (1 + len(SCRAMBLE_LEVELS) * seeds), desc=f"scrambling {model}", unit="version",
+               disable=not progress)
     for story in test:
         words = ds.words(story)
         F = word_features(words)
-        std = downsample(F, words["midpoint"].to_numpy(), ds.tr_times(story)).std(axis=0)
-        if coef.shape[0] != n_delays * F.shape[1]:
-            raise TRWError(f"{encoding_dir}: weights for {coef.shape[0]} design columns, features give "
-                           f"{n_delays} x {F.shape[1]}")
-        W = coef.reshape(n_delays, F.shape[1], -1).sum(axis=0) / np.where(std > 0, std, np.inf)[:, None]
-        intact_all.append(F @ W)
+        bar.update()
+        scale = {}
+        for k in used:
+            if collapsed[k].shape[0] != F[k].shape[1]:
+                raise TRWError(f"{encoding_dir}/k{k}: weights for {collapsed[k].shape[0]} features per delay, "
+                               f"the model gives {F[k].shape[1]}")
+            std = downsample(F[k], words["midpoint"].to_numpy(), ds.tr_times(story)).std(axis=0)
+            scale[k] = np.where(std > 0, std, np.inf)
+        intact = predict(F, scale)
         for lv in SCRAMBLE_LEVELS:
-            preds = []
-            for seed in range(seeds):
-                scr = scramble(words, lv, seed=int(config.get("seed", 0)) + seed,
+            for sd in range(seeds):
+                scr = scramble(words, lv, seed=int(config.get("seed", 0)) + sd,
                                sentence_gap=tc.get("sentence_gap", 0.3), paragraph_gap=tc.get("paragraph_gap", 0.7))
                 Fs = word_features(scr)
-                aligned = np.empty_like(Fs)
-                aligned[scr["source"].to_numpy()] = Fs  # back to the intact word order
-                preds.append(aligned @ W)
-            scr_all[lv].append(np.stack(preds))
-        log.info("scrambling %s: %d words, %d seeds per level", story, len(words), seeds)
-    intact = np.concatenate(intact_all)
+                src = scr["source"].to_numpy()
+                aligned = {}
+                for k in used:  # back to the intact word order
+                    aligned[k] = np.empty_like(Fs[k])
+                    aligned[k][src] = Fs[k]
+                acc[(lv, sd)].add(intact, predict(aligned, scale))
+                bar.update()
+        log.info("scrambling %s: %d words, %d seeds per level, context lengths %s", story, len(words), seeds, used)
+    bar.close()
     out, surv = {}, {}
     for lv in SCRAMBLE_LEVELS:
-        r, ratio = survival(intact, np.concatenate(scr_all[lv], axis=1))
-        out[f"survival_{lv}"], out[f"variance_{lv}"] = r, ratio
-        surv[lv] = r
-    summary = scramble_summary(surv, threshold=tc.get("scramble_threshold", 0.5))
+        results = [acc[(lv, sd)].result() for sd in range(seeds)]
+        out[f"survival_{lv}"] = surv[lv] = np.mean([r for r, _ in results], axis=0)
+        out[f"variance_{lv}"] = np.mean([q for _, q in results], axis=0)
+    summary = scramble_summary(surv, threshold=tc.get("scramble_threshold", 0.7))
     table = pd.DataFrame(out)
     table["scramble_index"] = summary["scramble_index"].to_numpy()
     table["scramble_class"] = summary["scramble_class"].to_numpy()

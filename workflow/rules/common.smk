@@ -7,15 +7,16 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import lmbrain
-from lmbrain.modelspec import ModelError, check_context_lengths, check_models
+from lmbrain.modelspec import TRAINED_TYPES, ModelError, check_context_lengths, check_models
 
 validate(config, "../schemas/config.schema.yaml")
 try:
     MODELS = check_models(config, active_only=True)
 except ModelError as exc:
     raise WorkflowError(f"invalid model configuration: {exc}") from None
-TRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] != "huggingface"]
-PRETRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] == "huggingface"]
+TRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] in TRAINED_TYPES]
+# HuggingFace models, and the demo's planted topic reader: built, not trained
+PRETRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] not in TRAINED_TYPES]
 
 DATA_ROOT = Path(config["dataset"]["root"])
 SUBJECTS = list(config["subjects"])
