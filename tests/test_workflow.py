@@ -84,6 +84,15 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         trw = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/voxels.tsv", sep="\t")
         assert set(trw["k_best"]) <= {1, 2, 8} and len(trw) == len(table)
         assert (tiny_workdir / f"results/DEMO01/trw/{model}/recovery.tsv").exists()
+    # the HTML report gathers the figures with their captions and the configuration
+    report = run(["--configfile", "tiny.yaml", "--report", "results/report.html"], tiny_workdir)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    html = (tiny_workdir / "results/report.html").read_text()
+    for text in ("Temporal receptive windows", "Encoding models", "Configuration", "curves.png", "scrambling.png",
+                 "planted_vs_recovered.png", "training.png", "config.yaml"):
+        assert text in html, text
+    saved = yaml.safe_load((tiny_workdir / "results/config.yaml").read_text())
+    assert saved["use_models"] == ["lstm", "transformer"] and saved["trw"]["scramble_threshold"] == 0.7
     # nothing left to do afterwards
     again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -94,8 +103,9 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     (tiny_workdir / "more.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
     jobs = _job_counts(plan.stdout)
-    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "all": 1, "total": 8}, \
-        plan.stdout[-2000:]
+    # (run_config rewrites the record of the configuration, which changed)
+    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "run_config": 1, "all": 1,
+                    "total": 9}, plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
 
 

@@ -111,3 +111,12 @@ def merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def write_config(config: dict, path: str | os.PathLike) -> None:
+    """Write the run's effective configuration (defaults filled, config files merged) as YAML, atomically."""
+    from . import __version__
+    from .io import write_text
+
+    header = f"# effective configuration of this lmbrain {__version__} run (defaults filled, --configfile merged)\n"
+    write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100))

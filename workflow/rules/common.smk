@@ -38,6 +38,11 @@ def demo_params():
     )
 
 
+def config_params():
+    """The whole configuration (a change rewrites results/config.yaml)."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def name_pattern(names):
     """A wildcard constraint matching exactly these names (or nothing)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
@@ -138,7 +143,8 @@ def trw_params(wildcards):
 
 def all_targets():
     """Targets known before the dataset exists (feature_targets adds the per-story ones)."""
-    targets = expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
+    targets = ["results/config.yaml"]
+    targets += expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
     targets += expand("results/models/{model}/training.png", model=TRAINED_MODELS)
     targets += expand("results/models/{model}/config.json", model=PRETRAINED_MODELS)
     targets += encoding_targets()

@@ -6,7 +6,14 @@ rule encoding_model:
     input:
         features=encoding_inputs,
     output:
-        directory("results/{subject}/encoding/{model}/{feature}"),
+        report(
+            directory("results/{subject}/encoding/{model}/{feature}"),
+            patterns=["k{k}/test_r.png"],
+            caption="../report/encoding.rst",
+            category="Encoding models",
+            subcategory="{model}",
+            labels={"subject": "{subject}", "model": "{model}", "feature": "{feature}", "k": "{k}"},
+        ),
     wildcard_constraints:
         feature="(hidden|heads|entropy|distance)-(L[0-9]+|last)",
     params:

@@ -6,7 +6,14 @@ rule trw:
         encoding=trw_input,
         model="results/models/{model}/config.json",
     output:
-        directory("results/{subject}/trw/{model}"),
+        report(
+            directory("results/{subject}/trw/{model}"),
+            patterns=["{name}.png"],
+            caption="../report/trw.rst",
+            category="Temporal receptive windows",
+            subcategory="{model}",
+            labels={"subject": "{subject}", "model": "{model}", "figure": "{name}"},
+        ),
     params:
         spec=trw_params,
         code=CODE_VERSION,
