@@ -151,7 +151,8 @@ def _scale(fig, ax, norm, cmap, label, categories):
 
     colours = plt.get_cmap("tab10").colors
     handles = [Patch(color=colours[i], label=name) for i, name in enumerate(categories)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(categories), frameon=False, title=label)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=len(categories), frameon=False,
+               title=label)  # below the axes (saved with a tight bounding box)
 
 
 def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
