@@ -64,7 +64,8 @@ def test_bad_model_in_config_file_stops_loading(tmp_path):
 
 def test_default_config_defines_every_model_type():
     models = check_models(load_config(ROOT / "config" / "config.yaml"))
-    assert {s["type"] for s in models.values()} == {"attention", "rnn", "lstm", "mtlstm", "transformer", "huggingface"}
+    assert {s["type"] for s in models.values()} == {"attention", "rnn", "lstm", "mtlstm", "transformer", "huggingface",
+                                                    "planted"}
 
 
 def test_layers_resolve_and_out_of_range_is_an_error():
@@ -176,3 +177,21 @@ def test_generation_is_deterministic_and_never_proposes_unk(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["the", "cat", "|"] + g1
     assert generate_main(["--model", "nope", "--models-dir", str(tmp_path)]) == 1
     assert "no trained model here" in capsys.readouterr().err
+
+
+def test_planted_model_runs_only_on_the_demo():
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    assert "planted" in check_models(cfg, active_only=True)  # the default config builds the demo
+    real = {**cfg, "demo": {**cfg["demo"], "build": False}}
+    assert "planted" not in check_models(real, active_only=True)  # skipped on real data ...
+    assert "planted" in check_models(real)  # ... though still defined
+    with pytest.raises(ModelError, match="demo.build: true"):
+        check_models({**real, "use_models": ["planted", "lstm"]}, active_only=True)
+
+
+def test_planted_model_cannot_generate():
+    from lmbrain.models import PlantedLM, Vocabulary, WordLanguageModel
+
+    lm = WordLanguageModel(PlantedLM({"n_topics": 3, "temperature": 2.0}, 5), Vocabulary(["<unk>", "a", "b", "c", "d"]))
+    with pytest.raises(ModelError, match="predicts no words"):
+        lm.word_logprobs(["a", "b"])

@@ -159,3 +159,20 @@ def test_survival_and_classes():
                               "paragraph": [0.97, 0.9, 0.7, 0.2]}, threshold=0.5)
     assert table["scramble_class"].tolist() == ["word", "sentence", "paragraph", "story"]
     assert np.all(np.diff(table["scramble_index"]) > 0)
+
+
+def test_survival_sums_over_stories_match_the_concatenated_numpy_reference():
+    from lmbrain.trw import SurvivalSums
+
+    rng = np.random.default_rng(2)
+    intact = 50.0 + rng.standard_normal((300, 4))  # a large offset: the sums must stay well conditioned
+    scrambled = 0.6 * intact + 0.8 * rng.standard_normal((300, 4)) + 20.0
+    acc = SurvivalSums()
+    acc.add(intact[:120], scrambled[:120])
+    acc.add(intact[120:], scrambled[120:])
+    r, ratio = acc.result()
+    ref_r = [np.corrcoef(intact[:, v], scrambled[:, v])[0, 1] for v in range(4)]
+    assert np.allclose(r, ref_r, atol=1e-10)
+    assert np.allclose(ratio, scrambled.var(0) / intact.var(0), rtol=1e-10)
+    with pytest.raises(TRWError, match="must match"):
+        acc.add(intact[:5], scrambled[:6])
