@@ -79,3 +79,97 @@ def test_word_times_spread_evenly_within_trs():
     assert word_times(np.zeros(3), np.array([1.0, 3.0, 5.0])).size == 0
     with pytest.raises(DecodingError, match="differ in shape"):
         word_times([1.0], np.array([1.0, 3.0]))
+
+
+def _encoder_problem(rng, n_words=60, d=6, n_vox=30, tr=2.0, words_per_tr=2.5 * 2.0):
+    from lmbrain.decoding import LinearEncoder
+
+    times = np.sort(rng.uniform(4, 4 + n_words * tr / words_per_tr, n_words))
+    tr_times = np.arange(tr / 2, times[-1] + 12, tr)
+    coef = rng.standard_normal((4 * d, n_vox))
+    mean, std = rng.standard_normal(d), rng.uniform(0.5, 2, d)
+    return LinearEncoder(coef, (1, 2, 3, 4), mean, std, tr_times, times), coef, mean, std, tr_times, times
+
+
+def test_linear_encoder_matches_the_design_matrix_path():
+    """Independent reference: stimulus.downsample + tr_design with training statistics, times the weights."""
+    from lmbrain.stimulus import downsample, tr_design
+
+    rng = np.random.default_rng(3)
+    enc, coef, mean, std, tr_times, times = _encoder_problem(rng)
+    F = rng.standard_normal((len(times), 6))
+    ref = tr_design(downsample(F, times, tr_times), (1, 2, 3, 4), mean=mean, std=std, dtype=np.float64) @ coef
+    assert np.allclose(enc.predict(F), ref, atol=1e-10)
+    rows, eff = enc.effect(10, F[10:11])
+    assert rows.min() >= 1 and eff.shape == (1, rows.size, 30)  # delays start at 1 TR
+
+
+class PlantedProposer:
+    """Proposes the true next word among 4 distractors (shuffled); features are a fixed random embedding."""
+
+    def __init__(self, truth, vocab, rng):
+        self.truth, self.vocab, self.rng = truth, vocab, rng
+        self.embed = {w: rng.standard_normal(6) for w in vocab}
+
+    def propose(self, contexts):
+        out = []
+        for c in contexts:
+            words = [self.truth[len(c)]] + list(self.rng.choice([w for w in self.vocab if w != self.truth[len(c)]], 4,
+                                                                replace=False))
+            out.append([words[i] for i in self.rng.permutation(5)])
+        return out
+
+    def features(self, windows):
+        return np.stack([self.embed[w[-1]] for w in windows])
+
+
+def test_beam_search_recovers_planted_words_and_not_from_noise():
+    """One word per TR on average (identifiable: at Tang's ~4 words per TR single words are not, and the
+    language model's prior does the work): the search must find the planted words among 5 proposals."""
+    from lmbrain.decoding import beam_decode
+
+    rng = np.random.default_rng(4)
+    enc, *_ = _encoder_problem(rng, words_per_tr=1.0)
+    vocab = [f"w{i}" for i in range(40)]
+    truth = list(rng.choice(vocab, enc.n_words))
+    prop = PlantedProposer(truth, vocab, rng)
+    clean = enc.predict(np.stack([prop.embed[w] for w in truth]))
+    signal = (clean - enc.baseline).std()
+    observed = clean + 0.5 * signal * rng.standard_normal(clean.shape)
+    P = noise_precision([rng.standard_normal((100, 30))])
+    words, score = beam_decode(enc, observed, P, prop, beam_width=5, progress=False)
+    assert score == pytest.approx(gaussian_loglik(enc.predict(np.stack([prop.embed[w] for w in words])), observed, P))
+    accuracy = np.mean([a == b for a, b in zip(words, truth)])
+    noise = enc.baseline + signal * rng.standard_normal(clean.shape)
+    null_words, _ = beam_decode(enc, noise, P, prop, beam_width=5, progress=False)
+    null_accuracy = np.mean([a == b for a, b in zip(null_words, truth)])
+    print(f"beam search: {accuracy:.2f} of words right, {null_accuracy:.2f} from noise (chance 0.2)")
+    assert len(words) == enc.n_words and accuracy >= 0.8
+    assert null_accuracy <= 0.4
+    with pytest.raises(DecodingError, match="do not match"):
+        beam_decode(enc, observed[:-1], P, prop, progress=False)
+
+
+def test_word_lm_proposer_follows_the_nucleus_and_reads_the_feature_path():
+    """Proposals: most likely first, within the nucleus, never <unk>; features equal the fast feature path's."""
+    import torch
+
+    from lmbrain.decoding import WordLMProposer
+    from lmbrain.features import extract_in_memory
+    from lmbrain.models import Vocabulary, WordLanguageModel, build_model, model_spec
+
+    vocab = Vocabulary(["<unk>"] + [f"w{i}" for i in range(30)])
+    lm = WordLanguageModel(build_model(model_spec("l", {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8,
+                                                        "n_layers": 1}), len(vocab), seed=0), vocab)
+    prop = WordLMProposer(lm, layer=1, context=3, extensions=4, top_p=0.9, min_ratio=0.1)
+    contexts = [["w1", "w2", "w3", "w4"], ["w5"], []]
+    proposals = prop.propose(contexts)
+    for c, ws in zip(contexts, proposals):
+        assert 1 <= len(ws) <= 4 and "<unk>" not in ws
+        logp, words = lm.word_logprobs(c[-3:] or ["<unk>"])
+        p = [logp[words.index(w)] for w in ws]
+        assert p == sorted(p, reverse=True) and min(p) >= logp[1:].max() + np.log(0.1) - 1e-6
+    story = ["w1", "w2", "w3", "w4", "w5", "w6"]
+    ref = extract_in_memory(lm, story, [3], layers=[1], attention=False)[3]["hidden/layer_1"]
+    feats = prop.features([story[: j + 1] for j in range(len(story))])
+    assert torch.allclose(torch.as_tensor(feats), torch.as_tensor(ref, dtype=torch.float64), atol=1e-5)

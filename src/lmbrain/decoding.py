@@ -9,8 +9,14 @@
   lags the stimulus) to the Lanczos-downsampled word count; voxels chosen by their training
   correlation with that count, or given (e.g. from ROIs).
 - :func:`word_times`: predicted word times, spread evenly within each TR.
+- :class:`LinearEncoder`: a fitted encoding model's predicted responses written as a baseline plus
+  one contribution per word (the design is linear in the word features), so a beam hypothesis
+  updates only the TRs its newest word affects.
+- :func:`beam_decode`: the beam search (the language model proposes continuations, the likelihood of
+  the recorded responses ranks them); :class:`WordLMProposer` adapts a word-level lmbrain model.
 
-The beam search and the evaluation are not built yet (issue 6).
+Not built yet (issue 6): the workflow rule, HuggingFace proposals, the evaluation metrics, the null
+and identification.
 """
 
 from __future__ import annotations
@@ -145,3 +151,172 @@ def word_times(rate, tr_times, tr: float | None = None) -> np.ndarray:
     counts = np.diff(np.concatenate([[0], np.round(np.cumsum(rate))])).astype(int)
     times = [t - tr / 2 + tr * (np.arange(c) + 0.5) / c for t, c in zip(tr_times, counts) if c > 0]
     return np.concatenate(times) if times else np.zeros(0)
+
+
+class LinearEncoder:
+    """Predicted responses of an encoding model as a baseline plus one additive term per word.
+
+    The design is ``delays(zscore(L @ F))`` with training-set statistics (``mean``, ``std``: ``(d,)``),
+    Lanczos matrix ``L`` (TRs x words) and word features ``F``; so the prediction ``design @ coef`` is
+    ``baseline + sum_j effect_j`` where word j's effect is ``sum_d shift_d(L[:, j]) (F_j / std) @ W_d``.
+    coef: ``(n_delays * d, n_voxels)`` (delay blocks stacked, as the encoding stage saves them).
+    """
+
+    def __init__(self, coef, delays, mean, std, tr_times, word_times, window: int = 3):
+        from .stimulus import lanczos_matrix, make_delayed
+
+        self.delays = tuple(int(d) for d in delays)
+        coef = np.asarray(coef, dtype=np.float64)
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.asarray(std, dtype=np.float64)
+        d = mean.size
+        if coef.shape[0] != len(self.delays) * d or std.shape != mean.shape:
+            raise DecodingError(f"weights have {coef.shape[0]} rows, expected {len(self.delays)} delays x {d} features")
+        self.inv_std = np.where(std > 0, 1 / np.where(std > 0, std, 1), 0.0)
+        self.W = coef.reshape(len(self.delays), d, -1)  # (delays, d, voxels)
+        self.L = lanczos_matrix(np.asarray(tr_times, dtype=np.float64), np.asarray(word_times, dtype=np.float64),
+                                window)
+        n_trs = self.L.shape[0]
+        self.baseline = make_delayed(np.tile(-mean * self.inv_std, (n_trs, 1)), self.delays) @ coef
+        # the TRs each word reaches: its Lanczos support, shifted by every delay
+        self.rows = []
+        for j in range(self.L.shape[1]):
+            support = np.flatnonzero(self.L[:, j])
+            rows = np.unique(np.concatenate([support + dl for dl in self.delays])) if support.size else support
+            self.rows.append(rows[(rows >= 0) & (rows < n_trs)])
+
+    @property
+    def n_words(self) -> int:
+        return self.L.shape[1]
+
+    def effect(self, j: int, features) -> tuple[np.ndarray, np.ndarray]:
+        """Word ``j``'s contribution for each row of ``features`` ``(B, d)``: ``(rows, (B, len(rows), V))``."""
+        f = np.asarray(features, dtype=np.float64) * self.inv_std
+        rows = self.rows[j]
+        g = np.einsum("bf,kfv->bkv", f, self.W)  # (B, delays, V)
+        out = np.zeros((f.shape[0], rows.size, self.W.shape[2]))
+        for k, dl in enumerate(self.delays):
+            lw = self.L[rows - dl, j] if rows.size else np.zeros(0)  # Lanczos weight reaching row t from t - dl
+            valid = (rows - dl >= 0) & (rows - dl < self.L.shape[0])
+            lw = np.where(valid, lw, 0.0)
+            out += lw[None, :, None] * g[:, k][:, None, :]
+        return rows, out
+
+    def predict(self, features) -> np.ndarray:
+        """Full prediction ``(n_trs, V)`` for all words' features ``(n_words, d)`` (a reference path)."""
+        pred = self.baseline.copy()
+        for j in range(self.n_words):
+            rows, eff = self.effect(j, np.asarray(features)[j: j + 1])
+            pred[rows] += eff[0]
+        return pred
+
+
+class WordLMProposer:
+    """Proposals and features from a word-level lmbrain model for the beam search.
+
+    ``propose(contexts)``: per context (a list of words) the words of the nucleus (probability at least
+    ``min_ratio`` of the top word, until ``top_p`` of the mass), most likely first, at most
+    ``extensions``, never ``<unk>``. ``features(windows)``: the hidden state of ``layer`` at the last word
+    of each window (the encoding model's feature with a fixed short context).
+    """
+
+    def __init__(self, lm, layer: int, context: int = 5, extensions: int = 5, top_p: float = 0.9,
+                 min_ratio: float = 0.1):
+        self.lm, self.layer, self.context = lm, int(layer), int(context)
+        self.extensions, self.top_p, self.min_ratio = int(extensions), float(top_p), float(min_ratio)
+
+    def _run(self, windows, logits):
+        import torch
+
+        ids = torch.as_tensor(np.stack([self.lm.vocab.encode(w) for w in windows]))
+        with torch.inference_mode():
+            return self.lm.run(ids, layers=[self.layer], logits=logits)
+
+    def propose(self, contexts) -> list[list[str]]:
+        windows = [list(c[-self.context:]) or ["<unk>"] for c in contexts]
+        out = []
+        for length in sorted({len(w) for w in windows}):
+            idx = [i for i, w in enumerate(windows) if len(w) == length]
+            logits = self._run([windows[i] for i in idx], logits=True).logits[:, -1].float()
+            logp = logits.log_softmax(-1).cpu().numpy()
+            logp[:, 0] = -np.inf  # <unk>
+            for i, row in zip(idx, logp):
+                order = np.argsort(-row, kind="stable")
+                p = np.exp(row[order] - row[order[0]])  # relative to the most likely word
+                n = int(np.searchsorted(np.cumsum(p / p.sum()), self.top_p) + 1)
+                keep = order[:n][p[:n] >= self.min_ratio][: self.extensions]
+                out.append((i, [self.lm.vocab.words[k] for k in keep]))
+        out.sort()
+        return [w for _, w in out]
+
+    def features(self, windows) -> np.ndarray:
+        windows = [list(w[-self.context:]) for w in windows]
+        parts = {}
+        for length in sorted({len(w) for w in windows}):
+            idx = [i for i, w in enumerate(windows) if len(w) == length]
+            h = self._run([windows[i] for i in idx], logits=False).hidden[self.layer][:, -1].float().cpu().numpy()
+            parts.update(zip(idx, h))
+        return np.stack([parts[i] for i in range(len(windows))]).astype(np.float64)
+
+
+def _repeats(words: list[str], new: str) -> bool:
+    """Tang et al.'s filter: no repeated bigram within a hypothesis."""
+    if not words:
+        return False
+    bigram = (words[-1], new)
+    return any((a, b) == bigram for a, b in zip(words[:-1], words[1:]))
+
+
+def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_width: int = 10,
+                progress: bool = True) -> tuple[list[str], float]:
+    """Beam search over word sequences for the recorded responses (Tang et al. 2023).
+
+    At each word time the language model (``proposer``) proposes continuations of every hypothesis
+    (no repeated bigrams), and the ``beam_width`` candidates whose predicted responses best explain
+    ``observed`` ``(n_trs, V)`` are kept. A candidate's score is the :func:`gaussian_loglik` of every
+    TR reached so far: TRs no later word can reach are final and accumulate in the hypothesis; the
+    TRs the newest word reaches, which later words will still change, are added at their current
+    prediction. Returns the best hypothesis's words and its final score (all TRs).
+    """
+    from tqdm.auto import tqdm
+
+    observed = np.asarray(observed, dtype=np.float64)
+    n_trs = encoder.baseline.shape[0]
+    if observed.shape != encoder.baseline.shape:
+        raise DecodingError(f"observed responses {observed.shape} do not match the encoder's {encoder.baseline.shape}")
+    n = encoder.n_words
+    # rows below first[j] are reached by no word from j on (word times are sorted)
+    first = [min((int(r.min()) for r in encoder.rows[j:] if r.size), default=n_trs) for j in range(n)] + [n_trs]
+    first = np.minimum.accumulate(np.asarray(first)[::-1])[::-1]
+    reach = np.maximum.accumulate([int(r.max()) + 1 if r.size else 0 for r in encoder.rows])
+
+    def loglik(preds, lo, hi):  # rows [lo, hi) of the data; preds hold rows [done, ...)
+        if hi <= lo:
+            return np.zeros(len(preds))
+        return gaussian_loglik(preds[:, lo - done: hi - done], observed[lo:hi], precision)
+
+    beams = [([], encoder.baseline.copy(), 0.0)]  # words, predicted responses, log-likelihood of final TRs
+    done = 0  # rows [0, done) are final for every hypothesis
+    for j in tqdm(range(n), desc="decoding", unit="word", disable=not progress):
+        proposals = proposer.propose([b[0] for b in beams])
+        flat = [(bi, w) for bi, ws in enumerate(proposals) for w in ws if not _repeats(beams[bi][0], w)]
+        if not flat:  # every proposal repeats a bigram: keep them anyway
+            flat = [(bi, w) for bi, ws in enumerate(proposals) for w in ws]
+        feats = proposer.features([beams[bi][0] + [w] for bi, w in flat])
+        rows, eff = encoder.effect(j, feats)
+        lo, hi = int(first[j + 1]), max(int(reach[j]), int(first[j + 1]))
+        window = slice(done, max(hi, done))
+        preds = np.stack([beams[bi][1][window] for bi, _ in flat])
+        preds[:, rows - done] += eff
+        final = np.array([beams[bi][2] for bi, _ in flat]) + loglik(preds, done, lo)
+        scores = final + loglik(preds, lo, hi)
+        best = np.argsort(-scores, kind="stable")[:beam_width]
+        new = []
+        for c in best:
+            bi, w = flat[c]
+            pred = beams[bi][1].copy()
+            pred[window] = preds[c]
+            new.append((beams[bi][0] + [w], pred, float(final[c])))
+        beams, done = new, lo
+    words, pred, score = beams[0]
+    return words, score + (float(gaussian_loglik(pred[done:], observed[done:], precision)) if done < n_trs else 0.0)
