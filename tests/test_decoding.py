@@ -114,7 +114,8 @@ class PlantedProposer:
     def propose(self, contexts):
         out = []
         for c in contexts:
-            words = [self.truth[len(c)]] + list(self.rng.choice([w for w in self.vocab if w != self.truth[len(c)]], 4,
+            true = self.truth[len(c) % len(self.truth)]
+            words = [true] + list(self.rng.choice([w for w in self.vocab if w != true], 4,
                                                                 replace=False))
             out.append([words[i] for i in self.rng.permutation(5)])
         return out
@@ -173,3 +174,61 @@ def test_word_lm_proposer_follows_the_nucleus_and_reads_the_feature_path():
     ref = extract_in_memory(lm, story, [3], layers=[1], attention=False)[3]["hidden/layer_1"]
     feats = prop.features([story[: j + 1] for j in range(len(story))])
     assert torch.allclose(torch.as_tensor(feats), torch.as_tensor(ref, dtype=torch.float64), atol=1e-5)
+
+
+class PlantedDataset:
+    """Stories of random words at about one word per TR, with responses linear in the words' embeddings."""
+
+    def __init__(self, rng, prop, n_stories=5, n_words=80, n_vox=40, tr=2.0):
+        import pandas as pd
+
+        from lmbrain.stimulus import downsample, make_delayed
+
+        self.coef = rng.standard_normal((4 * 6, n_vox))
+        self.coef[:, 30:] = 0  # 10 voxels carry nothing
+        self.data = {}
+        for s in range(n_stories):
+            words = list(rng.choice(prop.vocab, n_words))
+            mid = np.sort(rng.uniform(6, 6 + n_words * tr, n_words))
+            tr_times = np.arange(tr / 2, mid[-1] + 14, tr)
+            x = downsample(np.stack([prop.embed[w] for w in words]), mid, tr_times)
+            y = make_delayed((x - x.mean(0)) / x.std(0), (1, 2, 3, 4)) @ self.coef
+            y += 0.5 * y.std() * rng.standard_normal(y.shape)
+            self.data[f"s{s}"] = (pd.DataFrame({"word": words, "midpoint": mid, "onset": mid - 0.2, "offset": mid + 0.2}),
+                                  tr_times, y)
+
+    def words(self, story, subject=None):
+        return self.data[story][0]
+
+    def tr_times(self, story, subject=None):
+        return self.data[story][1]
+
+    def responses(self, subject, story):
+        return self.data[story][2]
+
+
+def test_fitted_decoder_decodes_a_held_out_story():
+    """fit_decoder (encoding model, voxel selection, noise model, word rate) then decode_story, end to end
+    on planted data: the held-out story's words are found from its responses, not from shuffled ones."""
+    from lmbrain.decoding import decode_story, fit_decoder
+
+    rng = np.random.default_rng(5)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop)
+    dec = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20)
+    assert set(dec["voxels"].tolist()) == set(range(30))  # the informative voxels, by CV score
+    assert dec["precision"].shape == (30, 30) and dec["coef"].shape == (24, 30)
+    words, tr_times, y = ds.data["s4"]
+    prop.truth = list(words["word"])
+    out = decode_story(dec, y, tr_times, prop, times=words["midpoint"].to_numpy(), beam_width=5, progress=False)
+    accuracy = np.mean(out["word"].to_numpy() == words["word"].to_numpy())
+    shuffled = decode_story(dec, y[rng.permutation(len(y))], tr_times, prop, times=words["midpoint"].to_numpy(),
+                            beam_width=5, progress=False)
+    null = np.mean(shuffled["word"].to_numpy() == words["word"].to_numpy())
+    print(f"fitted decoder: {accuracy:.2f} of words right, {null:.2f} from shuffled responses (chance 0.2)")
+    assert accuracy >= 0.7 and null <= 0.4
+    # with predicted word times the decoder still produces words where the story has them
+    predicted = decode_story(dec, y, tr_times, prop, beam_width=2, progress=False)
+    assert abs(len(predicted) - len(words)) <= 0.25 * len(words)
+    with pytest.raises(DecodingError, match="at least two training stories"):
+        fit_decoder(ds, "S", ["s0"], prop)

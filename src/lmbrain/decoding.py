@@ -22,6 +22,7 @@ and identification.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from . import LmbrainError
 
@@ -320,3 +321,93 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
         beams, done = new, lo
     words, pred, score = beams[0]
     return words, score + (float(gaussian_loglik(pred[done:], observed[done:], precision)) if done < n_trs else 0.0)
+
+
+def ridge_fixed(X, Y, alphas) -> np.ndarray:
+    """Ridge weights ``(n_features, n_targets)`` with a given penalty per target (float64, via one SVD)."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    U, S, Vt = np.linalg.svd(X, full_matrices=False)
+    UtY = U.T @ Y
+    coef = np.empty((X.shape[1], Y.shape[1]))
+    for a in np.unique(alphas):
+        cols = alphas == a
+        coef[:, cols] = Vt.T @ ((S / (S ** 2 + a))[:, None] * UtY[:, cols])
+    return coef
+
+
+def word_features(proposer: "WordLMProposer", words) -> np.ndarray:
+    """Every word's decoder feature (the proposer's layer, its fixed context) ``(n_words, d)``."""
+    words = [str(w) for w in words]
+    return np.concatenate([proposer.features([words[: j + 1] for j in range(s, min(s + 256, len(words)))])
+                           for s in range(0, len(words), 256)])
+
+
+def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", n_voxels: int = 10000,
+                shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None, rate_voxels: int | None = 1000,
+                device: str = "cpu") -> dict:
+    """Fit what the decoder needs on the training stories of ``subject``.
+
+    - encoding model on the proposer's features (its fixed short context), TR features z-scored with
+      statistics pooled over the training stories (a decoded story has no statistics of its own),
+      one ridge penalty per voxel by leave-one-story-out CV; the ``n_voxels`` voxels with the best CV
+      score are kept;
+    - noise precision (:func:`noise_precision`) from leave-one-story-out residuals of those voxels;
+    - word-rate model (:class:`WordRateModel`).
+
+    Returns a dict: ``coef`` (delays x d, n_selected), ``voxels``, ``cv_score`` (of the kept voxels),
+    ``mean``, ``std``, ``delays``, ``precision``, ``rate_model``.
+    """
+    from .ridge import RidgeCV
+    from .stimulus import downsample, make_delayed, word_rate
+
+    if len(train) < 2:
+        raise DecodingError("the decoder needs at least two training stories (its noise model is leave-one-story-out)")
+    tr_feats, Y, rates = [], [], []
+    for story in train:
+        words = ds.words(story)
+        tr_times = ds.tr_times(story, subject)
+        F = word_features(proposer, words["word"])
+        tr_feats.append(downsample(F, words["midpoint"].to_numpy(), tr_times))
+        Y.append(np.asarray(ds.responses(subject, story), dtype=np.float64))
+        rates.append(word_rate(words, tr_times)[:, 0])
+        if Y[-1].shape[0] != tr_feats[-1].shape[0]:
+            raise DecodingError(f"story {story}: {tr_feats[-1].shape[0]} TRs of features, {Y[-1].shape[0]} of responses")
+    pooled = np.concatenate(tr_feats)
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0)
+    z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]
+    X = [make_delayed(x, delays) for x in z]
+    groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
+    ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, search="grid", device=device,
+                    progress=False).fit(np.concatenate(X), np.concatenate(Y), groups=groups)
+    order = np.argsort(-np.nan_to_num(ridge.best_scores_, nan=-np.inf), kind="stable")
+    voxels = np.sort(order[: min(n_voxels, len(order))])
+    alpha = ridge.best_alphas_[voxels]
+    residuals = []
+    for i in range(len(train)):
+        rest = [j for j in range(len(train)) if j != i]
+        w = ridge_fixed(np.concatenate([X[j] for j in rest]), np.concatenate([Y[j][:, voxels] for j in rest]), alpha)
+        residuals.append(Y[i][:, voxels] - X[i] @ w)
+    rate_model = WordRateModel(n_voxels=rate_voxels, device=device).fit(Y, rates)
+    return {"coef": np.asarray(ridge.coef_, dtype=np.float64)[:, voxels], "voxels": voxels,
+            "cv_score": ridge.best_scores_[voxels], "mean": mean, "std": std, "delays": tuple(delays),
+            "precision": noise_precision(residuals, shrinkage), "rate_model": rate_model}
+
+
+def decode_story(decoder: dict, observed, tr_times, proposer, times=None, beam_width: int = 10,
+                 progress: bool = True) -> pd.DataFrame:
+    """Decode one story's responses ``(n_trs, n_voxels)`` (all voxels; the decoder's are selected here).
+
+    ``times``: word times (s) to decode at; None = predicted by the decoder's word-rate model.
+    Returns ``word``, ``time``.
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    if times is None:
+        times = word_times(decoder["rate_model"].predict(observed), tr_times)
+    if len(times) == 0:
+        raise DecodingError("no word times to decode at (the word-rate model predicts no words)")
+    enc = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times, times)
+    words, _ = beam_decode(enc, observed[:, decoder["voxels"]], decoder["precision"], proposer,
+                           beam_width=beam_width, progress=progress)
+    return pd.DataFrame({"word": words, "time": np.asarray(times, dtype=np.float64)})
