@@ -168,22 +168,31 @@ def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
             m = m & sig
             if m.sum() == 0:
                 continue
-            c = curves[:, m]
-            med = np.nanmedian(c, axis=1)
-            q1, q3 = np.nanpercentile(c, [25, 75], axis=1)
-            ax.plot(ks, med, "o-", color=f"C{i}", label=f"{label} (n = {int(m.sum())})")
-            ax.fill_between(ks, q1, q3, color=f"C{i}", alpha=0.2)
+            _band(ax, ks, curves[:, m], i, label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks)
         ax.set_xticklabels([str(int(k)) for k in ks])
         ax.set_xlabel("context length k (words)")
         ax.set_ylabel(name)
-    if sig.any():
+    return _finish_groups(fig, axes, sig.any(), png, f"{title} · significant voxels, median and interquartile range")
+
+
+def _band(ax, x, values, i, label):
+    """Median line and interquartile band of ``values`` (len(x), n) in colour ``C<i>``."""
+    med = np.nanmedian(values, axis=1)
+    q1, q3 = np.nanpercentile(values, [25, 75], axis=1)
+    ax.plot(x, med, "o-", color=f"C{i}", label=f"{label} (n = {values.shape[1]})")
+    ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.2)
+
+
+def _finish_groups(fig, axes, any_voxels, png, title):
+    """Legend on the first panel (or a note that no voxel is significant), title, save."""
+    if any_voxels:
         axes[0].legend(frameon=False, fontsize=8)
     else:
         for ax in axes:
             ax.text(0.5, 0.5, "no significant voxels", transform=ax.transAxes, ha="center", va="center")
-    fig.suptitle(f"{title} · significant voxels, median and interquartile range")
+    fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, png)
 
@@ -264,20 +273,11 @@ def scramble_survival(table, png, title: str = "") -> list[Path]:
             if not m.any():
                 continue
             vals = np.stack([np.ones(int(m.sum()))] + [table[f"{what}_{lv}"].to_numpy(dtype=float)[m] for lv in levels])
-            med = np.nanmedian(vals, axis=1)
-            q1, q3 = np.nanpercentile(vals, [25, 75], axis=1)
-            ax.plot(x, med, "o-", color=f"C{i}", label=f"{label} (n = {int(m.sum())})")
-            ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.2)
+            _band(ax, x, vals, i, label)
         ax.set_xticks(x)
         ax.set_xticklabels(["intact"] + [f"{lv}-\nscrambled" for lv in levels])
         ax.set_xlabel("stimulus (finer scrambling to the right)")
         ax.set_ylabel(name)
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-    if sig.any():
-        axes[0].legend(frameon=False, fontsize=8)
-    else:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no significant voxels", transform=ax.transAxes, ha="center", va="center")
-    fig.suptitle(f"{title} · in-silico scrambling, significant voxels (median, interquartile range)")
-    fig.tight_layout()
-    return save_figure(fig, png)
+    return _finish_groups(fig, axes, sig.any(), png,
+                          f"{title} · in-silico scrambling, significant voxels (median, interquartile range)")
