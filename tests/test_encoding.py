@@ -160,8 +160,9 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
     cfg, tmp, _ = null_run
     monkeypatch.setattr(trw, "scramble", lambda words, level, **kw: words.assign(source=range(len(words))))
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
-    out = trw.scramble_predictions(cfg, ds, "lstm", tmp / "models" / "lstm", tmp / "out", "hidden-L1", 8,
-                                   cfg["stories"]["test"])
+    k_best = np.where(np.arange(ds.n_voxels("DEMO01")) % 2, 8, 1)  # each voxel through its own best k
+    out = trw.scramble_predictions(cfg, ds, "lstm", tmp / "models" / "lstm", tmp / "out", "hidden-L1", [1, 8],
+                                   k_best, cfg["stories"]["test"], progress=False)
     for level in ("word", "sentence", "paragraph"):
         assert np.allclose(out[f"survival_{level}"], 1, atol=1e-5)
         assert np.allclose(out[f"variance_{level}"], 1, atol=1e-4)
