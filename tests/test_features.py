@@ -144,7 +144,9 @@ def smollm2():
 def test_huggingface_gguf_fast_path_equals_reference(smollm2):
     """SmolLM2-135M (GGUF): equal to 1e-5 up to layer 12; at layer 30 float32 rounding of the
     one-window reference itself exceeds 1e-5, so there the fast path must be at least as close to a
-    float64 run as the reference is; in float64 the two paths agree to 1e-9."""
+    float64 run as the reference is. In float64 the two paths agree to float32 rounding, not to 1e-9:
+    transformers >= 5.2x computes the RMSNorm and the attention softmax in float32 even in a float64
+    model, so differences of ~1e-16 between the paths' batch layouts round apart there."""
     words = TEXT[:14]
     ks = [1, 2, 5, 9]
     layers = [0, 2, 12, 30]
@@ -165,9 +167,13 @@ def test_huggingface_gguf_fast_path_equals_reference(smollm2):
         for t in list(smollm2.model.parameters()) + list(smollm2.model.buffers()):
             if t.dtype == torch.float64:
                 t.data = t.data.float()
+    err64 = max(rel_err(fast64[k][name], ref64[k][name]) for k in ks for name in ref64[k])
+    print(f"float64 fast vs reference: {err64:.2e}")
+    # measured 7e-7 (transformers 5.23, 2 CPU cores): float32 rounding inside the norms, well below
+    # the 2-3e-5 by which the float32 paths differ at layer 30
+    assert err64 < 3e-6
     for k in ks:
         for name in ref64[k]:
-            assert rel_err(fast64[k][name], ref64[k][name]) < 1e-9, (k, name)
             if "layer_30" in name:
                 assert rel_err(fast[k][name], ref64[k][name]) <= 1.5 * rel_err(ref[k][name], ref64[k][name]) + 1e-5
     # the words include multi-token ones (read at their last token): "verona" is two tokens
