@@ -269,6 +269,14 @@ def planted_class(windows, lengths: dict) -> np.ndarray:
     return cls
 
 
+def _planted_sets(truth: pd.DataFrame, table: pd.DataFrame):
+    """``(truth aligned to the table's voxels, signal-voxel mask, high-SNR mask)``: high SNR = at least
+    the signal voxels' median SNR."""
+    truth = truth.set_index("voxel").reindex(table["voxel"])
+    signal = (truth["noise"] == 0).to_numpy()
+    return truth, signal, signal & (truth["snr"] >= truth.loc[signal, "snr"].median()).to_numpy()
+
+
 def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Spearman correlation of planted windows with each recovered estimate, per voxel set.
 
@@ -279,9 +287,7 @@ def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """
     from scipy.stats import spearmanr
 
-    truth = truth.set_index("voxel").reindex(table["voxel"])
-    signal = (truth["noise"] == 0).to_numpy()
-    hi_snr = signal & (truth["snr"] >= truth.loc[signal, "snr"].median()).to_numpy()
+    truth, signal, hi_snr = _planted_sets(truth, table)
     sig = table["significant"].to_numpy(dtype=bool)
     estimates = [c for c in ("trw_words", "k_best", "com_words", "scramble_index", "timescale_words") if c in table]
     rows = []
@@ -336,9 +342,7 @@ def _trw_outputs(config, ds, subject, model, feature, ks, cv, test_r, table, out
         rec = planted_recovery(truth, table)
         with atomic_path(out_dir / "recovery.tsv") as tmp:
             rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
-        t = truth.set_index("voxel").reindex(table["voxel"])
-        signal = (t["noise"] == 0).to_numpy()
-        hi_snr = signal & (t["snr"] >= t.loc[signal, "snr"].median()).to_numpy()
+        t, _, hi_snr = _planted_sets(truth, table)
         confusion = None
         if scrambled:
             tc = config.get("trw", {})
