@@ -99,10 +99,11 @@ class WordRateModel:
         self.alphas = np.logspace(0, 5, 11) if alphas is None else np.asarray(alphas, dtype=np.float64)
         self.device = device
 
-    def _design(self, Y):
+    def _design(self, Y, z=None):
         from .stimulus import make_delayed, zscore
 
-        return make_delayed(zscore(np.asarray(Y, dtype=np.float64))[:, self.voxels_], self.delays)
+        z = zscore(np.asarray(Y, dtype=np.float64)) if z is None else z
+        return make_delayed(z[:, self.voxels_], self.delays)
 
     def fit(self, responses: list, rates: list, voxels=None) -> "WordRateModel":
         """responses: per training story ``(n_trs, n_voxels)``; rates: per story ``(n_trs,)`` word counts
@@ -117,18 +118,18 @@ class WordRateModel:
             if np.shape(y)[0] != np.size(r):
                 raise DecodingError(f"story {i}: {np.shape(y)[0]} TRs of responses but {np.size(r)} of word rate")
         n_vox = np.shape(responses[0])[1]
+        zs = [zscore(np.asarray(y, dtype=np.float64)) for y in responses]
+        target = np.concatenate([np.ravel(r) for r in rates])[:, None]
         if voxels is None:
             # voxels whose responses 1-4 TRs later track the word count best (training stories only)
             score = np.zeros(n_vox)
             for d in self.delays:
-                yd = np.concatenate([make_delayed(zscore(np.asarray(y, dtype=np.float64)), (d,)) for y in responses])
-                rd = np.concatenate([np.ravel(r) for r in rates])
-                score += columnwise_corr(yd, np.repeat(rd[:, None], n_vox, axis=1))
+                yd = np.concatenate([make_delayed(z, (d,)) for z in zs])
+                score += columnwise_corr(yd, np.repeat(target, n_vox, axis=1))
             order = np.argsort(-score, kind="stable")
             voxels = np.sort(order[: self.n_voxels] if self.n_voxels else order)
         self.voxels_ = np.asarray(voxels, dtype=np.int64)
-        X = np.concatenate([self._design(y) for y in responses])
-        target = np.concatenate([np.ravel(r) for r in rates])[:, None]
+        X = np.concatenate([self._design(None, z) for z in zs])
         self.mean_rate_ = float(target.mean())  # the ridge has no intercept: fit the centred count
         groups = np.concatenate([np.full(np.shape(y)[0], i) for i, y in enumerate(responses)])
         self.ridge_ = RidgeCV(alphas=self.alphas, device=self.device, progress=False).fit(X, target - self.mean_rate_, groups=groups)
@@ -226,38 +227,38 @@ class WordLMProposer:
         self.lm, self.layer, self.context = lm, int(layer), int(context)
         self.extensions, self.top_p, self.min_ratio = int(extensions), float(top_p), float(min_ratio)
 
-    def _run(self, windows, logits):
+    def _last(self, windows, logits: bool):
+        """The model's outputs at the last word of each window, in the given order: hidden states of
+        ``layer`` ``(n, d)`` and, with ``logits``, next-word log-probabilities ``(n, vocab)``."""
         import torch
 
-        ids = torch.as_tensor(np.stack([self.lm.vocab.encode(w) for w in windows]))
-        with torch.inference_mode():
-            return self.lm.run(ids, layers=[self.layer], logits=logits)
+        hidden, logp = [None] * len(windows), [None] * len(windows)
+        for length in sorted({len(w) for w in windows}):  # one batch per window length
+            idx = [i for i, w in enumerate(windows) if len(w) == length]
+            ids = torch.as_tensor(np.stack([self.lm.vocab.encode(windows[i]) for i in idx]))
+            with torch.inference_mode():
+                out = self.lm.run(ids, layers=[self.layer], logits=logits)
+            h = out.hidden[self.layer][:, -1].float().cpu().numpy()
+            lp = out.logits[:, -1].float().log_softmax(-1).cpu().numpy() if logits else [None] * len(idx)
+            for i, hi, li in zip(idx, h, lp):
+                hidden[i], logp[i] = hi, li
+        return np.stack(hidden).astype(np.float64), logp
 
     def propose(self, contexts) -> list[list[str]]:
-        windows = [list(c[-self.context:]) or ["<unk>"] for c in contexts]
+        _, logp = self._last([list(c[-self.context:]) or ["<unk>"] for c in contexts], logits=True)
         out = []
-        for length in sorted({len(w) for w in windows}):
-            idx = [i for i, w in enumerate(windows) if len(w) == length]
-            logits = self._run([windows[i] for i in idx], logits=True).logits[:, -1].float()
-            logp = logits.log_softmax(-1).cpu().numpy()
-            logp[:, 0] = -np.inf  # <unk>
-            for i, row in zip(idx, logp):
-                order = np.argsort(-row, kind="stable")
-                p = np.exp(row[order] - row[order[0]])  # relative to the most likely word
-                n = int(np.searchsorted(np.cumsum(p / p.sum()), self.top_p) + 1)
-                keep = order[:n][p[:n] >= self.min_ratio][: self.extensions]
-                out.append((i, [self.lm.vocab.words[k] for k in keep]))
-        out.sort()
-        return [w for _, w in out]
+        for row in logp:
+            row = row.copy()
+            row[0] = -np.inf  # <unk>
+            order = np.argsort(-row, kind="stable")
+            p = np.exp(row[order] - row[order[0]])  # relative to the most likely word
+            n = int(np.searchsorted(np.cumsum(p / p.sum()), self.top_p) + 1)
+            keep = order[:n][p[:n] >= self.min_ratio][: self.extensions]
+            out.append([self.lm.vocab.words[k] for k in keep])
+        return out
 
     def features(self, windows) -> np.ndarray:
-        windows = [list(w[-self.context:]) for w in windows]
-        parts = {}
-        for length in sorted({len(w) for w in windows}):
-            idx = [i for i, w in enumerate(windows) if len(w) == length]
-            h = self._run([windows[i] for i in idx], logits=False).hidden[self.layer][:, -1].float().cpu().numpy()
-            parts.update(zip(idx, h))
-        return np.stack([parts[i] for i in range(len(windows))]).astype(np.float64)
+        return self._last([list(w[-self.context:]) for w in windows], logits=False)[0]
 
 
 def _repeats(words: list[str], new: str) -> bool:
