@@ -23,6 +23,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/trw.smk"
+include: "workflow/rules/decoding.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -30,4 +31,5 @@ rule all:
     input:
         all_targets(),
         feature_targets,
+        decoding_targets(),
     default_target: True

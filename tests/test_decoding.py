@@ -232,3 +232,104 @@ def test_fitted_decoder_decodes_a_held_out_story():
     assert abs(len(predicted) - len(words)) <= 0.25 * len(words)
     with pytest.raises(DecodingError, match="at least two training stories"):
         fit_decoder(ds, "S", ["s0"], prop)
+
+
+class SeededProposer(PlantedProposer):
+    """PlantedProposer with proposals fixed by the context (so a resumed search sees the same ones)."""
+
+    def propose(self, contexts):
+        out = []
+        for c in contexts:
+            rng = np.random.default_rng([len(c), sum(map(ord, "".join(c[-2:])))])
+            true = self.truth[len(c) % len(self.truth)]
+            words = [true] + list(rng.choice([w for w in self.vocab if w != true], 4, replace=False))
+            out.append([words[i] for i in rng.permutation(5)])
+        return out
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_beam_checkpoint_resumes_to_the_same_result(tmp_path):
+    from lmbrain.decoding import beam_decode
+
+    rng = np.random.default_rng(6)
+    enc, *_ = _encoder_problem(rng, n_words=50, words_per_tr=1.0)
+    vocab = [f"w{i}" for i in range(30)]
+    prop = SeededProposer(list(rng.choice(vocab, enc.n_words)), vocab, rng)
+    clean = enc.predict(np.stack([prop.embed[w] for w in prop.truth]))
+    observed = clean + 0.5 * clean.std() * rng.standard_normal(clean.shape)
+    P = noise_precision([rng.standard_normal((100, 30))])
+    full_words, full_score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False)
+
+    calls = {"n": 0}
+    original = prop.propose
+
+    def counting(contexts, limit=None):
+        calls["n"] += 1
+        if limit is not None and calls["n"] > limit:
+            raise Interrupt
+        return original(contexts)
+
+    ckpt = tmp_path / "beam.json"
+    prop.propose = lambda c: counting(c, limit=27)  # killed at word 27, after the checkpoint at word 20
+    with pytest.raises(Interrupt):
+        beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt, checkpoint_every=10,
+                    checkpoint_key="a")
+    assert ckpt.exists()
+    calls["n"] = 0
+    prop.propose = lambda c: counting(c)
+    # another key (other inputs) ignores the checkpoint
+    words, _ = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=tmp_path / "x.json",
+                           checkpoint_key="b")
+    assert calls["n"] == enc.n_words
+    calls["n"] = 0
+    words, score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt,
+                               checkpoint_every=10, checkpoint_key="a")
+    assert calls["n"] == enc.n_words - 20  # resumed at word 20
+    assert words == full_words and score == pytest.approx(full_score, rel=1e-10)
+    assert not ckpt.exists()
+
+
+def _tiny_lm():
+    from lmbrain.models import Vocabulary, WordLanguageModel, build_model, model_spec
+
+    vocab = Vocabulary(["<unk>"] + [f"w{i}" for i in range(30)])
+    return WordLanguageModel(build_model(model_spec("l", {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8,
+                                                          "n_layers": 1}), len(vocab), seed=0), vocab)
+
+
+def test_null_sequences_sample_the_nucleus_deterministically():
+    from lmbrain.decoding import WordLMProposer, _repeats, generate_null
+
+    prop = WordLMProposer(_tiny_lm(), layer=1, context=3, extensions=4, top_p=0.9, min_ratio=0.1)
+    a = generate_null(prop, 40, n_samples=3, seed=1)
+    assert a == generate_null(prop, 40, n_samples=3, seed=1)
+    assert a != generate_null(prop, 40, n_samples=3, seed=2)
+    assert len(a) == 3 and all(len(s) == 40 for s in a)
+    for seq in a:
+        for j, w in enumerate(seq):
+            allowed = prop.propose([seq[:j]])[0]
+            assert w in allowed
+            if any(not _repeats(seq[:j], x) for x in allowed):
+                assert not _repeats(seq[:j], w)
+
+
+def test_decoder_file_round_trip(tmp_path):
+    from lmbrain.decoding import fit_decoder, load_decoder, save_decoder
+
+    rng = np.random.default_rng(7)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
+    dec = fit_decoder(ds, "S", ["s0", "s1"], prop, n_voxels=20, rate_voxels=10)
+    save_decoder(dec, tmp_path / "d.npz")
+    back = load_decoder(tmp_path / "d.npz")
+    for k in ("coef", "voxels", "cv_score", "mean", "std", "precision"):
+        assert np.array_equal(back[k], dec[k])
+    assert back["delays"] == dec["delays"]
+    y = ds.data["s2"][2]
+    assert np.allclose(back["rate_model"].predict(y), dec["rate_model"].predict(y))
+    (tmp_path / "bad.npz").write_text("not a decoder")
+    with pytest.raises(DecodingError, match="not a decoder file"):
+        load_decoder(tmp_path / "bad.npz")

@@ -35,6 +35,7 @@ def tiny_workdir(tmp_path_factory, shakespeare_archive):
         "models": {name: TINY_MODELS[name] for name in ("lstm", "transformer")},
         "use_models": ["lstm", "transformer"],
         "features": {"context_lengths": [1, 2, 8]},
+        "decoding": {"models": ["transformer"], "beam_width": 3, "null_samples": 3, "identification_lengths": [1, 5]},
     }
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     return work
@@ -84,11 +85,26 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         trw = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/voxels.tsv", sep="\t")
         assert set(trw["k_best"]) <= {1, 2, 8} and len(trw) == len(table)
         assert (tiny_workdir / f"results/DEMO01/trw/{model}/recovery.tsv").exists()
+    # decoding: the decoded words, the side-by-side transcript, scores against the null, identification
+    folder = tiny_workdir / "results/DEMO01/decoding/transformer/romeo_and_juliet_03"
+    decoded = pd.read_csv(folder / "decoded.tsv", sep="\t", keep_default_na=False)
+    assert list(decoded.columns) == ["word", "time"] and len(decoded) > 50 and decoded["time"].is_monotonic_increasing
+    assert "actual :" in (folder / "transcript.txt").read_text()
+    scores = pd.read_csv(folder / "summary.tsv", sep="\t")
+    assert scores["metric"].tolist() == ["wer", "bleu1", "meteor", "bertscore"] and scores["z"].notna().all()
+    assert (scores["n_null"] == 3).all()
+    windows = pd.read_csv(folder / "scores.tsv", sep="\t")
+    assert {"start", "bertscore", "bertscore_z", "bertscore_q"} <= set(windows.columns)
+    ident = pd.read_csv(folder / "identification.tsv", sep="\t")
+    assert ident["n_trs"].tolist() == [1, 5]
+    for fig in ("scores.png", "identification.png", "scores.pdf"):
+        assert (folder / fig).exists()
+    assert "decoded" in (tiny_workdir / "logs/DEMO01/decoding/transformer/romeo_and_juliet_03.log").read_text()
     # the HTML report gathers the figures with their captions and the configuration
     report = run(["--configfile", "tiny.yaml", "--report", "results/report.html"], tiny_workdir)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     html = (tiny_workdir / "results/report.html").read_text()
-    for text in ("Temporal receptive windows", "Encoding models", "Configuration", "curves.png", "scrambling.png",
+    for text in ("Temporal receptive windows", "Encoding models", "Decoding", "identification.png", "Configuration", "curves.png", "scrambling.png",
                  "planted_vs_recovered.png", "training.png", "config.yaml"):
         assert text in html, text
     saved = yaml.safe_load((tiny_workdir / "results/config.yaml").read_text())

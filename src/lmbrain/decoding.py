@@ -21,10 +21,15 @@ and identification.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from . import LmbrainError
+
+log = logging.getLogger("lmbrain.decoding")
 
 
 class DecodingError(LmbrainError, ValueError):
@@ -66,18 +71,19 @@ def gaussian_loglik(predicted, observed, precision) -> np.ndarray:
     """Log-likelihood (up to a constant) of each candidate's predicted responses.
 
     predicted: ``(n_candidates, n_trs, n_voxels)`` (or ``(n_trs, n_voxels)`` for one); observed:
-    ``(n_trs, n_voxels)``; precision ``(n_voxels, n_voxels)``. Returns ``-1/2 sum_t r_t' P r_t`` with
+    ``(n_trs, n_voxels)``; precision ``(n_voxels, n_voxels)`` (None = identity). Returns ``-1/2 sum_t r_t' P r_t`` with
     ``r = observed - predicted``: ``(n_candidates,)`` (a float for one candidate).
     """
     pred = np.asarray(predicted, dtype=np.float64)
     single = pred.ndim == 2
     pred = pred[None] if single else pred
     obs = np.asarray(observed, dtype=np.float64)
-    if pred.shape[1:] != obs.shape or precision.shape != (obs.shape[1], obs.shape[1]):
+    if pred.shape[1:] != obs.shape or (precision is not None and precision.shape != (obs.shape[1], obs.shape[1])):
         raise DecodingError(f"predicted {pred.shape[1:]}, observed {obs.shape} and precision {precision.shape} "
                             "do not match (TRs, voxels)")
     r = obs[None] - pred
-    out = -0.5 * np.einsum("btv,vw,btw->b", r, precision, r)
+    rp = r if precision is None else r @ precision  # one BLAS product (a 3-operand einsum is a loop)
+    out = -0.5 * np.einsum("btv,btv->b", rp, r)
     return float(out[0]) if single else out
 
 
@@ -204,6 +210,15 @@ class LinearEncoder:
             out += lw[None, :, None] * g[:, k][:, None, :]
         return rows, out
 
+    def whitened(self, M) -> "LinearEncoder":
+        """The same encoder with its predictions right-multiplied by ``M`` ``(V, V')`` (e.g. a whitening)."""
+        import copy
+
+        out = copy.copy(self)
+        out.W = np.einsum("kfv,vw->kfw", self.W, M)
+        out.baseline = self.baseline @ M
+        return out
+
     def predict(self, features) -> np.ndarray:
         """Full prediction ``(n_trs, V)`` for all words' features ``(n_words, d)`` (a reference path)."""
         pred = self.baseline.copy()
@@ -214,38 +229,50 @@ class LinearEncoder:
 
 
 class WordLMProposer:
-    """Proposals and features from a word-level lmbrain model for the beam search.
+    """Proposals and features from word-level lmbrain models for the beam search.
 
-    ``propose(contexts)``: per context (a list of words) the words of the nucleus (probability at least
+    ``nucleus(contexts)``: per context (a list of words) the words of the nucleus (probability at least
     ``min_ratio`` of the top word, until ``top_p`` of the mass), most likely first, at most
-    ``extensions``, never ``<unk>``. ``features(windows)``: the hidden state of ``layer`` at the last word
-    of each window (the encoding model's feature with a fixed short context).
+    ``extensions``, never ``<unk>``, with their renormalised probabilities; ``propose`` keeps the words.
+    ``features(windows)``: the hidden state of ``layer`` at the last word of each window, given its last
+    ``context`` words (the encoding model's feature with a fixed short context). The features come from
+    ``feature_lm`` when given (e.g. the demo's planted topic reader as a positive control), else from
+    ``lm``.
     """
 
     def __init__(self, lm, layer: int, context: int = 5, extensions: int = 5, top_p: float = 0.9,
-                 min_ratio: float = 0.1):
+                 min_ratio: float = 0.1, feature_lm=None):
         self.lm, self.layer, self.context = lm, int(layer), int(context)
+        self.feature_lm = lm if feature_lm is None else feature_lm
         self.extensions, self.top_p, self.min_ratio = int(extensions), float(top_p), float(min_ratio)
+        if self.context < 1:
+            raise DecodingError(f"the decoder's context must be at least one word, got {context}")
 
-    def _last(self, windows, logits: bool):
-        """The model's outputs at the last word of each window, in the given order: hidden states of
-        ``layer`` ``(n, d)`` and, with ``logits``, next-word log-probabilities ``(n, vocab)``."""
+    @staticmethod
+    def _last(lm, windows, layer: int | None):
+        """``lm``'s outputs at the last word of each window, in the given order: hidden states of ``layer``
+        ``(n, d)`` (None: no features) and, without a layer, next-word log-probabilities ``(n, vocab)``."""
         import torch
 
-        hidden, logp = [None] * len(windows), [None] * len(windows)
+        out_rows = [None] * len(windows)
         for length in sorted({len(w) for w in windows}):  # one batch per window length
             idx = [i for i, w in enumerate(windows) if len(w) == length]
-            ids = torch.as_tensor(np.stack([self.lm.vocab.encode(windows[i]) for i in idx]))
-            with torch.inference_mode():
-                out = self.lm.run(ids, layers=[self.layer], logits=logits)
-            h = out.hidden[self.layer][:, -1].float().cpu().numpy()
-            lp = out.logits[:, -1].float().log_softmax(-1).cpu().numpy() if logits else [None] * len(idx)
-            for i, hi, li in zip(idx, h, lp):
-                hidden[i], logp[i] = hi, li
-        return np.stack(hidden).astype(np.float64), logp
+            for s in range(0, len(idx), 512):
+                part = idx[s: s + 512]
+                ids = torch.as_tensor(np.stack([lm.vocab.encode(windows[i]) for i in part]))
+                with torch.inference_mode():
+                    if layer is None:
+                        out = lm.run(ids, layers=[], logits=True)
+                        rows = out.logits[:, -1].float().log_softmax(-1).cpu().numpy()
+                    else:
+                        out = lm.run(ids, layers=[layer], logits=False)
+                        rows = out.hidden[layer][:, -1].float().cpu().numpy().astype(np.float64)
+                for i, r in zip(part, rows):
+                    out_rows[i] = r
+        return np.stack(out_rows) if out_rows else np.zeros((0, 0))
 
-    def propose(self, contexts) -> list[list[str]]:
-        _, logp = self._last([list(c[-self.context:]) or ["<unk>"] for c in contexts], logits=True)
+    def nucleus(self, contexts) -> list[tuple[list[str], np.ndarray]]:
+        logp = self._last(self.lm, [list(c[-self.context:]) or ["<unk>"] for c in contexts], None)
         out = []
         for row in logp:
             row = row.copy()
@@ -253,12 +280,33 @@ class WordLMProposer:
             order = np.argsort(-row, kind="stable")
             p = np.exp(row[order] - row[order[0]])  # relative to the most likely word
             n = int(np.searchsorted(np.cumsum(p / p.sum()), self.top_p) + 1)
-            keep = order[:n][p[:n] >= self.min_ratio][: self.extensions]
-            out.append([self.lm.vocab.words[k] for k in keep])
+            keep = np.flatnonzero(p[:n] >= self.min_ratio)[: self.extensions]
+            probs = p[keep] / p[keep].sum()
+            out.append(([self.lm.vocab.words[k] for k in order[keep]], probs))
         return out
 
+    def propose(self, contexts) -> list[list[str]]:
+        return [words for words, _ in self.nucleus(contexts)]
+
     def features(self, windows) -> np.ndarray:
-        return self._last([list(w[-self.context:]) for w in windows], logits=False)[0]
+        return self._last(self.feature_lm, [list(w[-self.context:]) for w in windows], self.layer)
+
+
+def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, seed: int = 0,
+                  progress: bool = False) -> list[list[str]]:
+    """Word sequences from the language model alone (no brain data): at each step a word is sampled from
+    the proposer's nucleus (same ``top_p``, ``min_ratio``, ``extensions``) avoiding repeated bigrams, as
+    the beam search's candidates are. ``n_samples`` sequences of ``n_words``, deterministic in ``seed``."""
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    seqs: list[list[str]] = [[] for _ in range(n_samples)]
+    for _ in tqdm(range(n_words), desc="null sequences", unit="word", disable=not progress):
+        for seq, (words, probs) in zip(seqs, proposer.nucleus(seqs)):
+            ok = [i for i, w in enumerate(words) if not _repeats(seq, w)] or list(range(len(words)))
+            p = probs[ok] / probs[ok].sum()
+            seq.append(words[ok[int(rng.choice(len(ok), p=p))]])
+    return seqs
 
 
 def _repeats(words: list[str], new: str) -> bool:
@@ -269,8 +317,18 @@ def _repeats(words: list[str], new: str) -> bool:
     return any((a, b) == bigram for a, b in zip(words[:-1], words[1:]))
 
 
+def _rebuild_predictions(encoder: LinearEncoder, proposer, hypotheses: list[list[str]]) -> np.ndarray:
+    """Predicted responses ``(B, n_trs, V)`` of hypotheses (word lists of equal length) from scratch."""
+    preds = np.repeat(encoder.baseline[None], len(hypotheses), axis=0)
+    for j in range(len(hypotheses[0]) if hypotheses else 0):
+        rows, eff = encoder.effect(j, proposer.features([h[: j + 1] for h in hypotheses]))
+        preds[:, rows] += eff
+    return preds
+
+
 def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_width: int = 10,
-                progress: bool = True) -> tuple[list[str], float]:
+                progress: bool = True, checkpoint=None, checkpoint_every: int = 100,
+                checkpoint_key: str = "") -> tuple[list[str], float]:
     """Beam search over word sequences for the recorded responses (Tang et al. 2023).
 
     At each word time the language model (``proposer``) proposes continuations of every hypothesis
@@ -279,13 +337,26 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     TR reached so far: TRs no later word can reach are final and accumulate in the hypothesis; the
     TRs the newest word reaches, which later words will still change, are added at their current
     prediction. Returns the best hypothesis's words and its final score (all TRs).
+
+    ``checkpoint``: a JSON file where the beam (each hypothesis's words and final score) is saved every
+    ``checkpoint_every`` words; a decode started with an existing checkpoint of the same
+    ``checkpoint_key`` (any string naming the inputs and settings) resumes from it, rebuilding the
+    predicted responses from the words. The file is removed when the decode finishes.
     """
+    import json
+
     from tqdm.auto import tqdm
+
+    from .io import write_text
 
     observed = np.asarray(observed, dtype=np.float64)
     n_trs = encoder.baseline.shape[0]
     if observed.shape != encoder.baseline.shape:
         raise DecodingError(f"observed responses {observed.shape} do not match the encoder's {encoder.baseline.shape}")
+    # whiten once (P = L L'): every candidate's log-likelihood is then -1/2 its squared residual, with no
+    # (voxels x voxels) product per candidate
+    chol = np.linalg.cholesky(np.asarray(precision, dtype=np.float64))
+    encoder, observed, precision = encoder.whitened(chol), observed @ chol, None
     n = encoder.n_words
     # rows below first[j] are reached by no word from j on (word times are sorted)
     first = [min((int(r.min()) for r in encoder.rows[j:] if r.size), default=n_trs) for j in range(n)] + [n_trs]
@@ -299,7 +370,22 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
 
     beams = [([], encoder.baseline.copy(), 0.0)]  # words, predicted responses, log-likelihood of final TRs
     done = 0  # rows [0, done) are final for every hypothesis
-    for j in tqdm(range(n), desc="decoding", unit="word", disable=not progress):
+    start = 0
+    key = f"{checkpoint_key}|words={n}|trs={n_trs}|beam={beam_width}"
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            state = json.loads(Path(checkpoint).read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("key") == key:
+            hyps = state["words"]
+            preds = _rebuild_predictions(encoder, proposer, hyps)
+            beams = [(h, p, float(f)) for h, p, f in zip(hyps, preds, state["final"])]
+            start, done = int(state["next"]), int(state["done"])
+            log.info("resuming the beam search from %s at word %d of %d", checkpoint, start, n)
+        else:
+            log.info("ignoring checkpoint %s: it was written for other inputs or settings", checkpoint)
+    for j in tqdm(range(start, n), desc="decoding", unit="word", disable=not progress, initial=start, total=n):
         proposals = proposer.propose([b[0] for b in beams])
         flat = [(bi, w) for bi, ws in enumerate(proposals) for w in ws if not _repeats(beams[bi][0], w)]
         if not flat:  # every proposal repeats a bigram: keep them anyway
@@ -320,7 +406,12 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
             pred[window] = preds[c]
             new.append((beams[bi][0] + [w], pred, float(final[c])))
         beams, done = new, lo
+        if checkpoint is not None and (j + 1) % max(int(checkpoint_every), 1) == 0 and j + 1 < n:
+            write_text(checkpoint, json.dumps({"key": key, "next": j + 1, "done": done,
+                                               "words": [b[0] for b in beams], "final": [b[2] for b in beams]}))
     words, pred, score = beams[0]
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     return words, score + (float(gaussian_loglik(pred[done:], observed[done:], precision)) if done < n_trs else 0.0)
 
 
@@ -412,3 +503,210 @@ def decode_story(decoder: dict, observed, tr_times, proposer, times=None, beam_w
     words, _ = beam_decode(enc, observed[:, decoder["voxels"]], decoder["precision"], proposer,
                            beam_width=beam_width, progress=progress)
     return pd.DataFrame({"word": words, "time": np.asarray(times, dtype=np.float64)})
+
+
+# --------------------------------------------------------------------------------------------
+# the workflow's entry points
+def decoder_layer(spec_layer, lm) -> int:
+    """The decoder's feature layer: configured (negatives count from the end), or None = three quarters
+    of the way up the model (Tang et al. used GPT's layer 9 of 12)."""
+    n = int(lm.n_layers)
+    if spec_layer is None:
+        return max(1, int(round(0.75 * n)))
+    layer = int(spec_layer) + (n + 1 if spec_layer < 0 else 0)
+    if not 0 <= layer <= n:
+        raise DecodingError(f"decoding.layer {spec_layer} is out of range: the model has layers 0..{n}")
+    return layer
+
+
+def build_proposer(config: dict, model_dir, feature_model_dir=None, device: str = "cpu") -> WordLMProposer:
+    """The proposer for ``decoding:`` settings: the language model in ``model_dir`` proposes words; the
+    features come from it or from ``feature_model_dir`` (``decoding.feature_model``)."""
+    from .models import ModelError, load_model
+
+    dec = config["decoding"]
+    try:
+        lm = load_model(model_dir, device=device)
+        flm = load_model(feature_model_dir, device=device) if feature_model_dir else lm
+    except ModelError as exc:
+        raise DecodingError(str(exc)) from None
+    for m in (lm, flm):
+        if not hasattr(m, "vocab"):
+            raise DecodingError(f"model {m.name}: the decoder needs a word-level lmbrain model (HuggingFace "
+                                "language models are not supported for decoding yet)")
+    if getattr(lm.model, "kind", "") == "planted":
+        raise DecodingError(f"model {lm.name} predicts no words and cannot propose; decode with a language model "
+                            "and set decoding.feature_model to it instead")
+    return WordLMProposer(lm, decoder_layer(dec["layer"], flm), context=dec["context"],
+                          extensions=dec["extensions"], top_p=dec["top_p"], min_ratio=dec["min_ratio"],
+                          feature_lm=flm)
+
+
+def save_decoder(decoder: dict, path) -> None:
+    """Write a fitted decoder (:func:`fit_decoder`) to an ``.npz`` file atomically."""
+    from .io import atomic_path
+
+    rm = decoder["rate_model"]
+    arrays = {k: np.asarray(decoder[k]) for k in ("coef", "voxels", "cv_score", "mean", "std", "delays", "precision")}
+    arrays.update(rate_coef=np.asarray(rm.ridge_.coef_, dtype=np.float64), rate_voxels=rm.voxels_,
+                  rate_delays=np.asarray(rm.delays), rate_mean=np.asarray(rm.mean_rate_),
+                  layer=np.asarray(decoder.get("layer", -1)))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+class _FittedRidge:
+    def __init__(self, coef):
+        self.coef_ = coef
+
+    def predict(self, X):
+        return np.asarray(X, dtype=np.float64) @ self.coef_
+
+
+def load_decoder(path) -> dict:
+    """Read what :func:`save_decoder` wrote."""
+    try:
+        z = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise DecodingError(f"{path}: not a decoder file ({exc}); rerun the decoder rule") from None
+    with z:
+        d = {k: z[k] for k in z.files}
+    rm = WordRateModel(delays=tuple(int(x) for x in d["rate_delays"]))
+    rm.voxels_, rm.mean_rate_, rm.ridge_ = d["rate_voxels"], float(d["rate_mean"]), _FittedRidge(d["rate_coef"])
+    return {"coef": d["coef"], "voxels": d["voxels"], "cv_score": d["cv_score"], "mean": d["mean"], "std": d["std"],
+            "delays": tuple(int(x) for x in d["delays"]), "precision": d["precision"], "rate_model": rm,
+            "layer": int(d["layer"])}
+
+
+def _device(config) -> str:
+    from .training import pick_device
+
+    return str(pick_device(config.get("device", "auto")))
+
+
+def fit_decoder_from_config(config: dict, subject: str, model_dir, out_path, feature_model_dir=None) -> dict:
+    """What the ``decoder`` rule does: fit the decoder of ``subject`` on its training stories and save it."""
+    from .datasets import open_dataset
+
+    dec = config["decoding"]
+    device = _device(config)
+    ds = open_dataset(config["dataset"]["layout"], config["dataset"]["root"], tr=config.get("tr", 2.0))
+    train, _ = ds.split(subject, config["stories"]["train"], config["stories"]["test"])
+    proposer = build_proposer(config, model_dir, feature_model_dir, device=device)
+    log.info("fitting the decoder of %s on %d training stories (layer %d, context %d words)", subject, len(train),
+             proposer.layer, proposer.context)
+    decoder = fit_decoder(ds, subject, train, proposer, n_voxels=dec["n_voxels"], shrinkage=dec["shrinkage"],
+                          delays=tuple(config["encoding"]["delays"]), rate_voxels=dec["rate_voxels"], device=device)
+    decoder["layer"] = proposer.layer
+    log.info("decoder: %d voxels, CV score of the kept voxels median %.3f (min %.3f)", len(decoder["voxels"]),
+             float(np.median(decoder["cv_score"])), float(np.min(decoder["cv_score"])))
+    save_decoder(decoder, out_path)
+    return decoder
+
+
+def _story_seed(seed: int, story: str) -> int:
+    import zlib
+
+    return (int(seed) * 1_000_003 + zlib.crc32(story.encode())) % (2 ** 32)
+
+
+def transcript_text(actual: pd.DataFrame, decoded: pd.DataFrame, window: float = 20.0) -> str:
+    """The actual and decoded words side by side, in consecutive windows of ``window`` s."""
+    end = max(float(actual["time"].max()), float(decoded["time"].max()) if len(decoded) else 0.0)
+    lines = []
+    for s in np.arange(0.0, end + window, window):
+        a = actual.loc[(actual["time"] >= s) & (actual["time"] < s + window), "word"]
+        d = decoded.loc[(decoded["time"] >= s) & (decoded["time"] < s + window), "word"]
+        if len(a) or len(d):
+            lines += [f"[{s:6.0f} - {s + window:6.0f} s]", f"  actual : {' '.join(a)}", f"  decoded: {' '.join(d)}", ""]
+    return "\n".join(lines)
+
+
+def decode_from_config(config: dict, subject: str, story: str, model_dir, decoder_path, out_dir,
+                       feature_model_dir=None, progress: bool = True, observed=None) -> pd.DataFrame:
+    """What the ``decode`` rule does for one story: decode, generate the null, score, identify, plot.
+
+    Writes into ``out_dir``: ``decoded.tsv`` (word, time), ``transcript.txt`` (actual and decoded words
+    side by side by window), ``null.tsv`` (sample, word, time), ``scores.tsv`` (per window: metrics,
+    null mean and sd, z, p, q), ``summary.tsv`` (per metric: story score, null, z, p, fraction of
+    windows significant), ``identification.tsv``, and the figures ``scores.png`` and
+    ``identification.png`` (with PDFs). ``observed``: responses to decode instead of the recorded ones
+    (a control: e.g. noise). Returns the summary table.
+    """
+    import time as _time
+
+    from . import evaluation as ev
+    from .datasets import open_dataset
+    from .io import atomic_path
+    from .plots import decoding_scores, identification_curve
+
+    dec = config["decoding"]
+    device = _device(config)
+    out_dir = Path(out_dir)
+    ds = open_dataset(config["dataset"]["layout"], config["dataset"]["root"], tr=config.get("tr", 2.0))
+    decoder = load_decoder(decoder_path)
+    proposer = build_proposer(config, model_dir, feature_model_dir, device=device)
+    if proposer.layer != decoder["layer"]:
+        raise DecodingError(f"{decoder_path} was fitted on layer {decoder['layer']}, the config now says "
+                            f"{proposer.layer}; rerun the decoder rule")
+    words = ds.words(story, subject)
+    tr_times = ds.tr_times(story, subject)
+    observed = np.asarray(ds.responses(subject, story) if observed is None else observed, dtype=np.float64)
+    if observed.shape[0] != tr_times.size:
+        raise DecodingError(f"story {story}: {observed.shape[0]} TRs of responses but {tr_times.size} TR times")
+    actual = pd.DataFrame({"word": words["word"].astype(str), "time": words["midpoint"].to_numpy(dtype=np.float64)})
+    if dec["word_times"] == "actual":
+        times = actual["time"].to_numpy()
+    else:
+        times = word_times(decoder["rate_model"].predict(observed), tr_times)
+    if len(times) == 0:
+        raise DecodingError(f"story {story}: the word-rate model predicts no words; check the responses")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = _time.perf_counter()
+    log.info("decoding %s: %d word times over %.0f s, beam width %d", story, len(times), tr_times[-1] - tr_times[0],
+             dec["beam_width"])
+    enc = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times, times)
+    key = f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{dec}"
+    found, _ = beam_decode(enc, observed[:, decoder["voxels"]], decoder["precision"], proposer,
+                           beam_width=dec["beam_width"], progress=progress,
+                           checkpoint=out_dir.parent / f".{out_dir.name}.checkpoint.json",
+                           checkpoint_every=dec["checkpoint_every"], checkpoint_key=key)
+    decode_s = _time.perf_counter() - t0
+    decoded = pd.DataFrame({"word": found, "time": np.asarray(times, dtype=np.float64)})
+    minutes = (tr_times[-1] - tr_times[0]) / 60
+    log.info("decoded %d words in %.0f s (%.1f s per minute of story)", len(found), decode_s, decode_s / minutes)
+    nulls = generate_null(proposer, len(times), dec["null_samples"], seed=_story_seed(config["seed"], story),
+                          progress=progress)
+    # scoring
+    metrics = list(dec["metrics"])
+    bert = ev.BertScorer(ev.encoder_path(dec["bertscore_model"]), dec["bertscore_layer"], device=device) \
+        if "bertscore" in metrics else None
+    wordnet = ev.wordnet_reader(Path(dec["cache_dir"] or config["demo"]["cache_dir"])) if "meteor" in metrics else None
+    end = float(tr_times[-1] + np.mean(np.diff(tr_times)) / 2)
+    scorer = ev.WindowScorer(actual["word"], actual["time"], end, dec["window"], dec["step"], metrics, bert, wordnet)
+    windows, summary = ev.null_statistics(scorer.score(found, times), [scorer.score(s, times) for s in nulls],
+                                          metrics, alpha=dec["fdr"])
+    # identification from the actual words
+    feats = word_features(proposer, actual["word"])
+    truth = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times,
+                          actual["time"].to_numpy()).predict(feats)
+    ident = ev.identification(truth, observed[:, decoder["voxels"]], decoder["precision"],
+                              dec["identification_lengths"])
+    summary["decode_seconds"] = decode_s
+    summary["seconds_per_story_minute"] = decode_s / minutes
+    # outputs
+    null_table = pd.concat([pd.DataFrame({"sample": i, "word": s, "time": times}) for i, s in enumerate(nulls)])
+    for name, table in (("decoded.tsv", decoded), ("null.tsv", null_table), ("scores.tsv", windows),
+                        ("summary.tsv", summary), ("identification.tsv", ident)):
+        with atomic_path(out_dir / name) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    with atomic_path(out_dir / "transcript.txt") as tmp:
+        tmp.write_text(transcript_text(actual, decoded, dec["window"]))
+    title = f"{subject} {story}"
+    decoding_scores(windows, summary, metrics, out_dir / "scores.png", title=title)
+    identification_curve(ident, out_dir / "identification.png", title=title)
+    for row in summary.itertuples():
+        log.info("%s: decoded %.4f, null %.4f +- %.4f, z = %.2f, windows significant %.2f", row.metric, row.decoded,
+                 row.null_mean, row.null_std, row.z, row.fraction_significant)
+    return summary

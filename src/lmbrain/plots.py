@@ -281,3 +281,54 @@ def scramble_survival(table, png, title: str = "") -> list[Path]:
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     return _finish_groups(fig, axes, sig.any(), png,
                           f"{title} · in-silico scrambling, significant voxels (median, interquartile range)")
+
+
+def decoding_scores(windows, summary, metrics, png, title: str = "") -> list[Path]:
+    """Decoding scores over the story: one panel per metric, the decoded score per window against the
+    null's mean +- 2 sd, windows significant after FDR marked, the story-level z in the panel title."""
+    from .evaluation import METRIC_LABELS
+
+    plt = _pyplot()
+    metrics = list(metrics)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.9 * len(metrics) + 0.6), sharex=True, squeeze=False)
+    t = (windows["start"] + windows["end"]).to_numpy() / 2
+    for ax, m in zip(axes[:, 0], metrics):
+        mu, sd = windows[f"{m}_null_mean"].to_numpy(), windows[f"{m}_null_std"].to_numpy()
+        ax.fill_between(t, mu - 2 * sd, mu + 2 * sd, color="0.8", label="null mean ± 2 sd")
+        ax.plot(t, mu, color="0.5", lw=0.8)
+        ax.plot(t, windows[m], color="C3", lw=1.0, label="decoded")
+        sig = (windows[f"{m}_q"] < 0.05).to_numpy()
+        if sig.any():
+            ax.plot(t[sig], windows[m].to_numpy()[sig], "|", color="k", ms=6, label="q < 0.05")
+        row = summary.set_index("metric").loc[m]
+        ax.set_ylabel(METRIC_LABELS.get(m, m))
+        ax.set_title(f"{METRIC_LABELS.get(m, m)}: story z = {row['z']:.2f}, "
+                     f"{100 * row['fraction_significant']:.0f}% of windows significant", fontsize=9, loc="left")
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=3)
+    axes[-1, 0].set_xlabel("window centre (s)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def identification_curve(table, png, title: str = "") -> list[Path]:
+    """Segment identification: top-1 accuracy and mean percentile rank against segment length, with chance."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    x = table["n_trs"].to_numpy()
+    ax.plot(x, table["top1"], "o-", color="C0", label="top-1 accuracy")
+    ax.plot(x, table["chance"], "--", color="C0", alpha=0.6, label="top-1 chance")
+    ax.plot(x, table["mean_percentile"], "s-", color="C1", label="mean percentile rank")
+    ax.axhline(0.5, ls=":", color="C1", alpha=0.6, label="percentile chance")
+    ax.set_xscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(v) for v in x])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("segment length (TRs)")
+    ax.set_ylabel("identification")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, png)

@@ -18,6 +18,17 @@ TRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] in TRAINED_TYP
 # HuggingFace models, and the demo's planted topic reader: built, not trained
 PRETRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] not in TRAINED_TYPES]
 
+# decoding models not in use (use_models) are skipped; a name that is not defined at all is an error
+_undefined = [m for m in config["decoding"]["models"] + [config["decoding"]["feature_model"] or ""]
+              if m and m not in config["models"]]
+if _undefined:
+    raise WorkflowError(f"decoding names models {_undefined} that are not defined under models:")
+DECODING_MODELS = [m for m in config["decoding"]["models"] if m in MODELS]
+if DECODING_MODELS and config["decoding"]["feature_model"] and config["decoding"]["feature_model"] not in MODELS:
+    raise WorkflowError(
+        f"decoding.feature_model {config['decoding']['feature_model']} is not in use (use_models, or demo.build "
+        "for the planted model)"
+    )
 DATA_ROOT = Path(config["dataset"]["root"])
 SUBJECTS = list(config["subjects"])
 CODE_VERSION = lmbrain.__version__
@@ -139,6 +150,37 @@ def trw_input(wildcards):
 
 def trw_params(wildcards):
     return json.dumps({"trw": config["trw"], "feature": trw_feature(wildcards.model)}, sort_keys=True)
+
+
+def model_output(model):
+    """The file that says a model is ready (trained, or built/linked)."""
+    return f"results/models/{model}/config.json"
+
+
+def decoder_inputs(wildcards):
+    """The decoding model, the feature model when another one is configured, and the dataset."""
+    inputs = {"model": model_output(wildcards.model), "data": dataset_ready()}
+    feature_model = config["decoding"]["feature_model"]
+    if feature_model and feature_model != wildcards.model:
+        inputs["feature_model"] = model_output(feature_model)
+    return inputs
+
+
+def decoding_params(wildcards):
+    """What a decode depends on: the decoding settings, the model specs, the stories and the seed."""
+    names = [wildcards.model, config["decoding"]["feature_model"] or wildcards.model]
+    return json.dumps({"decoding": config["decoding"], "models": {n: MODELS[n] for n in names},
+                       "stories": config["stories"], "delays": config["encoding"]["delays"], "seed": config["seed"]},
+                      sort_keys=True)
+
+
+def decoding_targets(wildcards=None):
+    """Every decoded story (after the demo checkpoint: the test stories come from the dataset)."""
+    if not DECODING_MODELS:
+        return []
+    stories = config["decoding"]["stories"] or config["stories"]["test"]
+    return expand("results/{subject}/decoding/{model}/{story}", subject=SUBJECTS, model=DECODING_MODELS,
+                  story=stories)
 
 
 def all_targets():
