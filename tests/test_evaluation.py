@@ -102,9 +102,9 @@ def test_null_statistics_against_hand_computed_z():
     N = np.stack([n["wer"] for n in nulls])
     decoded = pd.DataFrame({"wer": N.mean(0) + 4 * N.std(0, ddof=1)})
     decoded.loc[20:, "wer"] = N.mean(0)[20:]  # half the windows at the null mean
-    windows, story = ev.null_statistics(decoded, nulls, metrics=["wer"])
-    assert np.allclose(windows["wer_z"][:20], 4.0) and np.allclose(windows["wer_z"][20:], 0.0)
-    assert (windows["wer_q"][:20] < 0.05).all() and (windows["wer_q"][20:] > 0.05).all()
+    windows, story = ev.null_statistics(decoded, nulls, metrics=["wer"], name="lm")
+    assert np.allclose(windows["wer_lm_z"][:20], 4.0) and np.allclose(windows["wer_lm_z"][20:], 0.0)
+    assert (windows["wer_lm_q"][:20] < 0.05).all() and (windows["wer_lm_q"][20:] > 0.05).all()
     row = story.iloc[0]
     story_null = N.mean(axis=1)
     assert row["z"] == pytest.approx((decoded["wer"].mean() - story_null.mean()) / story_null.std(ddof=1))
@@ -112,6 +112,14 @@ def test_null_statistics_against_hand_computed_z():
     assert row["p_empirical"] == pytest.approx(1 / 11)
     with pytest.raises(ev.EvaluationError, match="at least two"):
         ev.null_statistics(decoded, nulls[:1], metrics=["wer"])
+
+
+def test_time_shifts_wrap_around_the_story():
+    times = np.array([1.0, 50.0, 99.0])
+    assert ev.shifted_times(times, 10.0, 0.0, 100.0).tolist() == [11.0, 60.0, 9.0]
+    assert ev.shift_offsets(200.0, 3, 40.0).tolist() == [40.0, 100.0, 160.0]
+    with pytest.raises(ev.EvaluationError, match="too short"):
+        ev.shift_offsets(60.0, 3, 40.0)
 
 
 def test_identification_finds_planted_segments_and_not_noise():

@@ -35,7 +35,8 @@ def tiny_workdir(tmp_path_factory, shakespeare_archive):
         "models": {name: TINY_MODELS[name] for name in ("lstm", "transformer")},
         "use_models": ["lstm", "transformer"],
         "features": {"context_lengths": [1, 2, 8]},
-        "decoding": {"models": ["transformer"], "beam_width": 3, "null_samples": 3, "identification_lengths": [1, 5]},
+        "decoding": {"models": ["transformer"], "beam_width": 3, "null_samples": 3, "shift_samples": 5,
+                     "min_shift": 30.0, "identification_lengths": [1, 5]},
     }
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     return work
@@ -91,10 +92,13 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     assert list(decoded.columns) == ["word", "time"] and len(decoded) > 50 and decoded["time"].is_monotonic_increasing
     assert "actual :" in (folder / "transcript.txt").read_text()
     scores = pd.read_csv(folder / "summary.tsv", sep="\t")
-    assert scores["metric"].tolist() == ["wer", "bleu1", "meteor", "bertscore"] and scores["z"].notna().all()
-    assert (scores["n_null"] == 3).all()
+    # (z is NaN where the tiny model's null sequences all score alike: null sd 0)
+    assert scores["metric"].tolist() == ["wer", "bleu1", "meteor", "bertscore"] * 2
+    assert scores["null_mean"].notna().all() and scores["decoded"].notna().all()
+    assert scores["null"].tolist() == ["lm"] * 4 + ["shift"] * 4
+    assert scores.set_index("null").loc["lm", "n_null"].eq(3).all()
     windows = pd.read_csv(folder / "scores.tsv", sep="\t")
-    assert {"start", "bertscore", "bertscore_z", "bertscore_q"} <= set(windows.columns)
+    assert {"start", "bertscore", "bertscore_lm_z", "bertscore_lm_q", "bertscore_shift_z"} <= set(windows.columns)
     ident = pd.read_csv(folder / "identification.tsv", sep="\t")
     assert ident["n_trs"].tolist() == [1, 5]
     for fig in ("scores.png", "identification.png", "scores.pdf"):

@@ -629,8 +629,8 @@ def decode_from_config(config: dict, subject: str, story: str, model_dir, decode
 
     Writes into ``out_dir``: ``decoded.tsv`` (word, time), ``transcript.txt`` (actual and decoded words
     side by side by window), ``null.tsv`` (sample, word, time), ``scores.tsv`` (per window: metrics,
-    null mean and sd, z, p, q), ``summary.tsv`` (per metric: story score, null, z, p, fraction of
-    windows significant), ``identification.tsv``, and the figures ``scores.png`` and
+    and per null ``lm``/``shift`` its mean and sd, z, p, q), ``summary.tsv`` (per metric and null:
+    story score, null, z, p, fraction of windows significant), ``identification.tsv``, and the figures ``scores.png`` and
     ``identification.png`` (with PDFs). ``observed``: responses to decode instead of the recorded ones
     (a control: e.g. noise). Returns the summary table.
     """
@@ -685,8 +685,16 @@ def decode_from_config(config: dict, subject: str, story: str, model_dir, decode
     wordnet = ev.wordnet_reader(Path(dec["cache_dir"] or config["demo"]["cache_dir"])) if "meteor" in metrics else None
     end = float(tr_times[-1] + np.mean(np.diff(tr_times)) / 2)
     scorer = ev.WindowScorer(actual["word"], actual["time"], end, dec["window"], dec["step"], metrics, bert, wordnet)
-    windows, summary = ev.null_statistics(scorer.score(found, times), [scorer.score(s, times) for s in nulls],
-                                          metrics, alpha=dec["fdr"])
+    scored = scorer.score(found, times)
+    windows, summary = ev.null_statistics(scored, [scorer.score(s, times) for s in nulls], metrics,
+                                          alpha=dec["fdr"], name="lm")
+    start = float(tr_times[0] - np.mean(np.diff(tr_times)) / 2)
+    shifts = ev.shift_offsets(end - start, dec["shift_samples"], dec["min_shift"])
+    shifted = [scorer.score(found, ev.shifted_times(times, s, start, end)) for s in shifts]
+    windows_shift, summary_shift = ev.null_statistics(scored, shifted, metrics, alpha=dec["fdr"], name="shift")
+    windows = windows.join(windows_shift[[c for c in windows_shift.columns if c.endswith(
+        ("_shift_mean", "_shift_std", "_shift_z", "_shift_p", "_shift_q"))]])
+    summary = pd.concat([summary, summary_shift], ignore_index=True)
     # identification from the actual words
     feats = word_features(proposer, actual["word"])
     truth = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times,
@@ -707,6 +715,6 @@ def decode_from_config(config: dict, subject: str, story: str, model_dir, decode
     decoding_scores(windows, summary, metrics, out_dir / "scores.png", title=title)
     identification_curve(ident, out_dir / "identification.png", title=title)
     for row in summary.itertuples():
-        log.info("%s: decoded %.4f, null %.4f +- %.4f, z = %.2f, windows significant %.2f", row.metric, row.decoded,
-                 row.null_mean, row.null_std, row.z, row.fraction_significant)
+        log.info("%s against the %s null: decoded %.4f, null %.4f +- %.4f, z = %.2f, windows significant %.2f",
+                 row.metric, row.null, row.decoded, row.null_mean, row.null_std, row.z, row.fraction_significant)
     return summary

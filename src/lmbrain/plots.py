@@ -284,26 +284,30 @@ def scramble_survival(table, png, title: str = "") -> list[Path]:
 
 
 def decoding_scores(windows, summary, metrics, png, title: str = "") -> list[Path]:
-    """Decoding scores over the story: one panel per metric, the decoded score per window against the
-    null's mean +- 2 sd, windows significant after FDR marked, the story-level z in the panel title."""
+    """Decoding scores over the story: one panel per metric, the decoded score per window against both
+    nulls' mean +- 2 sd (LM-only generations, time-shifted decoding), windows significant after FDR
+    against both marked, the story-level z-scores in the panel title."""
     from .evaluation import METRIC_LABELS
 
     plt = _pyplot()
     metrics = list(metrics)
     fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 1.9 * len(metrics) + 0.6), sharex=True, squeeze=False)
     t = (windows["start"] + windows["end"]).to_numpy() / 2
+    story = summary.set_index(["metric", "null"])
     for ax, m in zip(axes[:, 0], metrics):
-        mu, sd = windows[f"{m}_null_mean"].to_numpy(), windows[f"{m}_null_std"].to_numpy()
-        ax.fill_between(t, mu - 2 * sd, mu + 2 * sd, color="0.8", label="null mean ± 2 sd")
-        ax.plot(t, mu, color="0.5", lw=0.8)
+        for null, color, label in (("lm", "0.8", "LM-only null"), ("shift", "C0", "time-shift null")):
+            mu, sd = windows[f"{m}_{null}_mean"].to_numpy(), windows[f"{m}_{null}_std"].to_numpy()
+            ax.fill_between(t, mu - 2 * sd, mu + 2 * sd, color=color, alpha=0.5 if null == "lm" else 0.2,
+                            label=f"{label} mean ± 2 sd")
         ax.plot(t, windows[m], color="C3", lw=1.0, label="decoded")
-        sig = (windows[f"{m}_q"] < 0.05).to_numpy()
+        sig = (windows[f"{m}_lm_q"] < 0.05).to_numpy() & (windows[f"{m}_shift_q"] < 0.05).to_numpy()
         if sig.any():
-            ax.plot(t[sig], windows[m].to_numpy()[sig], "|", color="k", ms=6, label="q < 0.05")
-        row = summary.set_index("metric").loc[m]
+            ax.plot(t[sig], windows[m].to_numpy()[sig], "|", color="k", ms=6, label="q < 0.05 (both nulls)")
+        lm, sh = story.loc[(m, "lm")], story.loc[(m, "shift")]
         ax.set_ylabel(METRIC_LABELS.get(m, m))
-        ax.set_title(f"{METRIC_LABELS.get(m, m)}: story z = {row['z']:.2f}, "
-                     f"{100 * row['fraction_significant']:.0f}% of windows significant", fontsize=9, loc="left")
+        ax.set_title(f"{METRIC_LABELS.get(m, m)}: story z = {lm['z']:.2f} (LM null), {sh['z']:.2f} (shift null); "
+                     f"windows significant {100 * lm['fraction_significant']:.0f}% / "
+                     f"{100 * sh['fraction_significant']:.0f}%", fontsize=8, loc="left")
     axes[0, 0].legend(fontsize=7, loc="upper right", ncol=3)
     axes[-1, 0].set_xlabel("window centre (s)")
     if title:
