@@ -1,5 +1,6 @@
 """End-to-end: the workflow runs on a tiny config, plans the expected jobs, and lints clean."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,29 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "run_config": 1, "all": 1,
                     "total": 9}, plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
+    # changing one model's settings reruns that model's jobs only (training, features, encoding, TRW, decoding)
+    cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
+    cfg["models"]["transformer"]["epochs"] = 2
+    (tiny_workdir / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    plan = run(["-n", "--configfile", "changed.yaml"], tiny_workdir)
+    assert _job_counts(plan.stdout) == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1,
+                                        "decoder": 1, "decode": 1, "run_config": 1, "all": 1, "total": 11}, \
+        plan.stdout[-2000:]
+    assert "model=lstm" not in plan.stdout
+    # a new subject: only its own jobs (features are per story, shared by subjects, and are not redone)
+    data = tiny_workdir / "data/demo/derivative"
+    shutil.copytree(data / "preprocessed_data/DEMO01", data / "preprocessed_data/DEMO02")
+    shutil.copytree(data / "pycortex-db/DEMO01", data / "pycortex-db/DEMO02")
+    cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
+    cfg["subjects"] = ["DEMO01", "DEMO02"]
+    (tiny_workdir / "subjects.yaml").write_text(yaml.safe_dump(cfg))
+    plan = run(["-n", "--configfile", "subjects.yaml"], tiny_workdir)
+    assert _job_counts(plan.stdout) == {"data_summary": 1, "encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1,
+                                        "run_config": 1, "all": 1, "total": 9}, plan.stdout[-2000:]
+    assert "subject=DEMO01" not in plan.stdout
+    # a single target runs (and plans) just what it needs
+    plan = run(["-n", "--configfile", "subjects.yaml", "results/DEMO02/trw/lstm"], tiny_workdir)
+    assert _job_counts(plan.stdout) == {"encoding_model": 1, "trw": 1, "total": 2}, plan.stdout[-2000:]
 
 
 def _job_counts(text):

@@ -89,12 +89,39 @@ def feature_params(wildcards):
 
 
 def model_threads(wildcards):
-    return 4
+    """Threads of the heavy jobs (config resources.threads)."""
+    return config["resources"]["threads"]
 
 
 def model_gpus(wildcards):
-    """Training and extraction use a GPU when present: one per job (limit them with --resources gpu=N)."""
-    return 1
+    """GPUs each GPU-capable job asks for (config resources.gpu; limit concurrency with --resources gpu=N)."""
+    return config["resources"]["gpu"]
+
+
+def _mem(rule, default):
+    """A memory request (MB) that grows with the subject's voxels and TRs, doubled on each retry."""
+    from lmbrain.resources import job_mem_mb, subject_size
+
+    def mem_mb(wildcards, attempt):
+        return job_mem_mb(rule, config, subject_size(config, wildcards.subject), attempt, default=default)
+
+    return mem_mb
+
+
+summary_mem_mb = _mem("data_summary", 2000)
+encoding_mem_mb = _mem("encoding_model", 8000)
+trw_mem_mb = _mem("trw", 4000)
+decoder_mem_mb = _mem("decoder", 8000)
+decode_mem_mb = _mem("decode", 8000)
+
+
+def fixed_mem(mb):
+    """A memory request that does not depend on the data, doubled on each retry."""
+
+    def mem_mb(wildcards, attempt):
+        return mb * attempt
+
+    return mem_mb
 
 
 def feature_targets(wildcards=None):

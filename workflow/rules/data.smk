@@ -14,7 +14,7 @@ rule data_summary:
         "results/benchmarks/{subject}/data_summary.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=summary_mem_mb,
     conda:
         "../../environment.yml"
     script:

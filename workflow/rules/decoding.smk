@@ -19,7 +19,7 @@ rule decoder:
     threads: model_threads
     resources:
         gpu=model_gpus,
-        mem_mb=8000,
+        mem_mb=decoder_mem_mb,
         runtime=120,
     conda:
         "../../environment.yml"
@@ -53,7 +53,7 @@ rule decode:
     threads: model_threads
     resources:
         gpu=model_gpus,
-        mem_mb=8000,
+        mem_mb=decode_mem_mb,
         runtime=720,
     conda:
         "../../environment.yml"

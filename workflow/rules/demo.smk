@@ -14,7 +14,7 @@ checkpoint demo_dataset:
         "results/benchmarks/demo_dataset.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=fixed_mem(4000),
     conda:
         "../../environment.yml"
     script:

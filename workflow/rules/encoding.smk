@@ -26,7 +26,7 @@ rule encoding_model:
     threads: model_threads
     resources:
         gpu=model_gpus,
-        mem_mb=8000,
+        mem_mb=encoding_mem_mb,
         runtime=240,
     conda:
         "../../environment.yml"

@@ -19,7 +19,7 @@ rule extract_features:
     threads: model_threads
     resources:
         gpu=model_gpus,
-        mem_mb=6000,
+        mem_mb=fixed_mem(6000),
         runtime=240,
     conda:
         "../../environment.yml"

@@ -15,7 +15,7 @@ rule prepare_corpus:
         "results/benchmarks/prepare_corpus.tsv"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=fixed_mem(3000),
         runtime=30,
     conda:
         "../../environment.yml"
@@ -50,7 +50,7 @@ rule train_model:
     threads: model_threads
     resources:
         gpu=model_gpus,
-        mem_mb=6000,
+        mem_mb=fixed_mem(6000),
         runtime=240,
     conda:
         "../../environment.yml"
@@ -72,7 +72,7 @@ rule pretrained_model:
         "results/benchmarks/models/{model}/pretrained_model.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=fixed_mem(4000),
         runtime=30,
     conda:
         "../../environment.yml"

@@ -12,7 +12,7 @@ rule run_config:
         "results/benchmarks/run_config.tsv"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=fixed_mem(500),
     conda:
         "../../environment.yml"
     script:

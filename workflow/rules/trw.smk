@@ -21,9 +21,9 @@ rule trw:
         "logs/{subject}/trw/{model}.log",
     benchmark:
         "results/benchmarks/{subject}/trw/{model}.tsv"
-    threads: 2
+    threads: model_threads
     resources:
-        mem_mb=4000,
+        mem_mb=trw_mem_mb,
         runtime=60,
     conda:
         "../../environment.yml"
