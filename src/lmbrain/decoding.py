@@ -105,17 +105,19 @@ class WordRateModel:
         self.alphas = np.logspace(0, 5, 11) if alphas is None else np.asarray(alphas, dtype=np.float64)
         self.device = device
 
-    def _design(self, Y, z=None):
+    def _design(self, Y):
         from .stimulus import make_delayed, zscore
 
-        z = zscore(np.asarray(Y, dtype=np.float64)) if z is None else z
-        return make_delayed(z[:, self.voxels_], self.delays)
+        return make_delayed(zscore(np.asarray(Y)[:, self.voxels_].astype(np.float64)), self.delays)
 
     def fit(self, responses: list, rates: list, voxels=None) -> "WordRateModel":
         """responses: per training story ``(n_trs, n_voxels)``; rates: per story ``(n_trs,)`` word counts
-        (:func:`lmbrain.stimulus.word_rate`); ``voxels``: fixed voxel indices (e.g. from ROIs)."""
+        (:func:`lmbrain.stimulus.word_rate`); ``voxels``: fixed voxel indices (e.g. from ROIs).
+
+        Voxels are ranked one story at a time (no copy of all the responses is made): a voxel's score is
+        the sum over delays of its z-scored response ``d`` TRs after each TR times the standardised word
+        count of that TR."""
         from .ridge import RidgeCV
-        from .stats import columnwise_corr
         from .stimulus import make_delayed, zscore
 
         if len(responses) != len(rates) or len(responses) < 2:
@@ -124,21 +126,25 @@ class WordRateModel:
             if np.shape(y)[0] != np.size(r):
                 raise DecodingError(f"story {i}: {np.shape(y)[0]} TRs of responses but {np.size(r)} of word rate")
         n_vox = np.shape(responses[0])[1]
-        zs = [zscore(np.asarray(y, dtype=np.float64)) for y in responses]
-        target = np.concatenate([np.ravel(r) for r in rates])[:, None]
+        target = np.concatenate([np.ravel(r) for r in rates]).astype(np.float64)
         if voxels is None:
-            # voxels whose responses 1-4 TRs later track the word count best (training stories only)
+            tz = (target - target.mean()) / (target.std() or 1.0)
             score = np.zeros(n_vox)
-            for d in self.delays:
-                yd = np.concatenate([make_delayed(z, (d,)) for z in zs])
-                score += columnwise_corr(yd, np.repeat(target, n_vox, axis=1))
+            off = 0
+            for y in responses:
+                z = zscore(np.asarray(y, dtype=np.float32))
+                t = tz[off: off + z.shape[0], None]
+                off += z.shape[0]
+                for d in self.delays:  # response |d| TRs later against the count now
+                    score += (z.T @ make_delayed(t, (-d,)).astype(np.float32))[:, 0]
             order = np.argsort(-score, kind="stable")
             voxels = np.sort(order[: self.n_voxels] if self.n_voxels else order)
         self.voxels_ = np.asarray(voxels, dtype=np.int64)
-        X = np.concatenate([self._design(None, z) for z in zs])
+        X = np.concatenate([self._design(y) for y in responses])
         self.mean_rate_ = float(target.mean())  # the ridge has no intercept: fit the centred count
         groups = np.concatenate([np.full(np.shape(y)[0], i) for i, y in enumerate(responses)])
-        self.ridge_ = RidgeCV(alphas=self.alphas, device=self.device, progress=False).fit(X, target - self.mean_rate_, groups=groups)
+        self.ridge_ = RidgeCV(alphas=self.alphas, device=self.device, progress=False).fit(
+            X, (target - self.mean_rate_)[:, None], groups=groups)
         return self
 
     def predict(self, responses) -> np.ndarray:
@@ -456,31 +462,42 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
 
     if len(train) < 2:
         raise DecodingError("the decoder needs at least two training stories (its noise model is leave-one-story-out)")
-    tr_feats, Y, rates = [], [], []
+    tr_feats, rates, n_trs = [], [], []
     for story in train:
         words = ds.words(story)
         tr_times = ds.tr_times(story, subject)
         F = word_features(proposer, words["word"])
         tr_feats.append(downsample(F, words["midpoint"].to_numpy(), tr_times))
-        Y.append(np.asarray(ds.responses(subject, story), dtype=np.float64))
         rates.append(word_rate(words, tr_times)[:, 0])
-        if Y[-1].shape[0] != tr_feats[-1].shape[0]:
-            raise DecodingError(f"story {story}: {tr_feats[-1].shape[0]} TRs of features, {Y[-1].shape[0]} of responses")
+        n_trs.append(len(tr_times))
+    # the responses in one float32 array (a real subject's training set is several GB), filled story by story
+    Yall, Y, off = None, [], 0
+    for story, f in zip(train, tr_feats):
+        y = np.asarray(ds.responses(subject, story), dtype=np.float32)
+        if y.shape[0] != f.shape[0]:
+            raise DecodingError(f"story {story}: {f.shape[0]} TRs of features, {y.shape[0]} of responses")
+        if Yall is None:
+            Yall = np.empty((sum(n_trs), y.shape[1]), dtype=np.float32)
+        Yall[off: off + len(y)] = y
+        Y.append(Yall[off: off + len(y)])
+        off += len(y)
+        del y
     pooled = np.concatenate(tr_feats)
     mean, std = pooled.mean(axis=0), pooled.std(axis=0)
     z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]
     X = [make_delayed(x, delays) for x in z]
     groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
     ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, search="grid", device=device,
-                    progress=False).fit(np.concatenate(X), np.concatenate(Y), groups=groups)
+                    progress=False).fit(np.concatenate(X), Yall, groups=groups)
     order = np.argsort(-np.nan_to_num(ridge.best_scores_, nan=-np.inf), kind="stable")
     voxels = np.sort(order[: min(n_voxels, len(order))])
     alpha = ridge.best_alphas_[voxels]
     residuals = []
     for i in range(len(train)):
         rest = [j for j in range(len(train)) if j != i]
-        w = ridge_fixed(np.concatenate([X[j] for j in rest]), np.concatenate([Y[j][:, voxels] for j in rest]), alpha)
-        residuals.append(Y[i][:, voxels] - X[i] @ w)
+        w = ridge_fixed(np.concatenate([X[j] for j in rest]),
+                        np.concatenate([Y[j][:, voxels] for j in rest]).astype(np.float64), alpha)
+        residuals.append(Y[i][:, voxels].astype(np.float64) - X[i] @ w)
     rate_model = WordRateModel(n_voxels=rate_voxels, device=device).fit(Y, rates)
     return {"coef": np.asarray(ridge.coef_, dtype=np.float64)[:, voxels], "voxels": voxels,
             "cv_score": ridge.best_scores_[voxels], "mean": mean, "std": std, "delays": tuple(delays),

@@ -6,7 +6,7 @@
 #   sudo tests/slurm/start_slurm.sh             # starts munged, slurmctld, slurmd; idempotent
 #   sudo tests/slurm/start_slurm.sh stop
 #
-# The node gets this machine's cores and 90% of its memory; accounting is off (jobs are followed with
+# The node gets this machine's cores (at least 4) and 90% of its memory; accounting is off (jobs are followed with
 # squeue, MinJobAge keeps finished jobs visible for an hour).
 set -euo pipefail
 
@@ -33,7 +33,8 @@ chmod 0400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || munged --force
 
 HOST=$(hostname -s)
-CPUS=$(nproc)
+# at least 4 CPUs (oversubscribed on smaller machines): grouped small jobs add up their threads
+CPUS=$(( $(nproc) > 4 ? $(nproc) : 4 ))
 MEM=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
 cat > "$CONF" <<CONFEOF
 ClusterName=lmbrain-test
@@ -56,6 +57,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
+SlurmdParameters=config_overrides
 MinJobAge=3600
 SchedulerType=sched/backfill
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN

@@ -1,0 +1,35 @@
+"""The README's snakemake commands (code blocks, and the profile commands of the cluster section) plan
+cleanly: each is run as a dry run (-n) on the default configuration in a fresh directory."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def _commands():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    cmds = [line.split("#")[0].strip() for b in blocks for line in b.splitlines() if line.startswith("snakemake ")]
+    cmds += ["snakemake --profile config/profiles/local", "snakemake --profile config/profiles/slurm"]
+    for profile in re.findall(r"--profile (config/profiles/\w+)", text):
+        assert (ROOT / profile).is_dir(), profile
+    return sorted(set(cmds))
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_readme_command_plans(command, tmp_path):
+    args = command.split()[1:]
+    args = [str(ROOT / a) if a.startswith("config/profiles/") else a for a in args]
+    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-n", *args,
+                           "--configfile", str(ROOT / "config/config.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    targets = [a for a in args if a.startswith("results/")]
+    for target in targets:
+        assert target in proc.stdout, proc.stdout[-2000:]
