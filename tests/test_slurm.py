@@ -1,9 +1,10 @@
 """The workflow on a real SLURM cluster through config/profiles/slurm.
 
-Needs Debian's slurm-wlm and munge (`apt-get install slurm-wlm munge`; .ci/run installs them) and root
-to start a one-node cluster (tests/slurm/start_slurm.sh); skipped otherwise. A small demo (one tiny
+Runs when LMBRAIN_SLURM_TEST=1 (.ci/run sets it; it takes several minutes), with Debian's slurm-wlm and
+munge (`apt-get install slurm-wlm munge`; .ci/run installs them) and root to start a one-node cluster
+(tests/slurm/start_slurm.sh); skipped otherwise. A small demo (one tiny
 model, no decoding) is submitted job by job through snakemake-executor-plugin-slurm; every job must
-complete on the cluster. Run it alone with `python -m pytest tests/test_slurm.py -s`.
+complete on the cluster. Alone: `LMBRAIN_SLURM_TEST=1 python -m pytest tests/test_slurm.py -s`.
 """
 
 import os
@@ -23,6 +24,8 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 def _slurm_ready() -> str | None:
     """None when a cluster answers (started here if need be), else why not."""
+    if not os.environ.get("LMBRAIN_SLURM_TEST"):
+        return "set LMBRAIN_SLURM_TEST=1 to run the SLURM integration test (.ci/run does)"
     if shutil.which("sinfo") is None or shutil.which("slurmctld") is None:
         return "slurm-wlm is not installed (apt-get install slurm-wlm munge)"
     try:
