@@ -65,8 +65,9 @@ def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, def
         need = n_k * 4 * F * V / MB + conditions * 4 * Tt * V / MB + 2 * 8 * Tt * V / MB
     elif rule == "decoder":
         n_sel = min(int(dec.get("n_voxels", 10000)), V)
-        # float64 training responses and their float32 ridge copy, leave-one-out residuals, the precision
-        need = 2.5 * 8 * T * V / MB + 3 * 8 * n_sel ** 2 / MB + 1024 * float(config["encoding"]["memory_gb"])
+        # one float32 copy of the training responses (plus a story's z-scores), the ridge's working set,
+        # leave-one-out residuals of the kept voxels and the precision
+        need = 1.5 * 4 * T * V / MB + 3 * 8 * n_sel ** 2 / MB + 1024 * float(config["encoding"]["memory_gb"])
     elif rule == "decode":
         n_sel = min(int(dec.get("n_voxels", 10000)), V)
         beam = int(dec.get("beam_width", 10))

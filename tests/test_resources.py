@@ -1,0 +1,39 @@
+"""Memory requests grow with the data and with retries; subject sizes come from the dataset's headers."""
+
+import copy
+
+from lmbrain.resources import job_mem_mb, subject_size
+
+RULES = ("data_summary", "encoding_model", "trw", "decoder", "decode")
+
+
+def test_subject_size_matches_the_data(tiny_demo):
+    from lmbrain.datasets import open_dataset
+
+    cfg, _ = tiny_demo
+    size = subject_size(cfg, "DEMO01")
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    stories = ds.stories("DEMO01")
+    shapes = [ds.responses("DEMO01", s).shape for s in stories]
+    assert size["n_voxels"] == shapes[0][1] and size["n_trs"] == sum(s[0] for s in shapes)
+    assert size["n_test_trs"] == ds.responses("DEMO01", "romeo_and_juliet_03").shape[0]
+    assert size["n_stories"] == len(stories)
+    missing = copy.deepcopy(cfg)
+    missing["dataset"]["root"] = "/nonexistent"
+    assert subject_size(missing, "DEMO01") is None
+    assert job_mem_mb("encoding_model", cfg, None, attempt=1, default=8000) == 8000
+
+
+def test_requests_scale_with_voxels_trs_and_attempts(tiny_demo):
+    cfg, _ = tiny_demo
+    small = {"n_voxels": 2500, "n_trs": 1300, "n_test_trs": 170, "max_story_trs": 200, "n_stories": 8}
+    real = {"n_voxels": 95000, "n_trs": 10000, "n_test_trs": 300, "max_story_trs": 450, "n_stories": 30}
+    for rule in RULES:
+        a, b = job_mem_mb(rule, cfg, small), job_mem_mb(rule, cfg, real)
+        assert 1500 <= a < b, rule
+        assert job_mem_mb(rule, cfg, real, attempt=2) == 2 * b
+    # a real subject's encoding job holds at least its float32 responses: 95k x 10k x 4 bytes = 3.8 GB
+    assert job_mem_mb("encoding_model", cfg, real) > 3800
+    wide = copy.deepcopy(cfg)
+    wide["decoding"]["beam_width"] = 200
+    assert job_mem_mb("decode", wide, real) > job_mem_mb("decode", cfg, real) + 2000
