@@ -476,12 +476,13 @@ def word_features(proposer: "WordLMProposer", words) -> np.ndarray:
 
 def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", n_voxels: int = 10000,
                 shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None, rate_voxels: int | None = 1000,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", search: str = "grid", memory_gb: float = 2.0) -> dict:
     """Fit what the decoder needs on the training stories of ``subject``.
 
     - encoding model on the proposer's features (its fixed short context), TR features z-scored with
       statistics pooled over the training stories (a decoded story has no statistics of its own),
-      one ridge penalty per voxel by leave-one-story-out CV; the ``n_voxels`` voxels with the best CV
+      one ridge penalty per voxel by leave-one-story-out CV (``alphas``, ``search`` and ``memory_gb`` as
+      :class:`lmbrain.ridge.RidgeCV`; the workflow passes the ``encoding:`` settings); the ``n_voxels`` voxels with the best CV
       score are kept;
     - noise precision (:func:`noise_precision`) from leave-one-story-out residuals of those voxels;
     - word-rate model (:class:`WordRateModel`).
@@ -519,8 +520,8 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
     z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]
     X = [make_delayed(x, delays) for x in z]
     groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
-    ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, search="grid", device=device,
-                    progress=False).fit(np.concatenate(X), Yall, groups=groups)
+    ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, search=search, device=device,
+                    memory_gb=memory_gb, progress=False).fit(np.concatenate(X), Yall, groups=groups)
     order = np.argsort(-np.nan_to_num(ridge.best_scores_, nan=-np.inf), kind="stable")
     voxels = np.sort(order[: min(n_voxels, len(order))])
     alpha = ridge.best_alphas_[voxels]
@@ -642,7 +643,9 @@ def fit_decoder_from_config(config: dict, subject: str, model_dir, out_path, fea
     log.info("fitting the decoder of %s on %d training stories (layer %d, context %d words)", subject, len(train),
              proposer.layer, proposer.context)
     decoder = fit_decoder(ds, subject, train, proposer, n_voxels=dec["n_voxels"], shrinkage=dec["shrinkage"],
-                          delays=tuple(config["encoding"]["delays"]), rate_voxels=dec["rate_voxels"], device=device)
+                          delays=tuple(config["encoding"]["delays"]), rate_voxels=dec["rate_voxels"], device=device,
+                          alphas=config["encoding"]["alphas"], search=config["encoding"]["search"],
+                          memory_gb=config["encoding"]["memory_gb"])
     decoder["layer"] = proposer.layer
     log.info("decoder: %d voxels, CV score of the kept voxels median %.3f (min %.3f)", len(decoder["voxels"]),
              float(np.median(decoder["cv_score"])), float(np.min(decoder["cv_score"])))
