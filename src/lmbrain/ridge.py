@@ -263,7 +263,9 @@ class RidgeCV:
     def _batch_size(self, n: int, p: int, n_val: int, n_alpha: int, n_folds: int) -> int:
         """Voxels per batch so that the per-batch arrays fit in ``memory_gb``."""
         item = 4 if self._dt == torch.float32 else 8
-        per_target = item * (n + (n_folds + 2) * p + 3 * n_val) + 8 * 3 * n_alpha
+        # the batch of Y and its per-fold validation rows (together 2 n), each fold's X_tr'Y_tr and the
+        # shared X'Y (n_folds + 1) p, the refit's two p-vectors, and one fold's prediction and copies
+        per_target = item * (2 * n + (n_folds + 3) * p + 3 * n_val) + 8 * 3 * n_alpha
         return max(1, int(self.memory_gb * 2**30 // per_target))
 
     def _coarse(self, n_alpha: int) -> list[int]:
