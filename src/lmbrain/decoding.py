@@ -538,10 +538,11 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
 
 
 def decode_story(decoder: dict, observed, tr_times, proposer, times=None, beam_width: int = 10,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, **checkpointing) -> pd.DataFrame:
     """Decode one story's responses ``(n_trs, n_voxels)`` (all voxels; the decoder's are selected here).
 
     ``times``: word times (s) to decode at; None = predicted by the decoder's word-rate model.
+    ``checkpointing``: ``checkpoint``, ``checkpoint_every``, ``checkpoint_key`` of :func:`beam_decode`.
     Returns ``word``, ``time``.
     """
     observed = np.asarray(observed, dtype=np.float64)
@@ -551,7 +552,7 @@ def decode_story(decoder: dict, observed, tr_times, proposer, times=None, beam_w
         raise DecodingError("no word times to decode at (the word-rate model predicts no words)")
     enc = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times, times)
     words, _ = beam_decode(enc, observed[:, decoder["voxels"]], decoder["precision"], proposer,
-                           beam_width=beam_width, progress=progress)
+                           beam_width=beam_width, progress=progress, **checkpointing)
     return pd.DataFrame({"word": words, "time": np.asarray(times, dtype=np.float64)})
 
 
@@ -714,14 +715,12 @@ def decode_from_config(config: dict, subject: str, story: str, model_dir, decode
     t0 = _time.perf_counter()
     log.info("decoding %s: %d word times over %.0f s, beam width %d", story, len(times), tr_times[-1] - tr_times[0],
              dec["beam_width"])
-    enc = LinearEncoder(decoder["coef"], decoder["delays"], decoder["mean"], decoder["std"], tr_times, times)
-    key = f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{dec}"
-    found, _ = beam_decode(enc, observed[:, decoder["voxels"]], decoder["precision"], proposer,
-                           beam_width=dec["beam_width"], progress=progress,
-                           checkpoint=out_dir.parent / f".{out_dir.name}.checkpoint.json",
-                           checkpoint_every=dec["checkpoint_every"], checkpoint_key=key)
+    decoded = decode_story(decoder, observed, tr_times, proposer, times=times, beam_width=dec["beam_width"],
+                           progress=progress, checkpoint=out_dir.parent / f".{out_dir.name}.checkpoint.json",
+                           checkpoint_every=dec["checkpoint_every"],
+                           checkpoint_key=f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{dec}")
+    found = decoded["word"].tolist()
     decode_s = _time.perf_counter() - t0
-    decoded = pd.DataFrame({"word": found, "time": np.asarray(times, dtype=np.float64)})
     minutes = (tr_times[-1] - tr_times[0]) / 60
     log.info("decoded %d words in %.0f s (%.1f s per minute of story)", len(found), decode_s, decode_s / minutes)
     nulls = generate_null(proposer, len(times), dec["null_samples"], seed=_story_seed(config["seed"], story),
