@@ -25,6 +25,21 @@ def test_noise_precision_is_the_tang_formula():
         noise_precision([np.full((3, 2), np.nan)])
 
 
+def test_noise_precision_memory_does_not_grow_with_stories():
+    """A real decoder has ~10,000 voxels (0.8 GB per covariance) and 80+ stories: the per-story
+    covariances must be summed as they come, not kept (the real-size run was killed at 23.7 GB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    v = 200
+    res = [rng.standard_normal((20, v)) for _ in range(30)]
+    tracemalloc.start()
+    noise_precision(res)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 6 * v * v * 8, f"peak {peak / 1e6:.1f} MB for {len(res)} stories of {v} voxels"
+
+
 def test_gaussian_loglik_matches_a_loop():
     rng = np.random.default_rng(1)
     obs = rng.standard_normal((6, 4))

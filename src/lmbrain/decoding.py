@@ -46,24 +46,33 @@ def noise_precision(residuals, shrinkage: float = 2 / 3) -> np.ndarray:
     """
     if not 0 <= shrinkage <= 1:
         raise DecodingError(f"shrinkage must be in [0, 1], got {shrinkage}")
-    covs = []
+    # a running sum: one voxels x voxels matrix at a time (a list of per-story covariances of 10,000
+    # voxels would hold 0.8 GB per story)
+    total, n_voxels, n_stories = None, None, 0
     for i, r in enumerate(residuals):
         r = np.asarray(r, dtype=np.float64)
         if r.ndim != 2 or r.shape[0] < 2:
             raise DecodingError(f"residuals of story {i} must be (TRs >= 2, voxels), got shape {r.shape}")
-        if covs and r.shape[1] != covs[0].shape[0]:
-            raise DecodingError(f"residuals of story {i} have {r.shape[1]} voxels, story 0 has {covs[0].shape[0]}")
+        if n_voxels is not None and r.shape[1] != n_voxels:
+            raise DecodingError(f"residuals of story {i} have {r.shape[1]} voxels, story 0 has {n_voxels}")
         if not np.all(np.isfinite(r)):
             raise DecodingError(f"residuals of story {i} contain NaN or infinite values")
-        c = r.T @ r / r.shape[0]
-        scale = np.mean(np.diag(c))
+        scale = float(np.einsum("ij,ij->", r, r)) / (r.shape[0] * r.shape[1])  # mean diagonal of R'R / n
         if scale <= 0:
             raise DecodingError(f"residuals of story {i} are all zero")
-        covs.append(c / scale)
-    if not covs:
+        c = r.T @ r
+        c *= 1.0 / (r.shape[0] * scale)
+        if total is None:
+            total, n_voxels = c, r.shape[1]
+        else:
+            total += c
+        del c
+        n_stories += 1
+    if total is None:
         raise DecodingError("noise_precision needs the residuals of at least one story")
-    s = np.mean(covs, axis=0)
-    shrunk = (1 - shrinkage) * s + shrinkage * np.eye(s.shape[0])
+    shrunk = total
+    shrunk *= (1 - shrinkage) / n_stories
+    shrunk[np.diag_indices_from(shrunk)] += shrinkage
     return np.linalg.inv(shrunk)
 
 
