@@ -247,6 +247,11 @@ def test_fitted_decoder_decodes_a_held_out_story():
     assert abs(len(predicted) - len(words)) <= 0.25 * len(words)
     with pytest.raises(DecodingError, match="at least two training stories"):
         fit_decoder(ds, "S", ["s0"], prop)
+    # two folds of two stories: still the informative voxels; every story gets its held-out residuals
+    grouped = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20, cv_folds=2)
+    assert set(grouped["voxels"].tolist()) == set(range(30))
+    assert not np.allclose(grouped["cv_score"], dec["cv_score"])
+    assert not np.allclose(grouped["precision"], dec["precision"])
 
 
 class SeededProposer(PlantedProposer):

@@ -170,3 +170,30 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
     for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
                  "recovery.tsv", "planted_vs_recovered.png"):
         assert (tmp / "trw" / name).exists(), name
+
+
+def test_cv_folds_groups_stories_into_fewer_folds(null_run, tmp_path, monkeypatch):
+    """encoding.cv_folds reaches the ridge (fewer, larger folds of whole stories), null keeps
+    leave-one-story-out, and the CV scores written are those of the grouped folds."""
+    import lmbrain.ridge as ridge_mod
+
+    cfg, tmp, _ = null_run
+    seen = []
+    fit = ridge_mod.RidgeCV.fit
+
+    def spy(self, X, Y, groups=None):
+        seen.append((self.cv, len(np.unique(groups))))
+        return fit(self, X, Y, groups=groups)
+
+    monkeypatch.setattr(ridge_mod.RidgeCV, "fit", spy)
+    cfg = {**cfg, "encoding": {**cfg["encoding"], "cv_folds": 2, "maps": False}, "features": {**cfg["features"],
+                                                                                        "context_lengths": [1]}}
+    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "two", progress=False)
+    assert seen[-1][0] == 2 and seen[-1][1] > 2
+    grouped = pd.read_csv(tmp_path / "two" / "k1" / "voxels.tsv", sep="\t")
+    loso = pd.read_csv(tmp / "out" / "k1" / "voxels.tsv", sep="\t")
+    assert not np.allclose(grouped["cv_score"], loso["cv_score"])
+    cfg["encoding"]["cv_folds"] = 99  # more folds than stories: one per story
+    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "many", progress=False)
+    assert seen[-1][0] == seen[-1][1]
+    assert np.allclose(pd.read_csv(tmp_path / "many" / "k1" / "voxels.tsv", sep="\t")["cv_score"], loso["cv_score"])

@@ -102,17 +102,20 @@ class WordRateModel:
     Parameters: ``delays`` (TRs of the responses used, negative = after the stimulus TR: the default
     ``(-4, -3, -2, -1)`` reads the responses 1-4 TRs later), ``n_voxels`` (the voxels whose future
     response correlates best with the word count on the training stories; None = all), ``alphas``
-    (ridge penalties, chosen by leave-one-story-out cross-validation). Fitted attributes:
+    (ridge penalties, chosen by cross-validation over whole stories: leave-one-story-out, or ``cv_folds``
+    contiguous sets of stories). Fitted attributes:
     ``voxels_`` (indices), ``ridge_``, ``mean_rate_`` (training words per TR).
     """
 
-    def __init__(self, delays=(-4, -3, -2, -1), n_voxels: int | None = 1000, alphas=None, device: str = "cpu"):
+    def __init__(self, delays=(-4, -3, -2, -1), n_voxels: int | None = 1000, alphas=None, device: str = "cpu",
+                 cv_folds: int | None = None):
         if any(d >= 0 for d in delays):
             raise DecodingError(f"word-rate delays must be negative (responses after the words), got {list(delays)}")
         self.delays = tuple(int(d) for d in delays)
         self.n_voxels = n_voxels
         self.alphas = np.logspace(0, 5, 11) if alphas is None else np.asarray(alphas, dtype=np.float64)
         self.device = device
+        self.cv_folds = cv_folds
 
     def _design(self, Y):
         from .stimulus import make_delayed, zscore
@@ -126,7 +129,7 @@ class WordRateModel:
         Voxels are ranked one story at a time (no copy of all the responses is made): a voxel's score is
         the sum over delays of its z-scored response ``d`` TRs after each TR times the standardised word
         count of that TR."""
-        from .ridge import RidgeCV
+        from .ridge import RidgeCV, story_folds
         from .stimulus import make_delayed, zscore
 
         if len(responses) != len(rates) or len(responses) < 2:
@@ -152,7 +155,8 @@ class WordRateModel:
         X = np.concatenate([self._design(y) for y in responses])
         self.mean_rate_ = float(target.mean())  # the ridge has no intercept: fit the centred count
         groups = np.concatenate([np.full(np.shape(y)[0], i) for i, y in enumerate(responses)])
-        self.ridge_ = RidgeCV(alphas=self.alphas, device=self.device, progress=False).fit(
+        self.ridge_ = RidgeCV(alphas=self.alphas, cv=story_folds(self.cv_folds, len(responses)), device=self.device,
+                              progress=False).fit(
             X, (target - self.mean_rate_)[:, None], groups=groups)
         return self
 
@@ -485,21 +489,23 @@ def word_features(proposer: "WordLMProposer", words) -> np.ndarray:
 
 def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", n_voxels: int = 10000,
                 shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None, rate_voxels: int | None = 1000,
-                device: str = "cpu", search: str = "grid", memory_gb: float = 2.0) -> dict:
+                device: str = "cpu", search: str = "grid", memory_gb: float = 2.0, cv_folds: int | None = None) -> dict:
     """Fit what the decoder needs on the training stories of ``subject``.
 
     - encoding model on the proposer's features (its fixed short context), TR features z-scored with
       statistics pooled over the training stories (a decoded story has no statistics of its own),
-      one ridge penalty per voxel by leave-one-story-out CV (``alphas``, ``search`` and ``memory_gb`` as
-      :class:`lmbrain.ridge.RidgeCV`; the workflow passes the ``encoding:`` settings); the ``n_voxels`` voxels with the best CV
-      score are kept;
-    - noise precision (:func:`noise_precision`) from leave-one-story-out residuals of those voxels;
+      one ridge penalty per voxel by cross-validation over whole stories (``cv_folds``: None =
+      leave-one-story-out, else that many contiguous sets of stories; ``alphas``, ``search`` and
+      ``memory_gb`` as :class:`lmbrain.ridge.RidgeCV`; the workflow passes the ``encoding:`` settings);
+      the ``n_voxels`` voxels with the best CV score are kept;
+    - noise precision (:func:`noise_precision`) from held-out residuals of those voxels, one story at a
+      time, each predicted by the model fitted without its fold (the same folds);
     - word-rate model (:class:`WordRateModel`).
 
     Returns a dict: ``coef`` (delays x d, n_selected), ``voxels``, ``cv_score`` (of the kept voxels),
     ``mean``, ``std``, ``delays``, ``precision``, ``rate_model``.
     """
-    from .ridge import RidgeCV
+    from .ridge import RidgeCV, make_folds, story_folds
     from .stimulus import downsample, make_delayed, word_rate
 
     if len(train) < 2:
@@ -529,18 +535,20 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
     z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]
     X = [make_delayed(x, delays) for x in z]
     groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
-    ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, search=search, device=device,
+    cv = story_folds(cv_folds, len(train))
+    ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if alphas is None else alphas, cv=cv, search=search, device=device,
                     memory_gb=memory_gb, progress=False).fit(np.concatenate(X), Yall, groups=groups)
     order = np.argsort(-np.nan_to_num(ridge.best_scores_, nan=-np.inf), kind="stable")
     voxels = np.sort(order[: min(n_voxels, len(order))])
     alpha = ridge.best_alphas_[voxels]
     residuals = []
-    for i in range(len(train)):
-        rest = [j for j in range(len(train)) if j != i]
+    for _, val in make_folds(len(groups), groups, cv):
+        held = np.unique(groups[val]).tolist()
+        rest = [j for j in range(len(train)) if j not in held]
         w = ridge_fixed(np.concatenate([X[j] for j in rest]),
                         np.concatenate([Y[j][:, voxels] for j in rest]).astype(np.float64), alpha)
-        residuals.append(Y[i][:, voxels].astype(np.float64) - X[i] @ w)
-    rate_model = WordRateModel(n_voxels=rate_voxels, device=device).fit(Y, rates)
+        residuals += [Y[i][:, voxels].astype(np.float64) - X[i] @ w for i in held]
+    rate_model = WordRateModel(n_voxels=rate_voxels, device=device, cv_folds=cv_folds).fit(Y, rates)
     return {"coef": np.asarray(ridge.coef_, dtype=np.float64)[:, voxels], "voxels": voxels,
             "cv_score": ridge.best_scores_[voxels], "mean": mean, "std": std, "delays": tuple(delays),
             "precision": noise_precision(residuals, shrinkage), "rate_model": rate_model}
@@ -655,7 +663,7 @@ def fit_decoder_from_config(config: dict, subject: str, model_dir, out_path, fea
     decoder = fit_decoder(ds, subject, train, proposer, n_voxels=dec["n_voxels"], shrinkage=dec["shrinkage"],
                           delays=tuple(config["encoding"]["delays"]), rate_voxels=dec["rate_voxels"], device=device,
                           alphas=config["encoding"]["alphas"], search=config["encoding"]["search"],
-                          memory_gb=config["encoding"]["memory_gb"])
+                          memory_gb=config["encoding"]["memory_gb"], cv_folds=config["encoding"].get("cv_folds"))
     decoder["layer"] = proposer.layer
     log.info("decoder: %d voxels, CV score of the kept voxels median %.3f (min %.3f)", len(decoder["voxels"]),
              float(np.median(decoder["cv_score"])), float(np.min(decoder["cv_score"])))

@@ -7,7 +7,8 @@ context length k:
    story's TR times (a sum over words), z-scored per story and FIR-delayed (default 1-4 TRs)
    (:func:`lmbrain.stimulus.tr_design`);
 2. :class:`lmbrain.ridge.RidgeCV` fits the training stories, choosing each voxel's penalty by
-   leave-one-story-out cross-validation (whole stories, never shuffled TRs);
+   cross-validation over whole stories, never shuffled TRs (leave-one-story-out, or ``encoding.cv_folds``
+   contiguous sets of stories);
 3. the fitted model predicts the held-out test stories; each voxel gets its test correlation, a
    one-sided p-value from a block permutation of the test time series (blocks of ``block`` TRs keep
    the autocorrelation), Benjamini-Hochberg q-values across voxels, and the correlation normalised by
@@ -137,7 +138,7 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     from .datasets import open_dataset
     from .features import context_lengths_for
     from .modelspec import check_models
-    from .ridge import RidgeCV
+    from .ridge import RidgeCV, story_folds
     from .stats import block_permutation_pvalues, fdr_bh, noise_ceiling
 
     enc = config.get("encoding", {})
@@ -174,7 +175,7 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
             if X[s].shape[0] != Y[s].shape[0]:
                 raise EncodingError(f"story {s}: {X[s].shape[0]} TRs of features but {Y[s].shape[0]} of responses")
         ridge = RidgeCV(alphas=np.asarray(enc.get("alphas", np.logspace(0, 6, 13).tolist()), dtype=np.float64),
-                        score=enc.get("score", "r2"), search=enc.get("search", "refine"),
+                        cv=story_folds(enc.get("cv_folds"), len(train)), score=enc.get("score", "r2"), search=enc.get("search", "refine"),
                         device=config.get("device", "auto"), memory_gb=enc.get("memory_gb", 2.0), progress=False)
         ridge.fit(np.concatenate([X[s] for s in train]), Ytr, groups=groups)
         pred = ridge.predict(np.concatenate([X[s] for s in test]))

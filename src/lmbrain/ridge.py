@@ -91,6 +91,16 @@ def make_folds(n_samples: int, groups=None, cv: int | None = None):
     return [(np.setdiff1d(idx, b), b) for b in np.array_split(idx, k)]
 
 
+def story_folds(cv_folds: int | None, n_groups: int) -> int | None:
+    """The ``cv`` of :class:`RidgeCV` for a ``cv_folds`` setting: None = leave-one-story-out, else that
+    many contiguous sets of stories (at most one per story)."""
+    if cv_folds is None:
+        return None
+    if int(cv_folds) < 2:
+        raise RidgeError(f"cv_folds must be at least 2 (or null for leave-one-story-out), got {cv_folds}")
+    return min(int(cv_folds), int(n_groups))
+
+
 def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, y_mean: torch.Tensor,
             inplace: bool = False) -> torch.Tensor:
     """Per-column scores of ``pred`` (n, t) against ``y`` (n, t); ``inplace`` lets it overwrite ``pred``."""
