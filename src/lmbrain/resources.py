@@ -40,24 +40,69 @@ def subject_size(config: dict, subject: str) -> dict | None:
         return None
 
 
-def _features(config: dict) -> int:
-    """An upper bound of a model's delayed feature count (hidden size up to 1024, four delays)."""
-    return len(config["encoding"]["delays"]) * 1024
+WIDE = 4096  # the hidden size assumed when a model's cannot be read (large HuggingFace models)
 
 
-def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, default: int = 4000) -> int:
-    """Memory request (MB) of one job of ``rule`` for a subject of ``size`` (:func:`subject_size`)."""
+def _pretrained_width(spec: dict, cache_dir) -> int:
+    """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded)."""
+    import json
+    from pathlib import Path
+
+    from .models import resolve_pretrained
+
+    spec = resolve_pretrained(spec, cache_dir)
+    folder = Path(str(spec.get("path") or "")).expanduser()
+    if spec.get("gguf_file"):
+        import gguf
+
+        fields = gguf.GGUFReader(folder / spec["gguf_file"]).fields
+        key = next(k for k in fields if k.endswith(".embedding_length"))
+        return int(fields[key].parts[fields[key].data[0]][0])
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    return int(next(cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in cfg))
+
+
+def feature_width(config: dict, model: str | None) -> int:
+    """Hidden size of ``model``'s features: from its config (word-level models) or its files
+    (HuggingFace); :data:`WIDE` when it cannot be known before the model exists."""
+    from .modelspec import model_spec
+
+    try:
+        spec = model_spec(model, config["models"][model])
+        if spec["type"] in ("rnn", "lstm", "mtlstm"):
+            return int(spec["hidden_dim"])
+        if spec["type"] in ("transformer", "attention"):
+            return int(spec["embedding_dim"])
+        if spec["type"] == "huggingface":
+            return _pretrained_width(spec, config.get("demo", {}).get("cache_dir", "data/cache"))
+    except Exception:  # noqa: BLE001 - unknown model, files not there yet: assume a wide model
+        return WIDE
+    return 1024  # planted: the demo's topic reader (a few hundred topic units)
+
+
+def _features(config: dict, model: str | None = None) -> int:
+    """A model's delayed feature count: hidden size times the FIR delays."""
+    return len(config["encoding"]["delays"]) * feature_width(config, model)
+
+
+def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, default: int = 4000,
+               model: str | None = None) -> int:
+    """Memory request (MB) of one job of ``rule`` for a subject of ``size`` (:func:`subject_size`) and
+    ``model`` (its hidden size sets the feature count; None = :data:`WIDE`)."""
     if size is None:
         return default * attempt
     V, T, Tt = size["n_voxels"], size["n_trs"], size["n_test_trs"]
-    F = _features(config)
     dec = config.get("decoding", {})
+    if rule == "decoder" and dec.get("feature_model"):
+        model = dec["feature_model"]
+    F = _features(config, model)
     if rule == "data_summary":
         need = 3 * 8 * size["max_story_trs"] * V / MB
     elif rule == "encoding_model":
-        # float32 responses (train + test), the ridge's working set (encoding.memory_gb), test predictions
-        # and permutation nulls, the coefficients of one k
-        need = 2.5 * 4 * T * V / MB + 1024 * float(config["encoding"]["memory_gb"]) + 3 * 4 * F * V / MB
+        # float32 responses (per story and concatenated), the ridge's working set (encoding.memory_gb),
+        # the coefficients of one k (float32 and their float16 copy) and the test predictions
+        need = 2 * 4 * T * V / MB + 1024 ** 3 * float(config["encoding"]["memory_gb"]) / MB + 3 * 4 * F * V / MB
     elif rule == "trw":
         # every k's coefficients (float32 once read) and the predicted test responses per scrambling condition
         n_k = len(config["features"]["context_lengths"])
@@ -65,9 +110,15 @@ def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, def
         need = n_k * 4 * F * V / MB + conditions * 4 * Tt * V / MB + 2 * 8 * Tt * V / MB
     elif rule == "decoder":
         n_sel = min(int(dec.get("n_voxels", 10000)), V)
-        # one float32 copy of the training responses (plus a story's z-scores), the ridge's working set,
-        # leave-one-out residuals of the kept voxels and the precision
-        need = 1.5 * 4 * T * V / MB + 3 * 8 * n_sel ** 2 / MB + 1024 * float(config["encoding"]["memory_gb"])
+        n_rate = 4 * min(int(dec.get("rate_voxels") or V), V)  # the word-rate model's delayed voxels
+        residuals = 8 * T * n_sel
+        # one float32 copy of the responses, held throughout, plus the largest of its phases: the ridge CV
+        # (encoding.memory_gb), the held-out residuals (a float64 training copy of the kept voxels and
+        # the residuals), the word-rate model (residuals kept, its ridge's 11 validation hats and design
+        # copies) and the precision (residuals kept, covariance sum, inverse and its workspace)
+        phases = (1024 ** 3 * float(config["encoding"]["memory_gb"]), 2 * residuals,
+                  residuals + 11 * 4 * T * n_rate + 5 * 4 * T * n_rate, residuals + 3 * 8 * n_sel ** 2)
+        need = (4 * T * V + max(phases)) / MB
     elif rule == "decode":
         n_sel = min(int(dec.get("n_voxels", 10000)), V)
         beam = int(dec.get("beam_width", 10))

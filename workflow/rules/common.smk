@@ -103,7 +103,8 @@ def _mem(rule, default):
     from lmbrain.resources import job_mem_mb, subject_size
 
     def mem_mb(wildcards, attempt):
-        return job_mem_mb(rule, config, subject_size(config, wildcards.subject), attempt, default=default)
+        return job_mem_mb(rule, config, subject_size(config, wildcards.subject), attempt, default=default,
+                          model=wildcards.get("model"))
 
     return mem_mb
 
