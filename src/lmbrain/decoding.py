@@ -348,7 +348,7 @@ def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, s
     """Word sequences from the language model alone (no brain data): at each step a word is sampled from
     the proposer's nucleus (same ``top_p``, ``min_ratio``, ``extensions``) avoiding repeated bigrams, as
     the beam search's candidates are. ``n_samples`` sequences of ``n_words``, deterministic in ``seed``."""
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
 
     rng = np.random.default_rng(seed)
     seqs: list[list[str]] = [[] for _ in range(n_samples)]
@@ -396,7 +396,7 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     """
     import json
 
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
 
     from .io import write_text
 

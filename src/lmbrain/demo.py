@@ -289,7 +289,7 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
     so an interrupted build never leaves a half-written dataset. Returns a summary dict (also
     written to ``demo.json``).
     """
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
     import h5py
 
     t_start = time.perf_counter()

@@ -171,7 +171,7 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
     mean_tokens = max(1.0, sum(len(w) for w in word_ids) / n)
     per_window = int(np.ceil(K * mean_tokens)) + n_prefix
     batch = max(1, int(max_batch_tokens // per_window))
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
 
     bar = tqdm(total=n, unit="word", desc=f"{lm.name} features", disable=not progress, mininterval=2.0)
     with torch.inference_mode(), _autocast(lm, precision):

@@ -1,4 +1,4 @@
-"""Atomic output writing: a result file is either complete or absent, never half-written."""
+"""Atomic output writing (a result file is either complete or absent, never half-written) and progress bars."""
 
 from __future__ import annotations
 
@@ -45,3 +45,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+# Seconds between progress-bar redraws: tqdm's 0.1 s on a terminal; lmbrain.workflow.run_rule raises it
+# when a rule's progress goes to its log file (a redraw every 0.1 s would write thousands of lines).
+PROGRESS_INTERVAL = {"seconds": 0.1}
+
+
+def progress_bar(*args, **kwargs):
+    """``tqdm`` with the package's redraw interval (at least ``PROGRESS_INTERVAL``)."""
+    from tqdm.auto import tqdm
+
+    kwargs["mininterval"] = max(float(kwargs.get("mininterval", 0.1)), PROGRESS_INTERVAL["seconds"])
+    return tqdm(*args, **kwargs)

@@ -246,7 +246,7 @@ class RidgeCV:
         coef = np.empty((p, t), dtype=np.float32 if self._dt == torch.float32 else np.float64)
         cv_scores = np.full((n_alpha, t), np.nan)
         best_idx = np.empty(t, dtype=np.int64)
-        from tqdm.auto import tqdm
+        from .io import progress_bar as tqdm
 
         starts = range(0, t, batch)
         for start in tqdm(starts, desc="ridge voxel batches", disable=not self.progress):

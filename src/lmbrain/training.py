@@ -222,7 +222,7 @@ def train_model(spec: dict, train_words: list[str], heldout_words: list[str], ou
     ``training.png``/``.pdf``; ``out_dir/checkpoint/`` holds the resumable state and is removed at the
     end. Returns the per-epoch history.
     """
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
 
     out_dir = Path(out_dir)
     name = name or out_dir.name

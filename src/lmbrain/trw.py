@@ -509,7 +509,7 @@ def scramble_predictions(config: dict, ds, model: str, model_dir, encoding_dir, 
     from pathlib import Path
 
     import h5py
-    from tqdm.auto import tqdm
+    from .io import progress_bar as tqdm
 
     from .encoding import parse_feature
     from .features import extract_in_memory

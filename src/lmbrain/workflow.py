@@ -36,6 +36,10 @@ def run_rule(smk):
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
+    if log_path:  # a progress bar redrawn ten times a second would fill the log: once per 30 s
+        from .io import PROGRESS_INTERVAL
+
+        PROGRESS_INTERVAL["seconds"] = 30.0
     threads = max(int(getattr(smk, "threads", 1) or 1), 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
