@@ -52,6 +52,11 @@ def block_permutation_pvalues(pred: np.ndarray, y: np.ndarray, n_permutations: i
 
     Blocks of ``block`` consecutive TRs of ``y`` are permuted (a shorter last block stays a block).
     Returns ``(observed_r, p)``, each (n_voxels,).
+
+    Each null correlation is a sum over the permuted blocks of the product of a block of ``y`` with the
+    stretch of ``pred`` it lands on. Those block products are computed once per voxel (two alignments:
+    before and after the short block), so a permutation costs a sum of ``n / block`` numbers per voxel
+    instead of a pass over every TR: the same null values, about ``block`` times less work.
     """
     pred = np.asarray(pred, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -65,17 +70,36 @@ def block_permutation_pvalues(pred: np.ndarray, y: np.ndarray, n_permutations: i
     pz /= np.where(pz.std(axis=0) > 0, pz.std(axis=0), 1)
     yz = y - y.mean(axis=0)
     yz /= np.where(yz.std(axis=0) > 0, yz.std(axis=0), 1)
-    blocks = [np.arange(s, min(s + block, n)) for s in range(0, n, block)]
+    full, short = divmod(n, block)  # full blocks, and the length of the short last one (0: none)
+    n_blocks = full + (short > 0)
     rng = np.random.default_rng(seed)
+    perms = np.stack([rng.permutation(n_blocks) for _ in range(n_permutations)])  # block order per permutation
+    # where each permuted block lands: before the short block its TRs start at block * position (row
+    # ``position`` of the aligned products), after it ``block - short`` TRs earlier (row ``full + position - 1``)
+    q = np.argmax(perms == full, axis=1) if short else np.full(n_permutations, n_blocks)
+    pos = np.arange(n_blocks)[None, :]
+    rows = np.where(pos < q[:, None], pos, full + pos - 1)
+    keep = perms != full  # the short block's product is added separately
+    rows = rows[keep].reshape(n_permutations, full)
+    ids = perms[keep].reshape(n_permutations, full)
     exceed = np.zeros(y.shape[1])
-    v_chunk = max(1, int(2e7 // (chunk * n)))  # bounds the (perms, TRs, voxels) work array to ~160 MB
-    for start in range(0, n_permutations, chunk):
-        m = min(chunk, n_permutations - start)
-        perms = np.stack([np.concatenate([blocks[i] for i in rng.permutation(len(blocks))]) for _ in range(m)])
-        for v0 in range(0, y.shape[1], v_chunk):
-            sl = slice(v0, v0 + v_chunk)
-            null = np.einsum("tv,mtv->mv", pz[:, sl], yz[:, sl][perms]) / n
-            exceed[sl] += (null >= obs[None, sl]).sum(axis=0)
+    v_chunk = max(1, int(2e7 // (chunk * full)))  # bounds the (perms, blocks, voxels) gather to ~160 MB
+    for v0 in range(0, y.shape[1], v_chunk):
+        sl = slice(v0, v0 + v_chunk)
+        yb = yz[: full * block, sl].reshape(full, block, -1)
+        aligned = [pz[: full * block, sl].reshape(full, block, -1)]
+        if short:
+            aligned.append(pz[short: short + full * block, sl].reshape(full, block, -1))
+        prod = np.concatenate([np.einsum("ijv,bjv->ibv", a, yb) for a in aligned])  # (rows, blocks, voxels)
+        if short:  # the short block starting at TR block * q, for each possible q
+            ys = yz[full * block:, sl]
+            tail = np.stack([(pz[block * k: block * k + short, sl] * ys).sum(axis=0) for k in range(n_blocks)])
+        for m0 in range(0, n_permutations, chunk):
+            m = slice(m0, min(m0 + chunk, n_permutations))
+            null = prod[rows[m], ids[m]].sum(axis=1)
+            if short:
+                null += tail[q[m]]
+            exceed[sl] += (null / n >= obs[None, sl] - 1e-12).sum(axis=0)  # a tie (e.g. no move) counts
     return obs, (1 + exceed) / (1 + n_permutations)
 
 
