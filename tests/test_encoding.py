@@ -197,3 +197,20 @@ def test_cv_folds_groups_stories_into_fewer_folds(null_run, tmp_path, monkeypatc
     fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "many", progress=False)
     assert seen[-1][0] == seen[-1][1]
     assert np.allclose(pd.read_csv(tmp_path / "many" / "k1" / "voxels.tsv", sep="\t")["cv_score"], loso["cv_score"])
+
+
+def test_responses_shorter_than_the_stimulus_are_a_clear_error(null_run, tmp_path, monkeypatch):
+    from lmbrain.datasets import Lebel2023Dataset
+
+    cfg, tmp, _ = null_run
+    story = open_dataset("lebel2023", cfg["dataset"]["root"]).stories("DEMO01")[1]
+    original = Lebel2023Dataset.responses
+
+    def short(self, subject, s, voxels=None):
+        y = original(self, subject, s, voxels)
+        return y[:-1] if s == story else y
+
+    monkeypatch.setattr(Lebel2023Dataset, "responses", short)
+    with pytest.raises(EncodingError, match=rf"story {story}: (\d+) TRs of features but \d+ of responses"):
+        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -152,16 +152,15 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     stories = train + test
     tr_times = {s: ds.tr_times(s, subject) for s in stories}
     t0 = time.time()
-    Y = {s: ds.responses(subject, s) for s in stories}
+    n_trs = {s: len(tr_times[s]) for s in stories}  # the rows of every design matrix
+    Ytr = _stacked_responses(ds, subject, train, n_trs)
+    Yte = _stacked_responses(ds, subject, test, n_trs)
     bad = np.zeros(ds.n_voxels(subject), dtype=bool)
     for s in train:
         bad |= ds.invalid_voxels(subject, s)
     log.info("subject %s: %d training stories (%d TRs), %d test stories, %d voxels (%d invalid) read in %.1f s",
-             subject, len(train), sum(Y[s].shape[0] for s in train), len(test), Y[train[0]].shape[1], bad.sum(),
-             time.time() - t0)
-    Ytr = np.concatenate([Y[s] for s in train])
-    Yte = np.concatenate([Y[s] for s in test])
-    groups = np.concatenate([np.full(Y[s].shape[0], i) for i, s in enumerate(train)])
+             subject, len(train), Ytr.shape[0], len(test), Ytr.shape[1], bad.sum(), time.time() - t0)
+    groups = np.concatenate([np.full(n_trs[s], i) for i, s in enumerate(train)])
     reps = ds.repeats(subject, test[0])
     ceiling = noise_ceiling(reps) if reps is not None else np.full(Ytr.shape[1], np.nan)
     space = ds.voxel_space(subject)
@@ -171,9 +170,6 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     for k in ks:
         tk = time.time()
         X = design(Path(features_root) / model, stories, kind, layer, k, tr_times, enc.get("delays", [1, 2, 3, 4]))
-        for s in stories:
-            if X[s].shape[0] != Y[s].shape[0]:
-                raise EncodingError(f"story {s}: {X[s].shape[0]} TRs of features but {Y[s].shape[0]} of responses")
         ridge = RidgeCV(alphas=np.asarray(enc.get("alphas", np.logspace(0, 6, 13).tolist()), dtype=np.float64),
                         cv=story_folds(enc.get("cv_folds"), len(train)), score=enc.get("score", "r2"), search=enc.get("search", "refine"),
                         device=config.get("device", "auto"), memory_gb=enc.get("memory_gb", 2.0), progress=False)
@@ -194,7 +190,7 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
         with atomic_path(folder / "voxels.tsv") as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         _write_weights(folder / "weights.h5", ridge, enc, model, feature, k, X[train[0]].shape[1])
-        _write_predictions(folder / "predictions.h5", pred, test, [Y[s].shape[0] for s in test])
+        _write_predictions(folder / "predictions.h5", pred, test, [n_trs[s] for s in test])
         if space is not None:
             space.save_nifti(r.astype(np.float32), folder / "test_r.nii.gz")
             if enc.get("maps", True):
@@ -212,6 +208,22 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     with atomic_path(out_dir / "summary.tsv") as tmp:
         summary.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return summary
+
+
+def _stacked_responses(ds, subject: str, stories: list[str], n_trs: dict) -> np.ndarray:
+    """The responses of ``stories`` in one float32 array ``(sum of TRs, voxels)``, filled story by story
+    (no per-story copies are kept: a real subject's training responses are ~4 GB)."""
+    out, off = None, 0
+    for s in stories:
+        y = ds.responses(subject, s)
+        if y.shape[0] != n_trs[s]:
+            raise EncodingError(f"story {s}: {n_trs[s]} TRs of features but {y.shape[0]} of responses")
+        if out is None:
+            out = np.empty((sum(n_trs[t] for t in stories), y.shape[1]), dtype=np.float32)
+        out[off: off + n_trs[s]] = y
+        off += n_trs[s]
+        del y
+    return out
 
 
 def _write_weights(path: Path, ridge, enc: dict, model: str, feature: str, k: int, n_features: int) -> None:
