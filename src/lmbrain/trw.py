@@ -97,18 +97,31 @@ def bootstrap_trw(ks, predictions, y, n_boot: int = 200, block: int = 10, fracti
     y = np.asarray(y, dtype=np.float64)
     if P.ndim != 3 or P.shape[0] != ks.size or P.shape[1:] != y.shape:
         raise TRWError(f"predictions must be (n_k={ks.size}, TRs, voxels) matching y {y.shape}, got {P.shape}")
+    # A resample is a multiset of blocks, so its sums are count-weighted sums of per-block sums: the
+    # correlations of every resample come from five block-sum arrays and one matrix product, never
+    # from a copy of the resampled time series. Centring first keeps the moment formulas exact enough.
     n = y.shape[0]
+    P = P - P.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=0)
     starts = np.arange(0, n, block)
+    lengths = np.diff(np.append(starts, n)).astype(np.float64)
+    sums = {"p": np.add.reduceat(P, starts, axis=1), "pp": np.add.reduceat(P * P, starts, axis=1),
+            "py": np.add.reduceat(P * y[None], starts, axis=1)}  # (n_k, blocks, voxels)
+    sy, syy = np.add.reduceat(y, starts, axis=0), np.add.reduceat(y * y, starts, axis=0)  # (blocks, voxels)
     rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.choice(starts, size=len(starts), replace=True) // block,
+                                   minlength=len(starts)) for _ in range(n_boot)]).astype(np.float64)
     est = np.empty((n_boot, y.shape[1]))
-    for b in range(n_boot):
-        pick = rng.choice(starts, size=len(starts), replace=True)
-        idx = np.concatenate([np.arange(s, min(s + block, n)) for s in pick])
-        yb = y[idx] - y[idx].mean(0)
-        pb = P[:, idx] - P[:, idx].mean(1, keepdims=True)
-        den = np.sqrt((pb ** 2).sum(1) * (yb ** 2).sum(0)[None])
-        r = np.divide((pb * yb[None]).sum(1), den, out=np.zeros_like(den), where=den > 0)
-        est[b] = robust_window(ks, r, fraction)
+    for b0 in range(0, n_boot, 16):
+        c = counts[b0: b0 + 16]
+        N = (c @ lengths)[:, None, None]
+        sp, spp, spy = (np.tensordot(c, sums[k], axes=([1], [1])) for k in ("p", "pp", "py"))  # (boots, n_k, voxels)
+        ty, tyy = (c @ sy)[:, None], (c @ syy)[:, None]
+        cov = spy - sp * ty / N
+        den = np.sqrt(np.clip(spp - sp * sp / N, 0, None) * np.clip(tyy - ty * ty / N, 0, None))
+        r = np.divide(cov, den, out=np.zeros_like(den), where=den > 0)
+        for i in range(len(c)):
+            est[b0 + i] = robust_window(ks, r[i], fraction)
     lo, hi = np.percentile(est, interval, axis=0)
     return lo, hi
 
