@@ -18,6 +18,7 @@ def test_subject_size_matches_the_data(tiny_demo):
     assert size["n_voxels"] == shapes[0][1] and size["n_trs"] == sum(s[0] for s in shapes)
     assert size["n_test_trs"] == ds.responses("DEMO01", "romeo_and_juliet_03").shape[0]
     assert size["n_stories"] == len(stories)
+    assert size["n_test_words"] == len(ds.words("romeo_and_juliet_03"))
     missing = copy.deepcopy(cfg)
     missing["dataset"]["root"] = "/nonexistent"
     assert subject_size(missing, "DEMO01") is None
@@ -34,6 +35,8 @@ def test_requests_scale_with_voxels_trs_and_attempts(tiny_demo):
         assert job_mem_mb(rule, cfg, real, attempt=2) == 2 * b
     # a real subject's encoding job holds at least its float32 responses: 95k x 10k x 4 bytes = 3.8 GB
     assert job_mem_mb("encoding_model", cfg, real) > 3800
+    # the scrambling analysis predicts every test word: a longer transcript asks for more
+    assert job_mem_mb("trw", cfg, {**real, "n_test_words": 4000}) > job_mem_mb("trw", cfg, {**real, "n_test_words": 1000})
     wide = copy.deepcopy(cfg)
     wide["decoding"]["beam_width"] = 200
     assert job_mem_mb("decode", wide, real) > job_mem_mb("decode", cfg, real) + 2000

@@ -15,6 +15,7 @@ import math
 
 MB = 1e6
 BASE_MB = 1500  # python, torch, numpy, h5py and the package itself
+WORDS_PER_TR = 6  # words per 2 s TR when a transcript cannot be read (speech runs at 2-3 words/s)
 
 
 @functools.lru_cache(maxsize=64)
@@ -24,14 +25,19 @@ def _size(layout: str, root: str, tr: float, subject: str, train, test) -> dict:
     ds = open_dataset(layout, root, tr=tr)
     train_s, test_s = ds.split(subject, list(train) if isinstance(train, tuple) else train, list(test))
     trs = {s: len(ds.tr_times(s, subject)) for s in train_s + test_s}
-    return {"n_voxels": int(ds.n_voxels(subject)), "n_trs": int(sum(trs.values())),
-            "n_test_trs": int(sum(trs[s] for s in test_s)), "max_story_trs": int(max(trs.values())),
-            "n_stories": len(trs)}
+    n_test_trs = int(sum(trs[s] for s in test_s))
+    try:  # the test transcripts (the scrambling analysis predicts every word)
+        n_test_words = int(sum(len(ds.words(s, subject)) for s in test_s))
+    except Exception:  # noqa: BLE001 - no transcript readable yet: a fast speaker's rate
+        n_test_words = WORDS_PER_TR * n_test_trs
+    return {"n_voxels": int(ds.n_voxels(subject)), "n_trs": int(sum(trs.values())), "n_test_trs": n_test_trs,
+            "max_story_trs": int(max(trs.values())), "n_stories": len(trs), "n_test_words": n_test_words}
 
 
 def subject_size(config: dict, subject: str) -> dict | None:
-    """``n_voxels``, ``n_trs`` (all stories), ``n_test_trs``, ``max_story_trs``, ``n_stories`` of a
-    subject; None when the dataset cannot be read yet (the request then falls back to a default)."""
+    """``n_voxels``, ``n_trs`` (all stories), ``n_test_trs``, ``max_story_trs``, ``n_stories``,
+    ``n_test_words`` of a subject; None when the dataset cannot be read yet (the request then falls
+    back to a default)."""
     train = config["stories"]["train"]
     try:
         return _size(config["dataset"]["layout"], str(config["dataset"]["root"]), float(config.get("tr", 2.0)),
@@ -100,14 +106,16 @@ def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, def
     if rule == "data_summary":
         need = 3 * 8 * size["max_story_trs"] * V / MB
     elif rule == "encoding_model":
-        # float32 responses (per story and concatenated), the ridge's working set (encoding.memory_gb),
-        # the coefficients of one k (float32 and their float16 copy) and the test predictions
-        need = 2 * 4 * T * V / MB + 1024 ** 3 * float(config["encoding"]["memory_gb"]) / MB + 3 * 4 * F * V / MB
+        # one float32 copy of the responses, the ridge's working set (encoding.memory_gb), the coefficients
+        # of one k (float32 and their float16 copy), the test predictions and the permutation test's copies
+        need = (4 * T * V + 1024 ** 3 * float(config["encoding"]["memory_gb"]) + 3 * 4 * F * V + 3 * 8 * Tt * V) / MB
     elif rule == "trw":
-        # every k's coefficients (float32 once read) and the predicted test responses per scrambling condition
+        # the test responses and one bootstrap chunk, every k's coefficients summed over delays (float64),
+        # and the scrambling: intact and scrambled word-level predictions (float64) and a product's temporary
+        W = size.get("n_test_words", WORDS_PER_TR * Tt)
         n_k = len(config["features"]["context_lengths"])
-        conditions = 2 + 3 * int(config["trw"]["scramble_seeds"])
-        need = n_k * 4 * F * V / MB + conditions * 4 * Tt * V / MB + 2 * 8 * Tt * V / MB
+        need = (2 * 4 * Tt * V + 200e6 + n_k * 8 * F / len(config["encoding"]["delays"]) * V
+                + (3 * 8 * W * V if config["trw"].get("scramble", True) else 0)) / MB
     elif rule == "decoder":
         n_sel = min(int(dec.get("n_voxels", 10000)), V)
         n_rate = 4 * min(int(dec.get("rate_voxels") or V), V)  # the word-rate model's delayed voxels
