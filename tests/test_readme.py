@@ -25,7 +25,7 @@ def _commands():
 @pytest.mark.parametrize("command", _commands())
 def test_readme_command_plans(command, tmp_path):
     args = command.split()[1:]
-    args = [str(ROOT / a) if a.startswith("config/profiles/") else a for a in args]
+    args = [str(ROOT / a) if a.startswith("config/") else a for a in args]
     proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-n", *args,
                            "--configfile", str(ROOT / "config/config.yaml")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
