@@ -397,7 +397,6 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     import json
 
     from .io import progress_bar as tqdm
-
     from .io import write_text
 
     observed = np.asarray(observed, dtype=np.float64)
