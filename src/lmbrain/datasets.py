@@ -481,6 +481,26 @@ class BidsDataset(Dataset):
         return zscore(self.repeats(subject, story, voxels).mean(axis=0))
 
 
+def stacked_responses(ds: "Dataset", subject: str, stories: list[str], n_trs, error=DatasetError) -> np.ndarray:
+    """The responses of ``stories`` in one float32 array ``(sum of n_trs, voxels)``, filled story by story
+    (no per-story copies are kept: a real subject's training responses are ~4 GB).
+
+    ``n_trs``: the TRs each story must have (its design matrix's rows), in the order of ``stories``;
+    a story whose responses differ raises ``error`` naming it. Per-story rows are consecutive slices.
+    """
+    out, off = None, 0
+    for story, n in zip(stories, n_trs):
+        y = ds.responses(subject, story)
+        if y.shape[0] != n:
+            raise error(f"story {story}: {n} TRs of features but {y.shape[0]} of responses")
+        if out is None:
+            out = np.empty((int(sum(n_trs)), y.shape[1]), dtype=np.float32)
+        out[off: off + n] = y
+        off += n
+        del y
+    return out
+
+
 def read_word_tsv(path: str | os.PathLike) -> pd.DataFrame:
     """Word timings from a TSV with columns ``word``, ``onset`` and ``offset`` (or ``duration``), seconds."""
     path = Path(path)

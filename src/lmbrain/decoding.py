@@ -504,6 +504,7 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
     Returns a dict: ``coef`` (delays x d, n_selected), ``voxels``, ``cv_score`` (of the kept voxels),
     ``mean``, ``std``, ``delays``, ``precision``, ``rate_model``.
     """
+    from .datasets import stacked_responses
     from .ridge import RidgeCV, make_folds, story_folds
     from .stimulus import downsample, make_delayed, word_rate
 
@@ -517,18 +518,10 @@ def fit_decoder(ds, subject: str, train: list[str], proposer: "WordLMProposer", 
         tr_feats.append(downsample(F, words["midpoint"].to_numpy(), tr_times))
         rates.append(word_rate(words, tr_times)[:, 0])
         n_trs.append(len(tr_times))
-    # the responses in one float32 array (a real subject's training set is several GB), filled story by story
-    Yall, Y, off = None, [], 0
-    for story, f in zip(train, tr_feats):
-        y = np.asarray(ds.responses(subject, story), dtype=np.float32)
-        if y.shape[0] != f.shape[0]:
-            raise DecodingError(f"story {story}: {f.shape[0]} TRs of features, {y.shape[0]} of responses")
-        if Yall is None:
-            Yall = np.empty((sum(n_trs), y.shape[1]), dtype=np.float32)
-        Yall[off: off + len(y)] = y
-        Y.append(Yall[off: off + len(y)])
-        off += len(y)
-        del y
+    # the responses in one float32 array (a real subject's training set is several GB), a view per story
+    Yall = stacked_responses(ds, subject, train, n_trs, error=DecodingError)
+    bounds = np.cumsum([0] + n_trs)
+    Y = [Yall[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     pooled = np.concatenate(tr_feats)
     mean, std = pooled.mean(axis=0), pooled.std(axis=0)
     z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]

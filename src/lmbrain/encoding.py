@@ -135,7 +135,7 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
 
     Returns a summary table (one row per k). Responses are read once and reused for every k.
     """
-    from .datasets import open_dataset
+    from .datasets import open_dataset, stacked_responses
     from .features import context_lengths_for
     from .modelspec import check_models
     from .ridge import RidgeCV, story_folds
@@ -153,8 +153,8 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     tr_times = {s: ds.tr_times(s, subject) for s in stories}
     t0 = time.time()
     n_trs = {s: len(tr_times[s]) for s in stories}  # the rows of every design matrix
-    Ytr = _stacked_responses(ds, subject, train, n_trs)
-    Yte = _stacked_responses(ds, subject, test, n_trs)
+    Ytr = stacked_responses(ds, subject, train, [n_trs[s] for s in train], error=EncodingError)
+    Yte = stacked_responses(ds, subject, test, [n_trs[s] for s in test], error=EncodingError)
     bad = np.zeros(ds.n_voxels(subject), dtype=bool)
     for s in train:
         bad |= ds.invalid_voxels(subject, s)
@@ -208,22 +208,6 @@ def fit_encoding(config: dict, subject: str, model: str, feature: str, features_
     with atomic_path(out_dir / "summary.tsv") as tmp:
         summary.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return summary
-
-
-def _stacked_responses(ds, subject: str, stories: list[str], n_trs: dict) -> np.ndarray:
-    """The responses of ``stories`` in one float32 array ``(sum of TRs, voxels)``, filled story by story
-    (no per-story copies are kept: a real subject's training responses are ~4 GB)."""
-    out, off = None, 0
-    for s in stories:
-        y = ds.responses(subject, s)
-        if y.shape[0] != n_trs[s]:
-            raise EncodingError(f"story {s}: {n_trs[s]} TRs of features but {y.shape[0]} of responses")
-        if out is None:
-            out = np.empty((sum(n_trs[t] for t in stories), y.shape[1]), dtype=np.float32)
-        out[off: off + n_trs[s]] = y
-        off += n_trs[s]
-        del y
-    return out
 
 
 def _write_weights(path: Path, ridge, enc: dict, model: str, feature: str, k: int, n_features: int) -> None:
