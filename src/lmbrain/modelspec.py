@@ -86,19 +86,61 @@ def model_spec(name: str, spec: dict) -> dict:
         if out["layers"] is not None:
             resolve_layers(out["layers"], 1, f"model '{name}'")
     else:
-        for key in ("embedding_dim", "epochs", "batch_size", "seq_len", "min_count"):
-            if not isinstance(out[key], int) or out[key] < 1:
-                raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
-        if kind != "attention":
-            for key in [k for k in ("hidden_dim", "n_layers") if k in out]:
-                if not isinstance(out[key], int) or out[key] < 1:
-                    raise ModelError(f"model '{name}': {key} must be a positive integer, not {out[key]!r}")
-        if out["layers"] is not None:
-            resolve_layers(out["layers"], n_layers_of(out), f"model '{name}'")
-        if kind == "transformer" and out["embedding_dim"] % out["n_heads"]:
+        _check_trained(name, kind, out)
+    if not isinstance(out["attention_features"], bool):
+        raise ModelError(f"model '{name}': attention_features must be true or false, not {out['attention_features']!r}")
+    return out
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _check_trained(name: str, kind: str, out: dict) -> None:
+    """The hyperparameters of a trained type: each bad value stops with the model and key named."""
+    def fail(key, what):
+        raise ModelError(f"model '{name}': {key} must be {what}, not {out[key]!r}")
+
+    ints = ["embedding_dim", "epochs", "batch_size", "seq_len", "min_count"]
+    ints += [k for k in ("hidden_dim", "n_layers", "n_heads", "window", "max_positions") if k in out]
+    for key in ints:
+        if not _is_int(out[key]) or out[key] < 1:
+            fail(key, "a positive integer")
+    if not (_is_num(out["lr"]) and out["lr"] > 0):
+        fail("lr", "a positive number (the learning rate, e.g. 0.003)")
+    if not (_is_num(out["dropout"]) and 0 <= out["dropout"] < 1):
+        fail("dropout", "a number in [0, 1)")
+    if not (_is_num(out["weight_decay"]) and out["weight_decay"] >= 0):
+        fail("weight_decay", "a number >= 0")
+    if out["clip"] is not None and not (_is_num(out["clip"]) and out["clip"] > 0):
+        fail("clip", "a positive number (gradient norm) or null")
+    if out["max_vocab"] is not None and not (_is_int(out["max_vocab"]) and out["max_vocab"] >= 2):
+        fail("max_vocab", "an integer >= 2 (the unknown word plus at least one word) or null")
+    if out["max_train_words"] is not None and not (_is_int(out["max_train_words"]) and out["max_train_words"] >= 1):
+        fail("max_train_words", "a positive integer or null (all of the corpus)")
+    if "mlp_ratio" in out and not (_is_num(out["mlp_ratio"]) and out["mlp_ratio"] > 0):
+        fail("mlp_ratio", "a positive number")
+    if kind == "mtlstm":
+        for key in ("invgamma_a", "invgamma_scale"):
+            if not (_is_num(out[key]) and out[key] > 0):
+                fail(key, "a positive number")
+        short = out["short_timescales"]
+        if not isinstance(short, (list, tuple)) or not short or not all(_is_num(t) and t > 0 for t in short):
+            fail("short_timescales", "a non-empty list of positive timescales (words)")
+    if out["layers"] is not None:
+        resolve_layers(out["layers"], n_layers_of(out), f"model '{name}'")
+    if kind == "transformer":
+        if out["embedding_dim"] % out["n_heads"]:
             raise ModelError(f"model '{name}': embedding_dim {out['embedding_dim']} is not divisible by "
                              f"n_heads {out['n_heads']}")
-    return out
+        ks = out["context_lengths"]
+        if ks is not None and max(ks) > out["max_positions"]:
+            raise ModelError(f"model '{name}': max_positions {out['max_positions']} is shorter than its longest "
+                             f"context length {max(ks)}; raise max_positions")
 
 
 def n_layers_of(spec: dict) -> int | None:
