@@ -33,9 +33,10 @@ def shakespeare_archive():
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory, shakespeare_archive):
     """A tiny demo dataset built once per test session: (config, summary)."""
+    from lmbrain.config import resolve
     from lmbrain.demo import build_demo
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     cfg = tiny_config(root)
-    summary = build_demo(cfg, progress=False)
+    summary = build_demo(resolve(cfg).demo_job(), progress=False)
     return cfg, summary

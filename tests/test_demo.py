@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmbrain.config import resolve
+
 from lmbrain.datasets import open_dataset
 from lmbrain.demo import DemoError, build_demo, planted_windows, window_states
 
@@ -67,7 +69,7 @@ def test_repeats_share_signal_not_noise(tiny_demo):
 def test_deterministic(tmp_path, shakespeare_archive, tiny_demo):
     cfg, _ = tiny_demo
     other = tiny_config(tmp_path / "again")
-    build_demo(other, progress=False)
+    build_demo(resolve(other).demo_job(), progress=False)
     a, b = cfg["dataset"]["root"], other["dataset"]["root"]
     for rel in ["ground_truth.tsv", "derivative/respdict.json", "derivative/TextGrids/romeo_and_juliet_02.TextGrid"]:
         assert open(os.path.join(a, rel), "rb").read() == open(os.path.join(b, rel), "rb").read(), rel
@@ -79,7 +81,7 @@ def test_deterministic(tmp_path, shakespeare_archive, tiny_demo):
     # a different seed gives different noise
     third = tiny_config(tmp_path / "seed")
     third["seed"] = 99
-    build_demo(third, progress=False)
+    build_demo(resolve(third).demo_job(), progress=False)
     rel = "derivative/preprocessed_data/DEMO01/romeo_and_juliet_01.hf5"
     with h5py.File(os.path.join(a, rel)) as fa, h5py.File(os.path.join(third["dataset"]["root"], rel)) as fc:
         assert not np.allclose(fa["data"][:], fc["data"][:])
@@ -89,12 +91,12 @@ def test_bad_test_story_and_atomicity(tmp_path, shakespeare_archive):
     cfg = tiny_config(tmp_path / "demo")
     cfg["stories"]["test"] = ["hamlet_01"]
     with pytest.raises(DemoError, match="stories.test names hamlet_01"):
-        build_demo(cfg, progress=False)
+        build_demo(resolve(cfg).demo_job(), progress=False)
     assert not (tmp_path / "demo").exists()
     assert not [p for p in tmp_path.iterdir() if "building" in p.name]
     cfg = tiny_config(tmp_path / "demo", plays=["no_such_play"])
     with pytest.raises(DemoError, match="unknown play"):
-        build_demo(cfg, progress=False)
+        build_demo(resolve(cfg).demo_job(), progress=False)
 
 
 def test_window_states_are_exact_windows():

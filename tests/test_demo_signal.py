@@ -10,6 +10,8 @@ context-free control (k = 1 only, shuffled windows) must not.
 import numpy as np
 import pandas as pd
 import pytest
+
+from lmbrain.config import resolve
 from scipy import stats
 
 from lmbrain.datasets import open_dataset
@@ -54,7 +56,7 @@ def sweep_demo(tmp_path_factory, shakespeare_archive):
     cfg = tiny_config(root, n_stories=8, min_words=400, max_words=900, voxel_stride=[2, 8, 8],
                       snr_min=0.5, snr_max=1.0)
     cfg["stories"]["test"] = ["romeo_and_juliet_04"]
-    build_demo(cfg, progress=False)
+    build_demo(resolve(cfg).demo_job(), progress=False)
     return cfg
 
 

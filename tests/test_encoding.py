@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmbrain.config import resolve
+
 from lmbrain.datasets import open_dataset
 from lmbrain.encoding import EncodingError, feature_names, fit_encoding, parse_feature
 from lmbrain.features import extract_from_config
@@ -35,7 +37,7 @@ def null_run(tmp_path_factory, shakespeare_archive):
     cfg["features"]["context_lengths"] = [1, 8]
     cfg["device"] = "cpu"
     cfg["encoding"].update(n_permutations=500, maps=True)
-    build_demo(cfg, progress=False)
+    build_demo(resolve(cfg).demo_job(), progress=False)
     _features(cfg, tmp / "features", tmp)
     summary = fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp / "out", progress=False)
     return cfg, tmp, summary
@@ -99,7 +101,8 @@ def test_missing_features_are_a_clear_error(null_run, tmp_path):
 def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive):
     """The encoding machinery is not the bottleneck: with the generator's own features at each voxel's
     planted window, high-SNR voxels reach most of the correlation their SNR allows."""
-    from lmbrain.demo import build_demo, oracle_features
+    from lmbrain.demo import build_demo
+    from lmbrain.topics import oracle_features
     from lmbrain.ridge import RidgeCV
     from lmbrain.stats import columnwise_corr
     from lmbrain.stimulus import downsample, tr_design
@@ -107,11 +110,11 @@ def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive
     cfg = tiny_config(tmp_path / "demo", n_stories=6, min_words=400, max_words=900, voxel_stride=[4, 10, 10],
                       snr_min=0.5, snr_max=1.0, n_repeats=3, noise_fraction=0.0)
     cfg["stories"]["test"] = ["romeo_and_juliet_06"]
-    build_demo(cfg, progress=False)
+    build_demo(resolve(cfg).demo_job(), progress=False)
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     train, test = ds.split("DEMO01", "all", cfg["stories"]["test"])
     truth = pd.read_csv(tmp_path / "demo" / "ground_truth.tsv", sep="\t").set_index("voxel")
-    feats = oracle_features(cfg)
+    feats = oracle_features(resolve(cfg).topics)
     Y = {s: ds.responses("DEMO01", s) for s in train + test}
     achieved, allowed = [], []
     for window in sorted(truth["trw_words"].unique())[::3]:

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmbrain.config import resolve
+
 from lmbrain.datasets import open_dataset
 from lmbrain.encoding import fit_encoding
 from lmbrain.features import extract_from_config
@@ -49,7 +51,7 @@ def planted_run(tmp_path_factory, shakespeare_archive):
 
     tmp = tmp_path_factory.mktemp("recovery")
     cfg = _config(tmp)
-    build_demo(cfg, progress=False)
+    build_demo(resolve(cfg).demo_job(), progress=False)
     planted_model(cfg, "planted", tmp / "models" / "planted")
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     for story in ds.stories("DEMO01"):
@@ -68,13 +70,13 @@ def _rho(rec, estimate="trw_words", voxels="high-SNR signal voxels"):
 
 def test_planted_model_features_are_the_generators(planted_run):
     """Independent reference: the demo generator's numpy window_states (float64) at every k."""
-    from lmbrain.demo import oracle_features
+    from lmbrain.topics import oracle_features
     from lmbrain.features import extract_in_memory
 
     cfg, tmp, _ = planted_run
     words = list(open_dataset("lebel2023", cfg["dataset"]["root"]).words("romeo_and_juliet_06")["word"])
     feats = extract_in_memory(load_model(tmp / "models" / "planted"), words, [1, 7, 256], layers=[1], attention=False)
-    reference = oracle_features(cfg)
+    reference = oracle_features(resolve(cfg).topics)
     for k in (1, 7, 256):
         assert np.abs(feats[k]["hidden/layer_1"] - reference(words, k)).max() < 1e-5, k
 
