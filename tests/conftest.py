@@ -20,6 +20,7 @@ def tiny_config(root: Path, **demo) -> dict:
     )
     cfg["demo"].update(demo)
     cfg["stories"]["test"] = ["romeo_and_juliet_03"]
+    cfg["decoding"]["models"] = []  # tests that replace the models decode only when they say so
     return cfg
 
 

@@ -9,21 +9,28 @@ import pytest
 from lmbrain.config import resolve
 
 from lmbrain.datasets import open_dataset
-from lmbrain.encoding import EncodingError, feature_names, fit_encoding, parse_feature
-from lmbrain.features import extract_from_config
+from lmbrain.encoding import EncodingError, encoding_features, parse_feature
+from lmbrain.layout import Layout
 from lmbrain.models import Vocabulary, build_model, model_spec, save_model
+from lmbrain.stages.encoding import encoding_model
+from lmbrain.stages.features import extract_features
 from conftest import tiny_config
 
 LSTM = {"type": "lstm", "embedding_dim": 16, "hidden_dim": 16, "n_layers": 1, "min_count": 1}
 
 
-def _features(cfg, root, tmp):
+def _features(cfg, layout):
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     words = sum((list(ds.words(s)["word"]) for s in ds.stories("DEMO01")), [])
     vocab = Vocabulary.build(words, min_count=1)
-    save_model(build_model(model_spec("lstm", LSTM), len(vocab), seed=0), vocab, tmp / "models" / "lstm")
+    save_model(build_model(model_spec("lstm", LSTM), len(vocab), seed=0), vocab, layout.model_dir("lstm"))
+    job = resolve(cfg).feature_job("lstm")
     for story in ds.stories("DEMO01"):
-        extract_from_config(cfg, "lstm", story, tmp / "models" / "lstm", root / "lstm" / story, progress=False)
+        extract_features(job, story, layout.model_dir("lstm"), layout.features_dir("lstm", story))
+
+
+def fit_encoding(cfg, subject, model, feature, layout, out):
+    return encoding_model(resolve(cfg).encoding_job(model), subject, feature, out, layout=layout)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,9 @@ def null_run(tmp_path_factory, shakespeare_archive):
     cfg["device"] = "cpu"
     cfg["encoding"].update(n_permutations=500, maps=True)
     build_demo(resolve(cfg).demo_job(), progress=False)
-    _features(cfg, tmp / "features", tmp)
-    summary = fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp / "out", progress=False)
+    layout = Layout(results=str(tmp))
+    _features(cfg, layout)
+    summary = fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", layout, tmp / "out")
     return cfg, tmp, summary
 
 
@@ -81,12 +89,14 @@ def test_permutation_null_holds_on_pure_noise_voxels(null_run):
 
 
 def test_feature_names_and_errors():
-    enc = {"features": ["hidden", "heads"], "layers": "last"}
-    assert feature_names(model_spec("t", {"type": "transformer", "n_layers": 3}), enc) == ["hidden-L3", "heads-L3"]
-    assert feature_names(model_spec("l", {"type": "lstm", "n_layers": 2}), enc) == ["hidden-L2"]
-    assert feature_names(model_spec("l", {"type": "lstm", "n_layers": 2, "layers": [0, 1]}),
-                         {"features": ["hidden"], "layers": "all"}) == ["hidden-L0", "hidden-L1"]
-    assert feature_names(model_spec("h", {"type": "huggingface", "path": "x"}), enc) == ["hidden-last", "heads-last"]
+    kinds = ("hidden", "heads")
+    assert encoding_features("transformer", [0, 1, 2, 3], kinds) == ["hidden-L3", "heads-L3"]
+    assert encoding_features("lstm", [0, 1, 2], kinds) == ["hidden-L2"]
+    assert encoding_features("lstm", [0, 1], ("hidden",), "all") == ["hidden-L0", "hidden-L1"]
+    assert encoding_features("huggingface", None, kinds) == ["hidden-last", "heads-last"]
+    assert encoding_features("transformer", [0, 1], kinds, attention_features=False) == ["hidden-L1"]
+    with pytest.raises(EncodingError, match="layers: all needs"):
+        encoding_features("huggingface", None, kinds, "all")
     assert parse_feature("heads-L4") == ("heads", 4) and parse_feature("hidden-last") == ("hidden", None)
     with pytest.raises(EncodingError, match="expected <kind>-L<layer>"):
         parse_feature("hidden4")
@@ -95,7 +105,8 @@ def test_feature_names_and_errors():
 def test_missing_features_are_a_clear_error(null_run, tmp_path):
     cfg, tmp, _ = null_run
     with pytest.raises(EncodingError, match="feature file missing"):
-        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp_path, tmp_path / "out", progress=False)
+        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp_path)), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive):
@@ -139,11 +150,12 @@ def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive
 
 
 def test_trw_stage_on_the_encoding_outputs(null_run):
-    from lmbrain.trw import estimate_trw
+    from lmbrain.stages.trw import trw
 
     cfg, tmp, _ = null_run
-    table = estimate_trw(cfg, "DEMO01", "lstm", tmp / "out", tmp / "trw", features_root=tmp / "features",
-                         models_dir=tmp / "models", feature="hidden-L1")
+    layout = Layout(results=str(tmp))
+    table = trw(resolve(cfg).trw_job("lstm"), "DEMO01", tmp / "out", layout.model_dir("lstm"), tmp / "trw",
+                layout=layout)
     n_vox = open_dataset("lebel2023", cfg["dataset"]["root"]).n_voxels("DEMO01")
     assert len(table) == n_vox and set(table["k_best"]) <= {1, 8}
     assert {"voxel", "trw_words", "trw_low", "trw_high", "k_best", "gain", "significant"} <= set(table.columns)
@@ -158,14 +170,15 @@ def test_trw_stage_on_the_encoding_outputs(null_run):
 def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypatch):
     """With an identity 'scramble', the scrambled-story path must give back the intact prediction
     exactly (same features, same normalisation, same weights): survival 1, variance ratio 1."""
-    import lmbrain.trw as trw
+    import lmbrain.scrambling as scrambling
+    from lmbrain.stages.trw import _scrambling
 
     cfg, tmp, _ = null_run
-    monkeypatch.setattr(trw, "scramble", lambda words, level, **kw: words.assign(source=range(len(words))))
+    monkeypatch.setattr(scrambling, "scramble", lambda words, level, **kw: words.assign(source=range(len(words))))
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     k_best = np.where(np.arange(ds.n_voxels("DEMO01")) % 2, 8, 1)  # each voxel through its own best k
-    out = trw.scramble_predictions(cfg, ds, "lstm", tmp / "models" / "lstm", tmp / "out", "hidden-L1", [1, 8],
-                                   k_best, cfg["stories"]["test"], progress=False)
+    out = _scrambling(resolve(cfg).trw_job("lstm"), ds, Layout(results=str(tmp)).model_dir("lstm"), tmp / "out",
+                      [1, 8], k_best, cfg["stories"]["test"], progress=False)
     for level in ("word", "sentence", "paragraph"):
         assert np.allclose(out[f"survival_{level}"], 1, atol=1e-5)
         assert np.allclose(out[f"variance_{level}"], 1, atol=1e-4)
@@ -191,13 +204,13 @@ def test_cv_folds_groups_stories_into_fewer_folds(null_run, tmp_path, monkeypatc
     monkeypatch.setattr(ridge_mod.RidgeCV, "fit", spy)
     cfg = {**cfg, "encoding": {**cfg["encoding"], "cv_folds": 2, "maps": False}, "features": {**cfg["features"],
                                                                                         "context_lengths": [1]}}
-    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "two", progress=False)
+    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp)), tmp_path / "two")
     assert seen[-1][0] == 2 and seen[-1][1] > 2
     grouped = pd.read_csv(tmp_path / "two" / "k1" / "voxels.tsv", sep="\t")
     loso = pd.read_csv(tmp / "out" / "k1" / "voxels.tsv", sep="\t")
     assert not np.allclose(grouped["cv_score"], loso["cv_score"])
     cfg["encoding"]["cv_folds"] = 99  # more folds than stories: one per story
-    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "many", progress=False)
+    fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp)), tmp_path / "many")
     assert seen[-1][0] == seen[-1][1]
     assert np.allclose(pd.read_csv(tmp_path / "many" / "k1" / "voxels.tsv", sep="\t")["cv_score"], loso["cv_score"])
 
@@ -215,5 +228,5 @@ def test_responses_shorter_than_the_stimulus_are_a_clear_error(null_run, tmp_pat
 
     monkeypatch.setattr(Lebel2023Dataset, "responses", short)
     with pytest.raises(EncodingError, match=rf"story {story}: (\d+) TRs of features but \d+ of responses"):
-        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", tmp / "features", tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
+        fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp)), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

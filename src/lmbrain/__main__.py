@@ -27,13 +27,12 @@ def main(argv=None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args.rest)
-    from .config import load_config
-    from .datasets import open_dataset, summarize
+    from .config import load_config, resolve
+    from .stages.data import data_summary
 
     try:
-        cfg = load_config(*args.config)
-        ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"], tr=cfg["tr"])
-        table = summarize(ds, args.subject, cfg["stories"]["train"], cfg["stories"]["test"], args.out)
+        settings = resolve(load_config(*args.config), source=", ".join(args.config))
+        table = data_summary(settings.data_job(), args.subject, args.out)
     except LmbrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,7 +43,6 @@ from .models import LanguageModel, ModelError, check_context_lengths, resolve_la
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT_LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 CONTEXT_METHOD = ("strict truncation: each word's features come from a causal pass over exactly its last k "
                   "words (fewer at the start of a story), never across story boundaries")
 
@@ -255,11 +254,6 @@ def extract_in_memory(lm: LanguageModel, words: list[str], context_lengths, laye
 
 
 # ------------------------------------------------------------------------------------------
-def feature_path(root: str | os.PathLike, model: str, story: str, k: int) -> Path:
-    """``<root>/<model>/<story>/k<k>.h5`` (root is ``results/features`` in the workflow)."""
-    return Path(root) / model / story / f"k{int(k)}.h5"
-
-
 def write_story_features(lm: LanguageModel, story: str, words_df, paths: dict, layers=None, attention=True,
                          dtype: str = "float32", max_batch_tokens: int = 8192, precision: str = "float32",
                          progress: bool = False, attrs: dict | None = None) -> dict:
@@ -360,50 +354,3 @@ def feature_info(path: str | os.PathLike) -> dict:
         shapes = {}
         fh.visititems(lambda name, obj: shapes.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
         return {"attrs": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh.attrs.items()}, "datasets": shapes}
-
-
-def context_lengths_for(config: dict, spec: dict) -> list[int]:
-    """A model's context lengths: its own ``context_lengths`` or ``features.context_lengths``."""
-    ks = spec.get("context_lengths") or config.get("features", {}).get("context_lengths", DEFAULT_CONTEXT_LENGTHS)
-    return check_context_lengths(ks)
-
-
-def extract_from_config(config: dict, name: str, story: str, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                        progress: bool = True) -> dict:
-    """What the ``extract_features`` rule does: features of model ``name`` for ``story`` at every k.
-
-    Writes ``out_dir/k<k>.h5`` for each context length (see :func:`write_story_features`).
-    """
-    import time
-
-    from .datasets import open_dataset
-    from .modelspec import check_models
-    from .models import load_model
-    from .training import pick_device
-
-    models = check_models(config)
-    if name not in models:
-        raise ModelError(f"no model {name!r} in the config (models: {', '.join(models) or 'none'})")
-    spec = models[name]
-    fc = config.get("features", {})
-    ks = context_lengths_for(config, spec)
-    ds = open_dataset(config["dataset"]["layout"], config["dataset"]["root"], tr=config.get("tr", 2.0))
-    words = ds.words(story)
-    device = pick_device(config.get("device", "auto"))
-    t0 = time.time()
-    lm = load_model(model_dir, device=device, name=name)
-    log.info("model %s (%s, %d layers) loaded on %s in %.1f s", name, lm.kind, lm.n_layers, device, time.time() - t0)
-    if hasattr(lm, "vocab"):
-        log.info("story %s: %d words, %.1f%% in the model's vocabulary", story, len(words),
-                 100 * lm.vocab.coverage(list(words["word"])))
-    out_dir = Path(out_dir)
-    paths = {k: out_dir / f"k{k}.h5" for k in ks}
-    t0 = time.time()
-    shapes = write_story_features(lm, story, words, paths, layers=spec["layers"], attention=spec["attention_features"],
-                                  dtype=fc.get("dtype", "float32"), max_batch_tokens=fc.get("max_batch_tokens", 8192),
-                                  precision=fc.get("precision", "float32"), progress=progress)
-    dt = time.time() - t0
-    log.info("story %s: %d words x %d context lengths in %.1f s (%.0f words/s, all k); arrays: %s", story, len(words),
-             len(ks), dt, len(words) / max(dt, 1e-9), ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items()
-                                                                  if k.startswith(("hidden", "attention"))))
-    return {"seconds": dt, "n_words": len(words), "context_lengths": ks, "shapes": shapes}

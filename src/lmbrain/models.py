@@ -404,8 +404,9 @@ def planted_model(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
     The topic model is refitted exactly as the demo generator fits it (same corpus, topics and seed),
     so the saved model reproduces the features the demo's voxels were generated from.
     """
-    from .demo import demo_topic_model
+    from .config import topic_settings
     from .modelspec import check_models
+    from .topics import topic_model
 
     spec = check_models(config).get(name)
     if spec is None or spec["type"] != "planted":
@@ -414,7 +415,7 @@ def planted_model(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
     if not demo.get("build", False):
         raise ModelError(f"model {name!r} (type planted) reads the topics planted in lmbrain's demo data; "
                          "it is a positive control for the demo only (set demo.build: true or drop the model)")
-    topics = demo_topic_model(config)
+    topics = topic_model(topic_settings(int(config["seed"]), _DemoView(demo)))
     words = sorted(topics.vocab, key=topics.vocab.get)
     vocab = Vocabulary([UNK] + words)
     model = PlantedLM({**spec, "n_topics": int(demo["n_topics"]), "temperature": float(demo["topic_temperature"])},
@@ -426,6 +427,12 @@ def planted_model(config: dict, name: str, out_dir: str | os.PathLike) -> Path:
     log.info("model %s: the demo's topic reader, %d topics over %d words, temperature %g", name,
              demo["n_topics"], len(words), demo["topic_temperature"])
     return save_model(model, vocab, out_dir)
+
+
+class _DemoView:  # temporary bridge until the stage layer builds the planted model
+    def __init__(self, d):
+        self.plays, self.n_topics, self.topic_temperature, self.cache_dir = (
+            tuple(d["plays"]), d["n_topics"], d["topic_temperature"], d["cache_dir"])
 
 
 def build_model(spec: dict, vocab_size: int, seed: int = 0) -> WordModel:

@@ -34,14 +34,13 @@ def _size(layout: str, root: str, tr: float, subject: str, train, test) -> dict:
             "max_story_trs": int(max(trs.values())), "n_stories": len(trs), "n_test_words": n_test_words}
 
 
-def subject_size(config: dict, subject: str) -> dict | None:
+def subject_size(settings, subject: str) -> dict | None:
     """``n_voxels``, ``n_trs`` (all stories), ``n_test_trs``, ``max_story_trs``, ``n_stories``,
-    ``n_test_words`` of a subject; None when the dataset cannot be read yet (the request then falls
-    back to a default)."""
-    train = config["stories"]["train"]
+    ``n_test_words`` of a subject (``settings``: :class:`lmbrain.config.Settings`); None when the dataset
+    cannot be read yet (the request then falls back to a default)."""
+    d = settings.dataset
     try:
-        return _size(config["dataset"]["layout"], str(config["dataset"]["root"]), float(config.get("tr", 2.0)),
-                     subject, tuple(train) if isinstance(train, list) else train, tuple(config["stories"]["test"]))
+        return _size(d.layout, str(d.root), float(d.tr), subject, d.train, tuple(d.test))
     except Exception:  # noqa: BLE001 - not there yet (demo not built) or unreadable: the job will say why
         return None
 
@@ -49,15 +48,15 @@ def subject_size(config: dict, subject: str) -> dict | None:
 WIDE = 4096  # the hidden size assumed when a model's cannot be read (large HuggingFace models)
 
 
-def _pretrained_width(spec: dict, config: dict) -> int:
+def _pretrained_width(spec: dict, cache_dir: str) -> int:
     """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded,
     nothing fetched: a ``pip:`` model not yet in the cache raises, and the caller assumes :data:`WIDE`)."""
     import json
     from pathlib import Path
 
-    from .models import pretrained_cache, resolve_pretrained
+    from .models import resolve_pretrained
 
-    spec = resolve_pretrained(spec, pretrained_cache(config), fetch=False)
+    spec = resolve_pretrained(spec, cache_dir, fetch=False)
     folder = Path(str(spec.get("path") or "")).expanduser()
     if spec.get("gguf_file"):
         import gguf
@@ -70,67 +69,69 @@ def _pretrained_width(spec: dict, config: dict) -> int:
     return int(next(cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in cfg))
 
 
-def feature_width(config: dict, model: str | None) -> int:
-    """Hidden size of ``model``'s features: from its config (word-level models) or its files
+def feature_width(settings, model: str | None) -> int:
+    """Hidden size of ``model``'s features: from its spec (word-level models) or its files
     (HuggingFace); :data:`WIDE` when it cannot be known before the model exists."""
-    from .modelspec import model_spec
-
     try:
-        spec = model_spec(model, config["models"][model])
-        if spec["type"] in ("rnn", "lstm", "mtlstm"):
+        spec = settings.models[model]
+        if spec.type in ("rnn", "lstm", "mtlstm"):
             return int(spec["hidden_dim"])
-        if spec["type"] in ("transformer", "attention"):
+        if spec.type in ("transformer", "attention"):
             return int(spec["embedding_dim"])
-        if spec["type"] == "huggingface":
-            return _pretrained_width(spec, config)
+        if spec.type == "huggingface":
+            return _pretrained_width(spec.as_dict(), settings.corpus.cache_dir)
     except Exception:  # noqa: BLE001 - unknown model, files not there yet: assume a wide model
         return WIDE
     return 1024  # planted: the demo's topic reader (a few hundred topic units)
 
 
-def _features(config: dict, model: str | None = None) -> int:
+def _features(settings, model: str | None = None) -> int:
     """A model's delayed feature count: hidden size times the FIR delays."""
-    return len(config["encoding"]["delays"]) * feature_width(config, model)
+    return len(settings.encoding.delays) * feature_width(settings, model)
 
 
-def job_mem_mb(rule: str, config: dict, size: dict | None, attempt: int = 1, default: int = 4000,
+def job_mem_mb(rule: str, settings, size: dict | None, attempt: int = 1, default: int = 4000,
                model: str | None = None) -> int:
     """Memory request (MB) of one job of ``rule`` for a subject of ``size`` (:func:`subject_size`) and
-    ``model`` (its hidden size sets the feature count; None = :data:`WIDE`)."""
+    ``model`` (its hidden size sets the feature count; None = :data:`WIDE`); ``settings``:
+    :class:`lmbrain.config.Settings`."""
     if size is None:
         return default * attempt
     V, T, Tt = size["n_voxels"], size["n_trs"], size["n_test_trs"]
-    dec = config.get("decoding", {})
-    if rule == "decoder" and dec.get("feature_model"):
-        model = dec["feature_model"]
-    F = _features(config, model)
+    dec = settings.decoding
+    enc = settings.encoding
+    if rule == "decoder" and dec.feature_model:
+        model = dec.feature_model
+    F = _features(settings, model)
     if rule == "data_summary":
         need = 3 * 8 * size["max_story_trs"] * V / MB
     elif rule == "encoding_model":
         # one float32 copy of the responses, the ridge's working set (encoding.memory_gb), the coefficients
         # of one k (float32 and their float16 copy), the test predictions and the permutation test's copies
-        need = (4 * T * V + 1024 ** 3 * float(config["encoding"]["memory_gb"]) + 3 * 4 * F * V + 3 * 8 * Tt * V) / MB
+        need = (4 * T * V + 1024 ** 3 * float(enc.memory_gb) + 3 * 4 * F * V + 3 * 8 * Tt * V) / MB
     elif rule == "trw":
         # the test responses and one bootstrap chunk, every k's coefficients summed over delays (float64),
         # and the scrambling: intact and scrambled word-level predictions (float64) and a product's temporary
         W = size.get("n_test_words", WORDS_PER_TR * Tt)
-        n_k = len(config["features"]["context_lengths"])
-        need = (2 * 4 * Tt * V + 200e6 + n_k * 8 * F / len(config["encoding"]["delays"]) * V
-                + (3 * 8 * W * V if config["trw"].get("scramble", True) else 0)) / MB
+        ks = settings.models[model].context_lengths if model in settings.models else settings.effective["features"][
+            "context_lengths"]
+        n_k = len(ks)  # the model's own context lengths
+        need = (2 * 4 * Tt * V + 200e6 + n_k * 8 * F / len(enc.delays) * V
+                + (3 * 8 * W * V if settings.trw.scramble else 0)) / MB
     elif rule == "decoder":
-        n_sel = min(int(dec.get("n_voxels", 10000)), V)
-        n_rate = 4 * min(int(dec.get("rate_voxels") or V), V)  # the word-rate model's delayed voxels
+        n_sel = min(int(dec.n_voxels), V)
+        n_rate = 4 * min(int(dec.rate_voxels or V), V)  # the word-rate model's delayed voxels
         residuals = 8 * T * n_sel
         # one float32 copy of the responses, held throughout, plus the largest of its phases: the ridge CV
         # (encoding.memory_gb), the held-out residuals (a float64 training copy of the kept voxels and
         # the residuals), the word-rate model (residuals kept, its ridge's 11 validation hats and design
         # copies) and the precision (residuals kept, covariance sum, inverse and its workspace)
-        phases = (1024 ** 3 * float(config["encoding"]["memory_gb"]), 2 * residuals,
+        phases = (1024 ** 3 * float(enc.memory_gb), 2 * residuals,
                   residuals + 11 * 4 * T * n_rate + 5 * 4 * T * n_rate, residuals + 3 * 8 * n_sel ** 2)
         need = (4 * T * V + max(phases)) / MB
     elif rule == "decode":
-        n_sel = min(int(dec.get("n_voxels", 10000)), V)
-        beam = int(dec.get("beam_width", 10))
+        n_sel = min(int(dec.n_voxels), V)
+        beam = int(dec.beam_width)
         # the story's responses, the precision and its factor, one predicted response per hypothesis,
         # the BERTScore encoder
         need = 2 * 8 * Tt * V / MB + 3 * 8 * n_sel ** 2 / MB + 2 * beam * 8 * Tt * n_sel / MB + 500

@@ -1,57 +1,29 @@
-# Shared configuration handling and input functions (no science here).
+# Configuration and input functions (no science here).
+# lmbrain.config.resolve validates the config against the schema packaged with lmbrain, runs every
+# cross-field check and returns typed settings; each rule passes its stage exactly the settings it reads
+# as a params value (a JSON string), so a setting change reruns exactly the jobs that read it.
 import json
 import re
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 import lmbrain
-from lmbrain.modelspec import TRAINED_TYPES, ModelError, check_context_lengths, check_models
+from lmbrain.config import ConfigError, check_paths, resolve, to_json
+from lmbrain.layout import DEFAULT as L
 
-validate(config, "../schemas/config.schema.yaml")
 try:
-    MODELS = check_models(config, active_only=True)
-except ModelError as exc:
-    raise WorkflowError(f"invalid model configuration: {exc}") from None
-TRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] in TRAINED_TYPES]
+    S = resolve(config, source="configuration")
+    check_paths(S)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+MODELS = S.models
+TRAINED_MODELS = S.trained_models
 # HuggingFace models, and the demo's planted topic reader: built, not trained
-PRETRAINED_MODELS = [m for m, spec in MODELS.items() if spec["type"] not in TRAINED_TYPES]
-
-# decoding models not in use (use_models) are skipped; a name that is not defined at all is an error
-_undefined = [m for m in config["decoding"]["models"] + [config["decoding"]["feature_model"] or ""]
-              if m and m not in config["models"]]
-if _undefined:
-    raise WorkflowError(f"decoding names models {_undefined} that are not defined under models:")
-DECODING_MODELS = [m for m in config["decoding"]["models"] if m in MODELS]
-if DECODING_MODELS and config["decoding"]["feature_model"] and config["decoding"]["feature_model"] not in MODELS:
-    raise WorkflowError(
-        f"decoding.feature_model {config['decoding']['feature_model']} is not in use (use_models, or demo.build "
-        "for the planted model)"
-    )
-DATA_ROOT = Path(config["dataset"]["root"])
-SUBJECTS = list(config["subjects"])
+PRETRAINED_MODELS = S.pretrained_models
+DECODING_MODELS = list(S.decoding_models)
+SUBJECTS = list(S.subjects)
 CODE_VERSION = lmbrain.__version__
-
-
-def dataset_ready():
-    """Files that exist once the dataset is in place (the demo builds them; real data has them)."""
-    if config["demo"]["build"]:
-        return [str(DATA_ROOT / "demo.json")]
-    return []
-
-
-def demo_params():
-    """The parts of the config the demo depends on (a change reruns the demo rule)."""
-    return json.dumps(
-        {"seed": config["seed"], "tr": config["tr"], "demo": config["demo"], "test": config["stories"]["test"]},
-        sort_keys=True,
-    )
-
-
-def config_params():
-    """The whole configuration (a change rewrites results/config.yaml)."""
-    return json.dumps(config, sort_keys=True, default=str)
 
 
 def name_pattern(names):
@@ -59,43 +31,68 @@ def name_pattern(names):
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
 
 
-def dataset_stories(wildcards=None):
-    """Every story of the configured subjects (after the demo checkpoint when the demo is built)."""
-    if config["demo"]["build"]:
-        checkpoints.demo_dataset.get()
-    from lmbrain.datasets import open_dataset
-
-    ds = open_dataset(config["dataset"]["layout"], str(DATA_ROOT), tr=config["tr"])
-    return sorted({story for subject in SUBJECTS for story in ds.stories(subject)})
+def dataset_ready():
+    """Files that exist once the dataset is in place (the demo builds them; real data has them)."""
+    if S.demo.build:
+        return [f"{S.dataset.root}/demo.json"]
+    return []
 
 
-def corpus_params():
-    """What the training corpus depends on."""
-    return json.dumps({"corpus": config["corpus"], "plays": config["demo"]["plays"]}, sort_keys=True)
+# -- params: one job-settings object per rule ----------------------------------------------------
+def demo_settings():
+    return to_json(S.demo_job())
 
 
-def model_params(wildcards):
-    """What a model's training depends on (a change reruns only that model's jobs)."""
-    spec = MODELS[wildcards.model]
-    deps = {"spec": spec, "seed": config["seed"]}
-    return json.dumps(deps, sort_keys=True)
+def data_settings():
+    return to_json(S.data_job())
 
 
-def feature_params(wildcards):
-    """What a model's features depend on: its spec, its context lengths and the feature settings."""
-    spec = MODELS[wildcards.model]
-    ks = spec["context_lengths"] or config["features"]["context_lengths"]
-    return json.dumps({"spec": spec, "context_lengths": sorted(ks), "features": config["features"]}, sort_keys=True)
+def run_settings():
+    """The effective configuration (defaults filled, config files merged) for results/config.yaml."""
+    return json.dumps(S.effective, default=str)
 
 
+def corpus_settings():
+    return to_json(S.corpus_job())
+
+
+def train_settings(wildcards):
+    return to_json(S.train_job(wildcards.model))
+
+
+def pretrained_settings(wildcards):
+    return to_json(S.pretrained_job(wildcards.model))
+
+
+def feature_settings(wildcards):
+    return to_json(S.feature_job(wildcards.model))
+
+
+def encoding_settings(wildcards):
+    return to_json(S.encoding_job(wildcards.model))
+
+
+def trw_settings(wildcards):
+    return to_json(S.trw_job(wildcards.model))
+
+
+def decoder_settings(wildcards):
+    return to_json(S.decoder_job(wildcards.model))
+
+
+def decode_settings(wildcards):
+    return to_json(S.decode_job(wildcards.model))
+
+
+# -- resources -----------------------------------------------------------------------------------
 def model_threads(wildcards):
     """Threads of the heavy jobs (config resources.threads)."""
-    return config["resources"]["threads"]
+    return S.resources.threads
 
 
 def model_gpus(wildcards):
     """GPUs each GPU-capable job asks for (config resources.gpu; limit concurrency with --resources gpu=N)."""
-    return config["resources"]["gpu"]
+    return S.resources.gpu
 
 
 def _mem(rule, default):
@@ -103,7 +100,7 @@ def _mem(rule, default):
     from lmbrain.resources import job_mem_mb, subject_size
 
     def mem_mb(wildcards, attempt):
-        return job_mem_mb(rule, config, subject_size(config, wildcards.subject), attempt, default=default,
+        return job_mem_mb(rule, S, subject_size(S, wildcards.subject), attempt, default=default,
                           model=wildcards.get("model"))
 
     return mem_mb
@@ -125,98 +122,84 @@ def fixed_mem(mb):
     return mem_mb
 
 
-def feature_targets(wildcards=None):
-    if not MODELS:
-        return []
-    return expand("results/features/{model}/{story}", model=list(MODELS), story=dataset_stories())
+# -- stories (known once the dataset exists: after the demo checkpoint when the demo is built) ---------
+def _dataset():
+    if S.demo.build:
+        checkpoints.demo_dataset.get()
+    from lmbrain.stages.common import open_job_dataset
+
+    return open_job_dataset(S.dataset)
+
+
+def dataset_stories(wildcards=None):
+    """Every story of the configured subjects."""
+    ds = _dataset()
+    return sorted({story for subject in SUBJECTS for story in ds.stories(subject)})
 
 
 def subject_stories(subject):
-    """A subject's stories (after the demo checkpoint when the demo is built)."""
-    if config["demo"]["build"]:
-        checkpoints.demo_dataset.get()
-    from lmbrain.datasets import open_dataset
+    """A subject's training and test stories."""
+    from lmbrain.stages.common import split_stories
 
-    ds = open_dataset(config["dataset"]["layout"], str(DATA_ROOT), tr=config["tr"])
-    train, test = ds.split(subject, config["stories"]["train"], config["stories"]["test"])
+    train, test = split_stories(_dataset(), subject, S.dataset)
     return train + test
+
+
+def subject_test_stories(subject):
+    from lmbrain.stages.common import split_stories
+
+    return split_stories(_dataset(), subject, S.dataset)[1]
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def feature_targets(wildcards=None):
+    if not MODELS:
+        return []
+    return [L.features_dir(m, s) for m in MODELS for s in dataset_stories()]
 
 
 def encoding_inputs(wildcards):
     """The model's features for every story of the subject."""
-    return expand("results/features/{model}/{story}", model=wildcards.model, story=subject_stories(wildcards.subject))
+    return [L.features_dir(wildcards.model, s) for s in subject_stories(wildcards.subject)]
 
 
-def encoding_params(wildcards):
-    spec = MODELS[wildcards.model]
-    ks = spec["context_lengths"] or config["features"]["context_lengths"]
-    return json.dumps({"spec": spec, "ks": sorted(ks), "encoding": config["encoding"], "stories": config["stories"],
-                       "seed": config["seed"]}, sort_keys=True)
-
-
-def encoding_targets():
-    from lmbrain.encoding import feature_names
-
-    return [
-        f"results/{subject}/encoding/{model}/{feature}"
-        for subject in SUBJECTS
-        for model, spec in MODELS.items()
-        for feature in feature_names(spec, config["encoding"])
-    ]
-
-
-def trw_feature(model):
-    """The encoding feature whose context sweep gives a model's TRW: its first encoding feature."""
-    from lmbrain.encoding import feature_names
-
-    return feature_names(MODELS[model], config["encoding"])[0]
-
-
-def trw_input(wildcards):
-    return f"results/{wildcards.subject}/encoding/{wildcards.model}/{trw_feature(wildcards.model)}"
-
-
-def trw_params(wildcards):
-    return json.dumps({"trw": config["trw"], "feature": trw_feature(wildcards.model)}, sort_keys=True)
-
-
-def model_output(model):
-    """The file that says a model is ready (trained, or built/linked)."""
-    return f"results/models/{model}/config.json"
+def trw_inputs(wildcards):
+    """The context sweep of the model's TRW feature, the model (scrambling) and the test stories'
+    features (the multi-timescale LSTM's unit timescales are saved with them)."""
+    return {
+        "encoding": L.encoding_dir(wildcards.subject, wildcards.model, S.trw_feature(wildcards.model)),
+        "model": L.model_file(wildcards.model),
+        "features": [L.features_dir(wildcards.model, s) for s in subject_test_stories(wildcards.subject)],
+    }
 
 
 def decoder_inputs(wildcards):
     """The decoding model, the feature model when another one is configured, and the dataset."""
-    inputs = {"model": model_output(wildcards.model), "data": dataset_ready()}
-    feature_model = config["decoding"]["feature_model"]
+    inputs = {"model": L.model_file(wildcards.model), "data": dataset_ready()}
+    feature_model = S.decoding.feature_model
     if feature_model and feature_model != wildcards.model:
-        inputs["feature_model"] = model_output(feature_model)
+        inputs["feature_model"] = L.model_file(feature_model)
     return inputs
 
 
-def decoding_params(wildcards):
-    """What a decode depends on: the decoding settings, the model specs, the stories and the seed."""
-    names = [wildcards.model, config["decoding"]["feature_model"] or wildcards.model]
-    return json.dumps({"decoding": config["decoding"], "models": {n: MODELS[n] for n in names},
-                       "stories": config["stories"], "delays": config["encoding"]["delays"], "seed": config["seed"]},
-                      sort_keys=True)
+# -- targets -------------------------------------------------------------------------------------
+def encoding_targets():
+    return [L.encoding_dir(subject, model, feature) for subject in SUBJECTS for model in MODELS
+            for feature in S.encoding_features[model]]
 
 
 def decoding_targets(wildcards=None):
-    """Every decoded story (after the demo checkpoint: the test stories come from the dataset)."""
-    if not DECODING_MODELS:
-        return []
-    stories = config["decoding"]["stories"] or config["stories"]["test"]
-    return expand("results/{subject}/decoding/{model}/{story}", subject=SUBJECTS, model=DECODING_MODELS,
-                  story=stories)
+    """Every decoded story."""
+    return [L.decode_dir(subject, model, story) for subject in SUBJECTS for model in DECODING_MODELS
+            for story in S.decoding_stories]
 
 
 def all_targets():
     """Targets known before the dataset exists (feature_targets adds the per-story ones)."""
-    targets = ["results/config.yaml"]
-    targets += expand("results/{subject}/data/summary.tsv", subject=SUBJECTS)
-    targets += expand("results/models/{model}/training.png", model=TRAINED_MODELS)
-    targets += expand("results/models/{model}/config.json", model=PRETRAINED_MODELS)
+    targets = [L.config_file()]
+    targets += [L.data_summary(subject) for subject in SUBJECTS]
+    targets += [L.model_file(model, "training.png") for model in TRAINED_MODELS]
+    targets += [L.model_file(model) for model in PRETRAINED_MODELS]
     targets += encoding_targets()
-    targets += expand("results/{subject}/trw/{model}", subject=SUBJECTS, model=list(MODELS))
+    targets += [L.trw_dir(subject, model) for subject in SUBJECTS for model in MODELS]
     return targets

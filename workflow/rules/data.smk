@@ -5,13 +5,14 @@ rule data_summary:
     input:
         dataset_ready(),
     output:
-        summary="results/{subject}/data/summary.tsv",
+        summary=L.data_summary("{subject}"),
     params:
+        settings=data_settings(),
         code=CODE_VERSION,
     log:
-        "logs/{subject}/data_summary.log",
+        L.log("{subject}", "data_summary"),
     benchmark:
-        "results/benchmarks/{subject}/data_summary.tsv"
+        L.benchmark("{subject}", "data_summary")
     threads: 1
     resources:
         mem_mb=summary_mem_mb,

@@ -6,16 +6,16 @@ rule decoder:
     input:
         unpack(decoder_inputs),
     output:
-        "results/{subject}/decoding/{model}/decoder.npz",
+        L.decoder_file("{subject}", "{model}"),
     wildcard_constraints:
         model=name_pattern(DECODING_MODELS),
     params:
-        spec=decoding_params,
+        settings=decoder_settings,
         code=CODE_VERSION,
     log:
-        "logs/{subject}/decoding/{model}/decoder.log",
+        L.log("{subject}", "decoding", "{model}", "decoder"),
     benchmark:
-        "results/benchmarks/{subject}/decoding/{model}/decoder.tsv"
+        L.benchmark("{subject}", "decoding", "{model}", "decoder")
     threads: model_threads
     resources:
         gpu=model_gpus,
@@ -30,10 +30,10 @@ rule decoder:
 rule decode:
     input:
         unpack(decoder_inputs),
-        decoder="results/{subject}/decoding/{model}/decoder.npz",
+        decoder=L.decoder_file("{subject}", "{model}"),
     output:
         report(
-            directory("results/{subject}/decoding/{model}/{story}"),
+            directory(L.decode_dir("{subject}", "{model}", "{story}")),
             patterns=["{name}.png"],
             caption="../report/decoding.rst",
             category="Decoding",
@@ -44,12 +44,12 @@ rule decode:
         model=name_pattern(DECODING_MODELS),
         story="[^/.]+",
     params:
-        spec=decoding_params,
+        settings=decode_settings,
         code=CODE_VERSION,
     log:
-        "logs/{subject}/decoding/{model}/{story}.log",
+        L.log("{subject}", "decoding", "{model}", "{story}"),
     benchmark:
-        "results/benchmarks/{subject}/decoding/{model}/{story}.tsv"
+        L.benchmark("{subject}", "decoding", "{model}", "{story}")
     threads: model_threads
     resources:
         gpu=model_gpus,

@@ -4,14 +4,14 @@
 # A checkpoint: the story names are known only once the dataset exists.
 checkpoint demo_dataset:
     output:
-        manifest=str(DATA_ROOT / "demo.json"),
+        manifest=f"{S.dataset.root}/demo.json",
     params:
-        spec=demo_params(),
+        settings=demo_settings(),
         code=CODE_VERSION,
     log:
-        "logs/demo_dataset.log",
+        L.log("demo_dataset"),
     benchmark:
-        "results/benchmarks/demo_dataset.tsv"
+        L.benchmark("demo_dataset")
     threads: 2
     resources:
         mem_mb=fixed_mem(4000),

@@ -7,7 +7,7 @@ rule encoding_model:
         features=encoding_inputs,
     output:
         report(
-            directory("results/{subject}/encoding/{model}/{feature}"),
+            directory(L.encoding_dir("{subject}", "{model}", "{feature}")),
             patterns=["k{k}/test_r.png"],
             caption="../report/encoding.rst",
             category="Encoding models",
@@ -17,12 +17,12 @@ rule encoding_model:
     wildcard_constraints:
         feature="(hidden|heads|entropy|distance)-(L[0-9]+|last)",
     params:
-        spec=encoding_params,
+        settings=encoding_settings,
         code=CODE_VERSION,
     log:
-        "logs/{subject}/encoding/{model}/{feature}.log",
+        L.log("{subject}", "encoding", "{model}", "{feature}"),
     benchmark:
-        "results/benchmarks/{subject}/encoding/{model}/{feature}.tsv"
+        L.benchmark("{subject}", "encoding", "{model}", "{feature}")
     threads: model_threads
     resources:
         gpu=model_gpus,

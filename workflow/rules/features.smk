@@ -5,17 +5,17 @@
 
 rule extract_features:
     input:
-        model="results/models/{model}/config.json",
+        model=L.model_file("{model}"),
         data=dataset_ready(),
     output:
-        features=directory("results/features/{model}/{story}"),
+        features=directory(L.features_dir("{model}", "{story}")),
     params:
-        spec=feature_params,
+        settings=feature_settings,
         code=CODE_VERSION,
     log:
-        "logs/features/{model}/{story}.log",
+        L.log("features", "{model}", "{story}"),
     benchmark:
-        "results/benchmarks/features/{model}/{story}.tsv"
+        L.benchmark("features", "{model}", "{story}")
     threads: model_threads
     resources:
         gpu=model_gpus,

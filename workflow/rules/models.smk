@@ -3,16 +3,16 @@
 
 rule prepare_corpus:
     output:
-        train="results/corpus/train.txt",
-        heldout="results/corpus/heldout.txt",
-        info="results/corpus/corpus.json",
+        train=L.corpus_file("train.txt"),
+        heldout=L.corpus_file("heldout.txt"),
+        info=L.corpus_file("corpus.json"),
     params:
-        spec=corpus_params(),
+        settings=corpus_settings(),
         code=CODE_VERSION,
     log:
-        "logs/prepare_corpus.log",
+        L.log("prepare_corpus"),
     benchmark:
-        "results/benchmarks/prepare_corpus.tsv"
+        L.benchmark("prepare_corpus")
     threads: 1
     resources:
         mem_mb=fixed_mem(3000),
@@ -25,28 +25,30 @@ rule prepare_corpus:
 
 rule train_model:
     input:
-        train="results/corpus/train.txt",
-        heldout="results/corpus/heldout.txt",
+        train=L.corpus_file("train.txt"),
+        heldout=L.corpus_file("heldout.txt"),
+        info=L.corpus_file("corpus.json"),
     output:
-        model="results/models/{model}/config.json",
-        weights="results/models/{model}/model.safetensors",
-        table="results/models/{model}/training.tsv",
+        model=L.model_file("{model}", "config.json"),
+        weights=L.model_file("{model}", "model.safetensors"),
+        vocab=L.model_file("{model}", "vocab.json"),
+        table=L.model_file("{model}", "training.tsv"),
         figure=report(
-            "results/models/{model}/training.png",
+            L.model_file("{model}", "training.png"),
             caption="../report/training.rst",
             category="Language models",
             labels={"model": "{model}", "figure": "training"},
         ),
-        pdf="results/models/{model}/training.pdf",
+        pdf=L.model_file("{model}", "training.pdf"),
     wildcard_constraints:
         model=name_pattern(TRAINED_MODELS),
     params:
-        spec=model_params,
+        settings=train_settings,
         code=CODE_VERSION,
     log:
-        "logs/models/{model}/train_model.log",
+        L.log("models", "{model}", "train_model"),
     benchmark:
-        "results/benchmarks/models/{model}/train_model.tsv"
+        L.benchmark("models", "{model}", "train_model")
     threads: model_threads
     resources:
         gpu=model_gpus,
@@ -60,16 +62,16 @@ rule train_model:
 
 rule pretrained_model:
     output:
-        model="results/models/{model}/config.json",
+        model=L.model_file("{model}", "config.json"),
     wildcard_constraints:
         model=name_pattern(PRETRAINED_MODELS),
     params:
-        spec=model_params,
+        settings=pretrained_settings,
         code=CODE_VERSION,
     log:
-        "logs/models/{model}/pretrained_model.log",
+        L.log("models", "{model}", "pretrained_model"),
     benchmark:
-        "results/benchmarks/models/{model}/pretrained_model.tsv"
+        L.benchmark("models", "{model}", "pretrained_model")
     threads: 1
     resources:
         mem_mb=fixed_mem(4000),

@@ -3,13 +3,13 @@
 
 rule run_config:
     output:
-        report("results/config.yaml", caption="../report/config.rst", category="Configuration"),
+        report(L.config_file(), caption="../report/config.rst", category="Configuration"),
     params:
-        config=config_params(),
+        config=run_settings(),
     log:
-        "logs/run_config.log",
+        L.log("run_config"),
     benchmark:
-        "results/benchmarks/run_config.tsv"
+        L.benchmark("run_config")
     threads: 1
     resources:
         mem_mb=fixed_mem(500),

@@ -3,11 +3,10 @@
 
 rule trw:
     input:
-        encoding=trw_input,
-        model="results/models/{model}/config.json",
+        unpack(trw_inputs),
     output:
         report(
-            directory("results/{subject}/trw/{model}"),
+            directory(L.trw_dir("{subject}", "{model}")),
             patterns=["{name}.png"],
             caption="../report/trw.rst",
             category="Temporal receptive windows",
@@ -15,12 +14,12 @@ rule trw:
             labels={"subject": "{subject}", "model": "{model}", "figure": "{name}"},
         ),
     params:
-        spec=trw_params,
+        settings=trw_settings,
         code=CODE_VERSION,
     log:
-        "logs/{subject}/trw/{model}.log",
+        L.log("{subject}", "trw", "{model}"),
     benchmark:
-        "results/benchmarks/{subject}/trw/{model}.tsv"
+        L.benchmark("{subject}", "trw", "{model}")
     threads: model_threads
     resources:
         mem_mb=trw_mem_mb,

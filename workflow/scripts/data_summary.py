@@ -1,8 +1,7 @@
-# Rule data_summary: check one subject's data and tabulate it (lmbrain.datasets.summarize).
+# Rule data_summary: check one subject's data and tabulate it (lmbrain.stages.data.data_summary).
+from lmbrain.config import DataJob, from_json
+from lmbrain.stages.data import data_summary
 from lmbrain.workflow import run_rule
-from lmbrain.datasets import open_dataset, summarize
 
 with run_rule(snakemake):
-    cfg = snakemake.config
-    ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"], tr=cfg["tr"])
-    summarize(ds, snakemake.wildcards.subject, cfg["stories"]["train"], cfg["stories"]["test"], snakemake.output.summary)
+    data_summary(from_json(DataJob, snakemake.params.settings), snakemake.wildcards.subject, snakemake.output.summary)

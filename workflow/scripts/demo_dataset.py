@@ -1,6 +1,7 @@
-# Rule demo_dataset: build the demo dataset (lmbrain.demo.build_demo) with the workflow's config.
+# Rule demo_dataset: build the demo dataset (lmbrain.stages.data.demo_dataset).
+from lmbrain.config import DemoJob, from_json
+from lmbrain.stages.data import demo_dataset
 from lmbrain.workflow import run_rule
-from lmbrain.demo import build_demo
 
 with run_rule(snakemake):
-    build_demo(snakemake.config, progress=True)
+    demo_dataset(from_json(DemoJob, snakemake.params.settings), progress=True)

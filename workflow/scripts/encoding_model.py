@@ -1,10 +1,8 @@
-# Rule encoding_model: ridge encoding models of one feature at every context length (lmbrain.encoding).
-from pathlib import Path
-
+# Rule encoding_model: ridge encoding models of one feature at every context length (lmbrain.stages.encoding).
+from lmbrain.config import EncodingJob, from_json
+from lmbrain.stages.encoding import encoding_model
 from lmbrain.workflow import run_rule
-from lmbrain.encoding import fit_encoding
 
 with run_rule(snakemake):
     w = snakemake.wildcards
-    features_root = Path(snakemake.input.features[0]).parent.parent  # results/features
-    fit_encoding(snakemake.config, w.subject, w.model, w.feature, features_root, snakemake.output[0])
+    encoding_model(from_json(EncodingJob, snakemake.params.settings), w.subject, w.feature, snakemake.output[0])

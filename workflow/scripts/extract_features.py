@@ -1,8 +1,10 @@
 # Rule extract_features: one model's features for one story at every context length.
+from pathlib import Path
+
+from lmbrain.config import FeatureJob, from_json
+from lmbrain.stages.features import extract_features
 from lmbrain.workflow import run_rule
-from lmbrain.features import extract_from_config
 
 with run_rule(snakemake):
-    w = snakemake.wildcards
-    extract_from_config(snakemake.config, w.model, w.story, snakemake.input.model.rsplit("/", 1)[0],
-                        snakemake.output.features)
+    extract_features(from_json(FeatureJob, snakemake.params.settings), snakemake.wildcards.story,
+                     Path(snakemake.input.model).parent, snakemake.output.features, progress=True)

@@ -1,8 +1,9 @@
-# Rule prepare_corpus: tokenise the language models' training corpus once (lmbrain.training.write_corpus).
+# Rule prepare_corpus: tokenise the language models' training corpus once (lmbrain.stages.models).
 from pathlib import Path
 
+from lmbrain.config import CorpusJob, from_json
+from lmbrain.stages.models import prepare_corpus
 from lmbrain.workflow import run_rule
-from lmbrain.training import write_corpus
 
 with run_rule(snakemake):
-    write_corpus(snakemake.config, Path(snakemake.output.train).parent)
+    prepare_corpus(from_json(CorpusJob, snakemake.params.settings), Path(snakemake.output.train).parent)

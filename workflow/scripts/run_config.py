@@ -1,6 +1,6 @@
-# Rule run_config: the effective configuration of this run (lmbrain.config.write_config).
+# Rule run_config: the effective configuration of this run (lmbrain.stages.report.run_config).
+from lmbrain.stages.report import run_config
 from lmbrain.workflow import run_rule
-from lmbrain.config import write_config
 
 with run_rule(snakemake):
-    write_config(snakemake.config, snakemake.output[0])
+    run_config(snakemake.params.config, snakemake.output[0])

@@ -1,9 +1,10 @@
-# Rule train_model: train one word-level language model (lmbrain.training.train_from_config).
+# Rule train_model: train one word-level language model (lmbrain.stages.models.train_model).
 from pathlib import Path
 
+from lmbrain.config import TrainJob, from_json
+from lmbrain.stages.models import train_model
 from lmbrain.workflow import run_rule
-from lmbrain.training import train_from_config
 
 with run_rule(snakemake):
-    train_from_config(snakemake.config, snakemake.wildcards.model, Path(snakemake.output.model).parent,
-                      corpus_dir=Path(snakemake.input.train).parent)
+    train_model(from_json(TrainJob, snakemake.params.settings), Path(snakemake.input.train).parent,
+                Path(snakemake.output.model).parent, progress=True)

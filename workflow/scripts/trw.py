@@ -1,10 +1,10 @@
-# Rule trw: temporal receptive windows of one model for one subject (lmbrain.trw.estimate_trw).
+# Rule trw: temporal receptive windows of one model for one subject (lmbrain.stages.trw.trw).
 from pathlib import Path
 
+from lmbrain.config import TRWJob, from_json
+from lmbrain.stages.trw import trw
 from lmbrain.workflow import run_rule
-from lmbrain.trw import estimate_trw
 
 with run_rule(snakemake):
-    w = snakemake.wildcards
-    estimate_trw(snakemake.config, w.subject, w.model, snakemake.input.encoding, snakemake.output[0],
-                 features_root=Path("results/features"), models_dir=Path(snakemake.input.model).parent.parent)
+    trw(from_json(TRWJob, snakemake.params.settings), snakemake.wildcards.subject, snakemake.input.encoding,
+        Path(snakemake.input.model).parent, snakemake.output[0], progress=True)

@@ -1,0 +1,124 @@
+"""Scoring recovered temporal receptive windows against a planted answer (the demo, or any simulation).
+
+A planted-truth table (``ground_truth.tsv`` of the demo, or a file named by ``trw.truth``) has the
+columns ``voxel`` and ``trw_words`` (the planted window in words), and optionally ``noise`` (1 for a
+pure-noise voxel) and ``snr`` (signal-to-noise ratio). :func:`read_truth` checks it;
+:func:`planted_recovery` gives Spearman correlations of planted windows with each recovered estimate
+over the voxel sets the columns allow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import LmbrainError
+from .scrambling import SCRAMBLE_LEVELS
+
+REQUIRED = ("voxel", "trw_words")
+OPTIONAL = ("noise", "snr")
+
+
+class RecoveryError(LmbrainError, ValueError):
+    """A planted-truth file that cannot be scored against."""
+
+
+def read_truth(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a planted-truth table (see the module docstring); errors name the file.
+
+    Returns the table with ``voxel`` (int), ``trw_words`` (float) and, when present, ``noise`` (bool)
+    and ``snr`` (float).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecoveryError(f"{path}: planted-truth file not found")
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except Exception as exc:  # noqa: BLE001 - any parse failure becomes a message naming the file
+        raise RecoveryError(f"{path}: cannot read as a tab-separated table ({exc})") from None
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise RecoveryError(f"{path}: planted-truth table lacks column(s) {', '.join(missing)} (found: "
+                            f"{', '.join(map(str, table.columns))}); it needs voxel and trw_words, and may have "
+                            "noise (1 = pure-noise voxel) and snr")
+    out = pd.DataFrame({"voxel": pd.to_numeric(table["voxel"], errors="coerce"),
+                        "trw_words": pd.to_numeric(table["trw_words"], errors="coerce")})
+    for col in OPTIONAL:
+        if col in table.columns:
+            out[col] = pd.to_numeric(table[col], errors="coerce")
+    bad = out.isna().any(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise RecoveryError(f"{path}: line {row + 2}: a value that is not a number")
+    if (out["voxel"] % 1 != 0).any() or (out["voxel"] < 0).any() or out["voxel"].duplicated().any():
+        raise RecoveryError(f"{path}: voxel must hold distinct non-negative integers (response columns)")
+    if (out["trw_words"] <= 0).any():
+        raise RecoveryError(f"{path}: trw_words must be positive (planted windows in words)")
+    out["voxel"] = out["voxel"].astype(np.int64)
+    if "noise" in out:
+        out["noise"] = out["noise"].astype(bool)
+    return out
+
+
+def planted_class(windows, lengths: dict) -> np.ndarray:
+    """The scrambling class a planted window should give: the finest level whose typical unit holds it.
+
+    ``lengths``: median words per unit (:func:`lmbrain.scrambling.unit_lengths`). A window of W words survives scrambling
+    at a level when W words usually fit inside one unit: ``word`` if W = 1, ``sentence`` if W is at
+    most the median sentence length, ``paragraph`` likewise, else ``story``.
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    cls = np.full(w.shape, "story", dtype=object)
+    for level in reversed(SCRAMBLE_LEVELS):
+        cls = np.where(w <= lengths[level], level, cls)
+    return cls
+
+
+
+def planted_sets(truth: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Align ``truth`` (:func:`read_truth`) with the TRW table's voxels; the voxel sets to score over.
+
+    Returns ``(aligned truth, {name: mask})``: ``signal voxels`` (in the truth table, not pure noise;
+    every listed voxel without a ``noise`` column), ``high-SNR signal voxels`` (SNR at least the signal
+    voxels' median; only with an ``snr`` column) and that set's voxels significant at their best k
+    (``high-SNR significant``, or ``significant signal voxels`` without ``snr``). The last set is the
+    primary one (the scatter and the confusion matrix are drawn over the set before it).
+    """
+    aligned = truth.set_index("voxel").reindex(table["voxel"])
+    signal = aligned["trw_words"].notna().to_numpy().copy()
+    if "noise" in aligned:
+        signal &= ~aligned["noise"].fillna(True).astype(bool).to_numpy()
+    sig = table["significant"].to_numpy(dtype=bool)
+    sets = {"signal voxels": signal}
+    if "snr" in aligned and signal.any():
+        snr = aligned["snr"].to_numpy(dtype=np.float64)
+        sets["high-SNR signal voxels"] = signal & (snr >= np.median(snr[signal]))
+        sets["high-SNR significant"] = sets["high-SNR signal voxels"] & sig
+    else:
+        sets["significant signal voxels"] = signal & sig
+    return aligned, sets
+
+
+def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of planted windows with each recovered estimate, per voxel set.
+
+    ``truth``: a planted-truth table (:func:`read_truth`); ``table``: the TRW table (``voxel``,
+    ``significant`` and the estimates). Voxel sets: :func:`planted_sets`. Estimates: ``trw_words``,
+    ``k_best``, ``com_words`` and, when present, ``scramble_index`` and ``timescale_words``.
+    """
+    from scipy.stats import spearmanr
+
+    truth, sets = planted_sets(truth, table)
+    estimates = [c for c in ("trw_words", "k_best", "com_words", "scramble_index", "timescale_words") if c in table]
+    rows = []
+    for name, m in sets.items():
+        for col in estimates:
+            x, y = truth["trw_words"].to_numpy()[m], table[col].to_numpy(dtype=np.float64)[m]
+            ok = np.isfinite(y)
+            constant = ok.sum() < 3 or np.ptp(y[ok]) == 0 or np.ptp(x[ok]) == 0
+            rho = np.nan if constant else spearmanr(x[ok], y[ok]).correlation
+            rows.append({"voxels": name, "estimate": col, "n": int(ok.sum()), "spearman": rho})
+    return pd.DataFrame(rows)

@@ -1,0 +1,214 @@
+"""Stage ``trw``: temporal receptive windows of one subject and model, maps and figures.
+
+Reads the context sweep of the model's TRW feature (the encoding folder's ``k<k>/voxels.tsv``,
+``predictions.h5`` and, for scrambling and the multi-timescale LSTM, ``weights.h5``), the test
+responses, the model (in-silico scrambling) and, for ``mtlstm``, the unit timescales saved with the
+test story's features. Science: :mod:`lmbrain.trw` (curves, bootstrap, unit timescales),
+:mod:`lmbrain.scrambling`, :mod:`lmbrain.recovery` (scoring against a planted answer).
+
+Writes ``voxels.tsv``, NIfTI maps of each estimate and the figures into the output folder, which
+appears only when complete (:func:`lmbrain.io.atomic_dir`). With a planted-truth file
+(``TRWSettings.truth``: the demo's own ``ground_truth.tsv`` or ``trw.truth``) also ``recovery.tsv``,
+``confusion.tsv`` and ``planted_vs_recovered.png``; that scoring is optional, so a truth file that
+cannot be scored is reported in the log and never takes down the job's main outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import TRWJob
+from ..io import atomic_dir, atomic_path
+from ..layout import DEFAULT, Layout, k_folder
+from .common import open_job_dataset, split_stories
+
+log = logging.getLogger("lmbrain.trw")
+
+
+def read_sweep(encoding_dir, ks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ks, cv, test_r, q)`` curves ``(n_k, n_voxels)`` from an encoding folder's ``k<k>/voxels.tsv``."""
+    from ..trw import TRWError
+
+    if len(ks) < 2:
+        raise TRWError(f"{encoding_dir}: a context sweep needs at least two context lengths (the model has {list(ks)})")
+    cols = {"cv_score": [], "test_r": [], "q": []}
+    for k in ks:
+        path = Path(k_folder(encoding_dir, k)) / "voxels.tsv"
+        if not path.exists():
+            raise TRWError(f"{path}: missing (run the encoding_model rule)")
+        t = pd.read_csv(path, sep="\t")
+        for c in cols:
+            cols[c].append(t[c].to_numpy(dtype=np.float64))
+    return np.asarray(ks), np.stack(cols["cv_score"]), np.stack(cols["test_r"]), np.stack(cols["q"])
+
+
+def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Layout = DEFAULT,
+        progress: bool = False) -> pd.DataFrame:
+    """Per-voxel TRW estimates, maps and figures for ``subject`` and ``job.model`` (module docstring)."""
+    import h5py
+
+    from ..trw import TRWError, bootstrap_trw, context_sweep, mtlstm_timescales
+
+    tc, model = job.trw, job.model.name
+    encoding_dir = Path(encoding_dir)
+    ks, cv, test_r, q = read_sweep(encoding_dir, list(job.model.context_lengths))
+    table = context_sweep(ks, cv, test_r, tc.fraction)
+    ib = np.nan_to_num(cv, nan=-np.inf).argmax(axis=0)
+    v = np.arange(cv.shape[1])
+    table["q_best"] = q[ib, v]
+    table["significant"] = table["q_best"] < job.fdr
+    # bootstrap interval of the test-curve estimate
+    ds = open_job_dataset(job.dataset)
+    _, test = split_stories(ds, subject, job.dataset)
+    y = np.concatenate([ds.responses(subject, s) for s in test]).astype(np.float32)
+    lo = np.empty(y.shape[1])
+    hi = np.empty(y.shape[1])
+    chunk = max(1, int(2e8 // (len(ks) * y.shape[0] * 4)))
+    files = [h5py.File(Path(k_folder(encoding_dir, k)) / "predictions.h5", "r") for k in ks]
+    try:
+        for v0 in range(0, y.shape[1], chunk):
+            sl = slice(v0, v0 + chunk)
+            P = np.stack([f["pred"][:, sl].astype(np.float32) for f in files])
+            lo[sl], hi[sl] = bootstrap_trw(ks, P, y[:, sl], n_boot=tc.n_boot, block=tc.block, fraction=tc.fraction,
+                                           seed=job.seed)
+    finally:
+        for f in files:
+            f.close()
+    table.insert(2, "trw_low", lo)
+    table.insert(3, "trw_high", hi)
+    # multi-timescale LSTM: weight-averaged unit timescales at the longest context
+    if job.model.type == "mtlstm":
+        with h5py.File(Path(k_folder(encoding_dir, ks[-1])) / "weights.h5", "r") as fh:
+            coef = fh["coef"][()].astype(np.float64)
+            n_delays = len(fh["delays"][()])
+        layer = int(job.feature.split("-L")[-1]) if "-L" in job.feature else None
+        path = Path(layout.feature_file(model, test[0], ks[-1]))
+        with h5py.File(path, "r") as fh:
+            names = sorted(n for n in fh.get("timescales", {}))
+            name = f"layer_{layer}" if layer is not None and f"layer_{layer}" in names else (names[-1] if names else None)
+            if name is None or layer == 0:
+                raise TRWError(f"{path}: no unit timescales for the fitted layer")
+            timescales = fh["timescales"][name][()]
+        table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays, seed=job.seed)
+    if tc.scramble:
+        extra = _scrambling(job, ds, model_dir, encoding_dir, ks, table["k_best"].to_numpy(), test, progress)
+        for col in extra.columns:
+            table[col] = extra[col].to_numpy()
+    with atomic_dir(out_dir) as tmp:
+        tmp = Path(tmp)
+        with atomic_path(tmp / "voxels.tsv") as path:
+            table.to_csv(path, sep="\t", index=False, float_format="%.6g")
+        log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
+                 subject, model, job.feature, int(table["significant"].sum()), len(table),
+                 float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
+        _maps_and_figures(job, ds, subject, ks, cv, test_r, table, tmp)
+        if job.trw.truth is not None:
+            _score_planted(job, ds, subject, table, tmp, test)
+    return table
+
+
+def _scrambling(job: TRWJob, ds, model_dir, encoding_dir, ks, k_best, test, progress) -> pd.DataFrame:
+    """Read each used k's weights (summed over delays) and run :func:`lmbrain.scrambling.scramble_survival`."""
+    import h5py
+
+    from ..encoding import parse_feature
+    from ..models import load_model, resolve_layers
+    from ..scrambling import scramble_survival
+    from ..training import pick_device
+
+    tc = job.trw
+    kind, layer = parse_feature(job.feature)
+    lm = load_model(model_dir, device=pick_device(job.device), name=job.model.name)
+    layer = resolve_layers([-1 if layer is None else layer], lm.n_layers, f"model '{job.model.name}'")[0]
+    weights = {}
+    for k in [int(k) for k in ks if np.any(k_best == k)]:
+        with h5py.File(Path(k_folder(encoding_dir, k)) / "weights.h5", "r") as fh:
+            coef = fh["coef"][:, np.flatnonzero(k_best == k)].astype(np.float64)
+            n_delays = len(fh["delays"][()])
+        weights[k] = coef.reshape(n_delays, coef.shape[0] // n_delays, -1).sum(axis=0)
+    stories = ((s, ds.words(s), ds.tr_times(s)) for s in test)
+    return scramble_survival(lm, layer, kind, stories, weights, k_best, seeds=tc.scramble_seeds, seed=job.seed,
+                             sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap,
+                             threshold=tc.scramble_threshold, progress=progress, label=job.model.name)
+
+
+def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: Path) -> None:
+    from ..plots import brain_map, scramble_survival, sweep_curves
+    from ..scrambling import SCRAMBLE_CLASSES
+
+    space = ds.voxel_space(subject)
+    surface = ds.pycortex_surface(subject) if hasattr(ds, "pycortex_surface") else None
+    sig = table["significant"].to_numpy()
+    title = f"{subject} · {job.model.name} {job.feature}"
+    scrambled = "scramble_class" in table
+    code = table["scramble_class"].map({c: i for i, c in enumerate(SCRAMBLE_CLASSES)}) if scrambled else None
+    if space is not None:
+        cols = ["trw_words", "k_best", "gain"] + [c for c in ("timescale_words", "scramble_index") if c in table]
+        for col in cols:
+            space.save_nifti(table[col].to_numpy(dtype=np.float32), out_dir / f"{col}.nii.gz")
+        if scrambled:  # codes 0-3: word, sentence, paragraph, story
+            space.save_nifti(code.to_numpy(dtype=np.float32), out_dir / "scramble_class.nii.gz")
+        if job.maps:
+            vals = np.where(sig, table["trw_words"].to_numpy(dtype=np.float64), np.nan)
+            brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW (significant voxels)",
+                      label="temporal receptive window (words, log scale)", vmin=float(ks[0]), vmax=float(ks[-1]),
+                      cmap="viridis", log_scale=True)
+            if scrambled:
+                brain_map(np.where(sig, code.to_numpy(dtype=np.float64), np.nan), space, surface,
+                          out_dir / "scramble_class_map.png",
+                          title=f"{title} · scrambling class (significant voxels)",
+                          label="finest scrambling the predicted response survives", categories=list(SCRAMBLE_CLASSES))
+                brain_map(np.where(sig, table["scramble_index"].to_numpy(dtype=np.float64), np.nan), space, surface,
+                          out_dir / "scramble_index_map.png", title=f"{title} · scrambling index (significant voxels)",
+                          label="scrambling index (0 = unaffected, 1 = destroyed)", vmin=0.0, vmax=1.0,
+                          cmap="magma")
+    sweep_curves(ks, cv, test_r, table, out_dir / "curves.png", title=title)
+    if scrambled:
+        scramble_survival(table, out_dir / "scrambling.png", title=title)
+
+
+def _score_planted(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None:
+    """Recovery of the planted windows (optional: a failure is logged, the main outputs stay)."""
+    from .. import LmbrainError
+
+    try:
+        _planted_outputs(job, ds, subject, table, out_dir, test)
+    except (LmbrainError, OSError, ValueError, KeyError) as exc:
+        log.error("planted-truth scoring skipped: %s (the TRW outputs are complete; fix trw.truth to score)", exc)
+        for name in ("recovery.tsv", "confusion.tsv", "planted_vs_recovered.png", "planted_vs_recovered.pdf"):
+            (out_dir / name).unlink(missing_ok=True)
+
+
+def _planted_outputs(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None:
+    from ..plots import planted_vs_recovered
+    from ..recovery import planted_class, planted_recovery, planted_sets, read_truth
+    from ..scrambling import SCRAMBLE_CLASSES, unit_lengths
+
+    truth = read_truth(job.trw.truth)
+    rec = planted_recovery(truth, table)
+    with atomic_path(out_dir / "recovery.tsv") as tmp:
+        rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
+    t, sets = planted_sets(truth, table)
+    names = list(sets)
+    scatter_set, primary = sets[names[-2]], sets[names[-1]]  # e.g. high-SNR voxels, and those significant
+    sig = table["significant"].to_numpy()
+    confusion = None
+    if "scramble_class" in table:
+        tc = job.trw
+        lengths = unit_lengths([ds.words(s) for s in test], tc.sentence_gap, tc.paragraph_gap)
+        m = primary
+        planted = pd.Categorical(planted_class(t["trw_words"].to_numpy()[m], lengths), categories=SCRAMBLE_CLASSES)
+        found = pd.Categorical(table["scramble_class"].to_numpy()[m], categories=SCRAMBLE_CLASSES)
+        confusion = pd.crosstab(planted, found, rownames=["planted"], colnames=["recovered"], dropna=False)
+        with atomic_path(out_dir / "confusion.tsv") as tmp:
+            confusion.to_csv(tmp, sep="\t")
+    label = "high-SNR voxels" if "high-SNR signal voxels" in sets else "signal voxels"
+    demo = Path(job.trw.truth) == Path(job.dataset.root) / "ground_truth.tsv"
+    planted_vs_recovered(t.loc[scatter_set, "trw_words"].to_numpy(), table.loc[scatter_set, "trw_words"].to_numpy(),
+                         sig[scatter_set], out_dir / "planted_vs_recovered.png",
+                         title=f"{subject} · {job.model.name} {job.feature} · {label} (planted answer{' of the demo' if demo else ''})",
+                         confusion=confusion)
