@@ -407,3 +407,29 @@ def test_roi_outlines_match_pycortex_vertex_masks():
         assert (mine != theirs).sum() <= 0.01 * theirs.sum()  # boundary points (Bezier flattening)
     with pytest.raises(R.RoiError, match="Wernicke"):
         roi_outlines("S1", ["Wernicke"])
+
+
+def test_roi_flatmap_draws_outlines_and_names(tmp_path, monkeypatch):
+    """A map on S1's flatmap with ROI outlines (matplotlib patches, no Inkscape); slices without a surface."""
+    pytest.importorskip("cortex")
+    import lmbrain.plots_rois as P
+    from lmbrain.demo import demo_voxel_space
+
+    seen = []
+    real = P.save_figure
+
+    def keep(fig, png, **kw):
+        ax = fig.axes[0]
+        seen.append((len(ax.patches), sorted(t.get_text() for t in ax.texts)))
+        return real(fig, png, **kw)
+
+    monkeypatch.setattr(P, "save_figure", keep)
+    space, coords = demo_voxel_space((4, 12, 12))
+    out = P.roi_flatmap(coords[:, 0], space, {"subject": "S1", "xfm": "fullhead"}, tmp_path / "map.png",
+                        roi_names=["AC", "IPS"], title="x coordinate", label="mm")
+    assert [p.name for p in out] == ["map.png", "map.pdf"] and out[0].stat().st_size > 20000
+    outlines = P.roi_outlines("S1", ["AC", "IPS"])
+    names = sorted(n for n, paths in outlines.items() for _ in paths)  # one outline per hemisphere
+    assert names == ["AC", "AC", "IPS", "IPS"]
+    assert seen[0] == (len(names), names)
+    assert P.roi_flatmap(coords[:, 0], space, None, tmp_path / "slices.png")[0].exists()
