@@ -338,11 +338,17 @@ def test_roi_summary_matches_numpy_reference():
 
 
 def test_roi_summary_deterministic_and_independent_of_other_rois():
-    voxels, rois = _hand_table()
-    a = R.roi_summary(voxels, rois, n_boot=100, seed=5, min_significant=1)
-    b = R.roi_summary(voxels, rois.select(["A"]), n_boot=100, seed=5, min_significant=1)
-    pd.testing.assert_frame_equal(a.iloc[:1], b)
-    pd.testing.assert_frame_equal(a, R.roi_summary(voxels, rois, n_boot=100, seed=5, min_significant=1))
+    rng = np.random.default_rng(7)
+    n = 200
+    voxels = pd.DataFrame({"test_r": rng.normal(0.1, 0.1, n), "significant": rng.random(n) < 0.8,
+                           "trw_words": rng.gamma(2, 10, n)})
+    rois = R.RoiSet(["A", "B"], np.stack([rng.random(n) < 0.3, rng.random(n) < 0.3]), "random")
+    a = R.roi_summary(voxels, rois, n_boot=100, seed=5)
+    pd.testing.assert_frame_equal(a, R.roi_summary(voxels, rois, n_boot=100, seed=5))
+    more = R.RoiSet(["X"] + rois.names, np.vstack([rng.random(n) < 0.5, rois.masks]), "random + X")
+    b = R.roi_summary(voxels, more, n_boot=100, seed=5)  # X draws first
+    pd.testing.assert_frame_equal(a, b.iloc[1:].reset_index(drop=True))
+    assert not R.roi_summary(voxels, rois, n_boot=100, seed=6).equals(a)
 
 
 def test_roi_summary_errors():

@@ -55,7 +55,7 @@ class RoiError(LmbrainError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class RoiSet:
     """Named boolean masks over a subject's voxel columns.
 
