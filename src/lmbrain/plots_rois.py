@@ -139,7 +139,8 @@ def group_rois(per_subject: dict, group: pd.DataFrame, png, columns=("median_trw
         m = g.loc[order, f"mean_{x_name}"].to_numpy(dtype=np.float64)
         lo = g.loc[order, f"{x_name}_low"].to_numpy(dtype=np.float64)
         hi = g.loc[order, f"{x_name}_high"].to_numpy(dtype=np.float64)
-        ax.errorbar(np.arange(len(order)), m, yerr=[np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)],
+        yerr = [np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)]
+        ax.errorbar(np.arange(len(order)), m, yerr=yerr,
                     fmt="_", color="black", ms=22, mew=2.2, capsize=6, lw=1.4, zorder=5, label="mean, CI")
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels(order, rotation=45 if len(order) > 8 else 0, ha="right" if len(order) > 8 else "center")
@@ -153,7 +154,8 @@ def group_rois(per_subject: dict, group: pd.DataFrame, png, columns=("median_trw
         ax.grid(axis="y", color="0.9", lw=0.6)
         ax.set_axisbelow(True)
     axes[0][-1].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle((f"{title} · " if title else "") + f"{len(subjects)} subjects, ROIs ordered by group TRW", fontsize=10)
+    fig.suptitle((f"{title} · " if title else "") + f"{len(subjects)} subjects, ROIs ordered by group TRW",
+                 fontsize=10)
     fig.tight_layout()
     return save_figure(fig, png)
 
@@ -190,12 +192,15 @@ def roi_outlines(subject: str, roi_names=None, filestore=None) -> dict:
         names = drawn if roi_names is None else [str(r) for r in roi_names]
         bad = [n for n in names if n not in drawn]
         if bad:
-            raise RoiError(f"{svg_path}: ROI(s) {', '.join(bad)} not drawn in the overlays; available: {', '.join(drawn)}")
+            raise RoiError(f"{svg_path}: ROI(s) {', '.join(bad)} not drawn in the overlays; "
+                           f"available: {', '.join(drawn)}")
         svg = svgoverlay.SVGOverlay(str(svg_path))
         pts, _ = cortex.db.get_surf(subject, "flat", merge=True, nudge=True)
     lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
     w, h = svg.svgshape
-    to_flat = Affine2D().scale(1, -1).translate(0, h).scale((hi[0] - lo[0]) / w, (hi[1] - lo[1]) / h).translate(lo[0], lo[1])
+    # SVG units, y down -> flat-surface units, y up
+    to_flat = (Affine2D().scale(1, -1).translate(0, h).scale((hi[0] - lo[0]) / w, (hi[1] - lo[1]) / h)
+               .translate(lo[0], lo[1]))
     shapes = svg.layers["rois"].shapes
     return {n: [to_flat.transform_path(p) for p in shapes[n].splines] for n in names}
 

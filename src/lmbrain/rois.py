@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -421,7 +420,8 @@ def read_label_table(path) -> pd.DataFrame:
     table["index"] = idx.astype(int)
     table["name"] = table["name"].fillna("").astype(str).str.strip()
     if (table["name"] == "").any():
-        raise RoiError(f"{path}: empty ROI name in row(s) {', '.join(map(str, np.flatnonzero(table['name'] == '') + 2))}")
+        rows = ", ".join(map(str, np.flatnonzero(table["name"] == "") + 2))
+        raise RoiError(f"{path}: empty ROI name in line(s) {rows}")
     for col in ("index", "name"):
         dup = table[col][table[col].duplicated()].unique()
         if len(dup):
