@@ -402,7 +402,9 @@ def test_roi_outlines_match_pycortex_vertex_masks():
 
     outlines = roi_outlines("S1", ["AC", "IPS"])
     pts, _ = cortex.db.get_surf("S1", "flat", merge=True, nudge=True)
-    svg = cortex.db.get_overlay("S1", modify_svg_file=False)
+    from cortex import svgoverlay
+
+    svg = svgoverlay.SVGOverlay(cortex.db.get_paths("S1")["overlays"], coords=pts[:, :2].copy())  # as get_overlay
     for name in ("AC", "IPS"):
         mine = np.zeros(len(pts), dtype=bool)
         for path in outlines[name]:
