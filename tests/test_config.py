@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmbrain.config import ConfigError, load_config, validate_config
+from lmbrain.config import ConfigError, load_config, resolve, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "config.yaml"
@@ -73,10 +73,95 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
-def test_package_schema_is_the_workflow_schema():
+def test_schema_is_package_data_not_a_link():
+    """Issue 17: the schema is a real file inside the package (a wheel carries it), listed as package data."""
     from lmbrain.config import SCHEMA_PATH
 
-    assert SCHEMA_PATH.read_bytes() == (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_bytes()
+    assert SCHEMA_PATH.is_file() and not SCHEMA_PATH.is_symlink()
+    assert "config.schema.yaml" in (ROOT / "pyproject.toml").read_text()
+    assert (SCHEMA_PATH.parent / "py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["demo"].update(trw_min=64, trw_max=8), "demo.trw_min (64) must be at most demo.trw_max (8)"),
+        (lambda c: c["demo"].update(snr_min=2.0, snr_max=1.0), "demo.snr_min (2.0) must be at most demo.snr_max"),
+        (lambda c: c["models"]["lstm"].update(lr="fast"), "model 'lstm': lr must be a positive number"),
+        (lambda c: c["models"]["lstm"].update(lr=-1), "model 'lstm': lr must be a positive number"),
+        (lambda c: c["models"]["rnn"].update(dropout=1.5), "model 'rnn': dropout must be a number in [0, 1)"),
+        (lambda c: c["models"]["lstm"].update(max_vocab=0), "model 'lstm': max_vocab must be an integer >= 2"),
+        (lambda c: c["models"]["transformer"].update(max_positions=100), "max_positions 100 is shorter"),
+        (lambda c: c["trw"].update(sentence_gap=2.0, paragraph_gap=1.0), "trw.sentence_gap"),
+        (lambda c: c["decoding"].update(stories=["../x"]), "decoding.stories.0"),
+        (lambda c: c["stories"].update(test=["a/b"]), "stories.test.0"),
+        (lambda c: c.update(use_models=["lstm"]) or c["encoding"].update(features=["heads"]),
+         "encoding.features ['heads'] gives model 'lstm' (type lstm) nothing to fit"),
+        (lambda c: c["decoding"].update(models=["nope"]), "decoding names models nope"),
+    ],
+)
+def test_resolve_refuses_configs_that_would_fail_later(edit, expected):
+    """Issue 18: configs that passed the schema and failed (or misled) in a job now stop at start."""
+    cfg = base()
+    edit(cfg)
+    with pytest.raises(ConfigError) as err:
+        resolve(cfg)
+    assert expected in str(err.value)
+
+
+def test_resolve_gives_each_model_its_context_lengths_and_layers():
+    cfg = base()
+    cfg["models"]["lstm"]["context_lengths"] = [8, 1, 2]
+    s = resolve(cfg)
+    assert s.models["lstm"].context_lengths == (1, 2, 8)
+    assert s.models["rnn"].context_lengths == tuple(cfg["features"]["context_lengths"])
+    assert s.models["transformer"].layers == (0, 1, 2) and s.encoding_features["transformer"] == ("hidden-L2",)
+    assert s.models["smollm2"].layers == (9,) and s.trw_feature("smollm2") == "hidden-L9"
+    assert s.corpus.exclude == ("romeo_and_juliet",) and s.corpus.cache_dir == "data/cache"
+    assert s.decoding_stories == ("romeo_and_juliet_04",) and s.decoding_models == ("transformer",)
+    assert s.trw.truth == "data/demo/ground_truth.tsv"
+
+
+def test_job_settings_round_trip_through_json():
+    from lmbrain.config import from_json, to_json
+
+    s = resolve(base())
+    for model in s.models:
+        for make in (s.train_job, s.feature_job, s.encoding_job, s.trw_job, s.decoder_job, s.decode_job,
+                     s.pretrained_job):
+            if make in (s.train_job,) and model not in s.trained_models:
+                continue
+            job = make(model)
+            assert from_json(type(job), to_json(job)) == job
+    assert from_json(type(s.demo_job()), to_json(s.demo_job())) == s.demo_job()
+
+
+def test_an_unknown_key_lists_that_levels_keys_not_the_schema(tmp_path):
+    """A misspelt key prints the message and the allowed keys at that level, not the whole schema."""
+    cfg = base()
+    cfg["encoding"]["alpahs"] = [1.0]
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    proc = subprocess.run([snakemake, "-n", "--configfile", str(path), "--directory", str(tmp_path), "-s",
+                           str(ROOT / "Snakefile")], cwd=tmp_path, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "unknown key 'encoding.alpahs' (allowed here: alphas, block, cv_folds" in out
+    assert "$schema" not in out and "additionalProperties" not in out and len(out.splitlines()) < 40, out
+
+
+def test_workflow_runs_the_cross_field_checks_at_start(tmp_path):
+    """Issue 17: the workflow used snakemake's schema validation only; min_words >= max_words passed it."""
+    cfg = base()
+    cfg["demo"].update(min_words=900, max_words=400)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    proc = subprocess.run([snakemake, "-n", "--configfile", str(path), "--directory", str(tmp_path), "-s",
+                           str(ROOT / "Snakefile")], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "demo.min_words (900) must be smaller than demo.max_words (400)" in proc.stdout + proc.stderr
 
 
 def test_snakemake_rejects_unknown_key_at_start(tmp_path):

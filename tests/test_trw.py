@@ -115,7 +115,7 @@ def _story():
 
 
 def test_units_come_from_pauses():
-    from lmbrain.trw import segment_units
+    from lmbrain.scrambling import segment_units
 
     words = _story()
     assert segment_units(words, "word").tolist() == list(range(18))
@@ -126,7 +126,7 @@ def test_units_come_from_pauses():
 
 
 def test_scrambling_keeps_units_durations_and_length():
-    from lmbrain.trw import scramble
+    from lmbrain.scrambling import scramble
 
     words = _story()
     for level, size in (("word", 1), ("sentence", 3), ("paragraph", 6)):
@@ -145,7 +145,7 @@ def test_scrambling_keeps_units_durations_and_length():
 
 
 def test_survival_and_classes():
-    from lmbrain.trw import scramble_summary, survival
+    from lmbrain.scrambling import scramble_summary, survival
 
     rng = np.random.default_rng(0)
     intact = rng.standard_normal((200, 3))
@@ -162,7 +162,7 @@ def test_survival_and_classes():
 
 
 def test_survival_sums_over_stories_match_the_concatenated_numpy_reference():
-    from lmbrain.trw import SurvivalSums
+    from lmbrain.scrambling import SurvivalSums
 
     rng = np.random.default_rng(2)
     intact = 50.0 + rng.standard_normal((300, 4))  # a large offset: the sums must stay well conditioned
