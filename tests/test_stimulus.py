@@ -187,3 +187,19 @@ def test_read_textgrid_passes_non_words(tmp_path):
     p = tg.write(tmp_path / "x.TextGrid", _phone_word_grid())
     assert read_textgrid(p)["word"].tolist() == ["hi"]
     assert read_textgrid(p, non_words=tg.NON_WORDS_HUTH)["word"].tolist() == ["", "hi", ""]
+
+
+def test_nuisance_regressors_refuse_bad_input():
+    import pandas as pd
+
+    from lmbrain.stimulus import phoneme_rate, silence, word_rate
+
+    words = pd.DataFrame({"word": ["a"], "onset": [1.0], "offset": [2.0]})  # no midpoint column
+    with pytest.raises(LmbrainError, match="word_rate needs a table with a 'midpoint' column.*got word, onset, offset"):
+        word_rate(words, np.array([1.0, 3.0]))
+    with pytest.raises(LmbrainError, match="phoneme_rate needs a table with a 'midpoint' column"):
+        phoneme_rate(np.ones(3), np.array([1.0, 3.0]))
+    with pytest.raises(LmbrainError, match="tr_times must be a 1-D array of at least two times"):
+        silence(words, np.array([11.0]))
+    with pytest.raises(LmbrainError, match="silence needs a table with a 'offset' column"):
+        silence(words.drop(columns="offset"), np.array([1.0, 3.0]))

@@ -166,13 +166,20 @@ def read_phones(path: str | os.PathLike, tier: int | str | None = None, include_
     return out
 
 
+def _column(table: pd.DataFrame, col: str, what: str) -> np.ndarray:
+    if not isinstance(table, pd.DataFrame) or col not in table.columns:
+        found = ", ".join(map(str, table.columns)) if isinstance(table, pd.DataFrame) else type(table).__name__
+        raise LmbrainError(f"{what} needs a table with a {col!r} column, as read_textgrid/read_phones give (got {found})")
+    return table[col].to_numpy(dtype=np.float64)
+
+
 def word_rate(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
     """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of words (one per word at its midpoint).
 
     Counts every row of ``words``; which labels are words is decided when reading them
     (``read_textgrid(..., non_words=NON_WORDS_HUTH)`` for the Huth lab's 7-label set).
     """
-    return downsample(np.ones(len(words)), words["midpoint"].to_numpy(), tr_times)
+    return downsample(np.ones(len(words)), _column(words, "midpoint", "word_rate"), tr_times)
 
 
 def phoneme_rate(phones: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
@@ -181,16 +188,18 @@ def phoneme_rate(phones: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
     Counts every row of ``phones``: ``read_phones(path)`` drops silences (lmbrain's default);
     ``read_phones(path, include_silence=True)`` keeps them, as the Huth lab's reference code does.
     """
-    return downsample(np.ones(len(phones)), phones["midpoint"].to_numpy(), tr_times)
+    return downsample(np.ones(len(phones)), _column(phones, "midpoint", "phoneme_rate"), tr_times)
 
 
 def silence(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
     """Nuisance regressor (n_trs, 1): fraction of each TR's window ``[t - TR/2, t + TR/2)`` with no word sounding."""
     tr_times = np.asarray(tr_times, dtype=np.float64)
+    if tr_times.ndim != 1 or tr_times.size < 2:
+        raise LmbrainError("tr_times must be a 1-D array of at least two times")
     tr = np.mean(np.diff(tr_times))
     lo, hi = tr_times - tr / 2, tr_times + tr / 2
-    on = words["onset"].to_numpy()[None, :]
-    off = words["offset"].to_numpy()[None, :]
+    on = _column(words, "onset", "silence")[None, :]
+    off = _column(words, "offset", "silence")[None, :]
     covered = np.clip(np.minimum(off, hi[:, None]) - np.maximum(on, lo[:, None]), 0, None).sum(axis=1)
     return (1 - np.clip(covered / tr, 0, 1))[:, None]
 
