@@ -456,3 +456,52 @@ def test_small_naming_slips(bids, tmp_path):
     events.write_text("onset\tduration\ttrial_type\n1\t2\tstory\n")
     with pytest.raises(DatasetError, match=re.escape(f"{events}: word-timing table lacks column(s) word (found: onset, duration, trial_type)")):
         open_dataset("bids", bids).words("alpha")
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments: voxel selections, story lists
+@pytest.mark.parametrize("voxels, message", [
+    ([10], "voxel indices out of range [0, 6)"),
+    ([3, 1], "voxel indices must be strictly increasing"),
+    ([0.5], "voxel indices must be whole numbers, got float64 values"),
+    (np.array([[0, 1]]), "voxels must be a 1-D list of indices or a boolean mask, got an array of shape (1, 2)"),
+    ("abc", "voxels must be a 1-D list of indices or a boolean mask, got an array of shape ()"),
+    (slice(None, None, -1), "a voxel slice needs a positive whole step, got slice(None, None, -1)"),
+    ([True, True, True], "a boolean voxel mask needs 6 entries (one per voxel), got 3"),
+], ids=["range", "order", "float", "2d", "string", "reversed", "short_mask"])
+def test_voxel_selections_are_checked(lebel, voxels, message):
+    with pytest.raises(DatasetError, match=re.escape(f"{hf5(lebel)}: {message}")):
+        open_dataset("lebel2023", lebel).responses("UTS01", "a", voxels=voxels)
+
+
+def test_valid_voxel_selections(lebel, bids):
+    ds = open_dataset("lebel2023", lebel)
+    full = ds.responses("UTS01", "a")
+    mask = np.zeros(N_VOX, bool)
+    mask[[1, 4]] = True
+    np.testing.assert_array_equal(ds.responses("UTS01", "a", voxels=mask), full[:, [1, 4]])
+    np.testing.assert_array_equal(ds.responses("UTS01", "a", voxels=slice(0, 100, 2)), full[:, ::2])
+    assert ds.responses("UTS01", "a", voxels=[]).shape == (20, 0)
+    b = open_dataset("bids", bids)
+    np.testing.assert_array_equal(b.responses("01", "beta", voxels=np.array([0, 6])), b.responses("01", "beta")[:, [0, 6]])
+
+
+@pytest.mark.parametrize("train, test, message", [
+    (["a", "a"], ["b"], "config key stories.train: a listed more than once"),
+    ("all", ["b", "b"], "config key stories.test: b listed more than once"),
+    ("a", ["b"], "config key stories.train: expected 'all' or a list of story names, got 'a'"),
+    ("all", "b", "config key stories.test: expected a list of story names, got 'b'"),
+    ("all", [3], "config key stories.test: story names must be strings, got 3"),
+], ids=["train_twice", "test_twice", "train_str", "test_str", "test_int"])
+def test_split_refuses_malformed_story_lists(lebel, train, test, message):
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        open_dataset("lebel2023", lebel).split("UTS01", train, test)
+
+
+def test_stacked_responses_arguments(lebel):
+    ds = open_dataset("lebel2023", lebel)
+    with pytest.raises(DatasetError, match="2 stories but 1 TR counts"):
+        stacked_responses(ds, "UTS01", ["a", "b"], [20])  # zip used to drop story b silently
+    with pytest.raises(DatasetError, match="no stories to stack for subject UTS01"):
+        stacked_responses(ds, "UTS01", [], [])
+    assert stacked_responses(ds, "UTS01", ["a", "b"], (20, 15)).shape == (35, N_VOX)

@@ -83,19 +83,30 @@ def open_dataset(layout: str, root: str | os.PathLike, tr: float = 2.0,
 VoxelSelection = slice | np.ndarray | list | None
 
 
-def _as_selection(voxels: VoxelSelection, n: int):
+def _as_selection(voxels: VoxelSelection, n: int, source: str = ""):
+    """``voxels`` as an index for ``n`` columns: None (all), a slice with a positive step, increasing
+    integer indices in ``[0, n)``, or a boolean mask of length ``n``; else a DatasetError (naming ``source``)."""
+    where = f"{source}: " if source else ""
     if voxels is None:
         return slice(None)
     if isinstance(voxels, slice):
+        if voxels.step is not None and (not isinstance(voxels.step, (int, np.integer)) or voxels.step < 1):
+            raise DatasetError(f"{where}a voxel slice needs a positive whole step, got {voxels!r}")
         return voxels
     idx = np.asarray(voxels)
+    if idx.ndim != 1:
+        raise DatasetError(f"{where}voxels must be a 1-D list of indices or a boolean mask, got an array of shape {idx.shape}")
     if idx.dtype == bool:
+        if idx.size != n:
+            raise DatasetError(f"{where}a boolean voxel mask needs {n} entries (one per voxel), got {idx.size}")
         idx = np.flatnonzero(idx)
+    elif idx.size and idx.dtype.kind not in "iu":
+        raise DatasetError(f"{where}voxel indices must be whole numbers, got {idx.dtype} values")
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise DatasetError(f"voxel indices out of range [0, {n})")
+        raise DatasetError(f"{where}voxel indices out of range [0, {n})")
     if np.any(np.diff(idx) <= 0):
-        raise DatasetError("voxel indices must be strictly increasing")
-    return idx
+        raise DatasetError(f"{where}voxel indices must be strictly increasing")
+    return idx.astype(np.intp, copy=False)
 
 
 def _clean(data: np.ndarray, source: str) -> np.ndarray:
@@ -251,8 +262,25 @@ class Dataset:
         raise NotImplementedError
 
     def split(self, subject: str, train: str | list[str], test: list[str]) -> tuple[list[str], list[str]]:
-        """Resolve the configured train/test stories for a subject (``train="all"`` = all but test)."""
+        """Resolve the configured train/test stories for a subject (``train="all"`` = all but test).
+
+        ``train`` is ``"all"`` or a list of story names, ``test`` a list of story names; a story
+        listed twice (it would be stacked twice), a bare string instead of a list, or a name that
+        is not a string is a :class:`DatasetError`.
+        """
         self._check_subject(subject)
+        for key, names in (("stories.test", test), ("stories.train", None if train == "all" else train)):
+            if names is None:
+                continue
+            if isinstance(names, str) or not isinstance(names, (list, tuple)):
+                allowed = "'all' or a list of story names" if key == "stories.train" else "a list of story names"
+                raise DatasetError(f"config key {key}: expected {allowed}, got {names!r}")
+            bad = [s for s in names if not isinstance(s, str)]
+            if bad:
+                raise DatasetError(f"config key {key}: story names must be strings, got {bad[0]!r}")
+            twice = sorted({s for s in names if names.count(s) > 1})
+            if twice:
+                raise DatasetError(f"config key {key}: {', '.join(twice)} listed more than once")
         available = set(self.stories(subject))
         missing_test = [s for s in test if s not in available]
         if missing_test:
@@ -449,7 +477,7 @@ class Lebel2023Dataset(Dataset):
             return None, path
         fh, dset = opened
         with fh:
-            sel = _as_selection(voxels, dset.shape[-1])
+            sel = _as_selection(voxels, dset.shape[-1], str(path))
             # HDF5 converts to float32 chunk by chunk: no float64 copy of the whole matrix.
             try:
                 data = dset.astype(np.float32)[..., sel]
@@ -767,7 +795,7 @@ class BidsDataset(Dataset):
                 f"  mask affine: {np.round(space.affine, 4).tolist()}")
         n_t = self._n_volumes(bold)
         ijk = space.indices()
-        sel = _as_selection(voxels, len(ijk))
+        sel = _as_selection(voxels, len(ijk), str(bold))
         ijk = ijk[sel]
         out = np.empty((n_t, len(ijk)), dtype=np.float32)
         for t0 in range(0, n_t, chunk):
@@ -812,6 +840,11 @@ def stacked_responses(ds: "Dataset", subject: str, stories: list[str], n_trs, er
     a story whose responses differ in TRs, or in voxels from the first story's, raises ``error``
     naming it. Per-story rows are consecutive slices.
     """
+    n_trs = list(n_trs)
+    if len(n_trs) != len(stories):
+        raise error(f"{len(stories)} stories but {len(n_trs)} TR counts")
+    if not stories:
+        raise error(f"no stories to stack for subject {subject}")
     out, off = None, 0
     for story, n in zip(stories, n_trs):
         y = ds.responses(subject, story)
