@@ -662,6 +662,9 @@ def test_tier_chosen_by_name_then_position(tmp_path):
     with pytest.raises(TextGridError, match=re.escape(f"{p}: 2 tiers are named like the one wanted (0 'words', 1 'word'); pass tier=")):
         tg.read_words(p)
     assert tg.read_words(p, tier=0)["word"].tolist() == ["cat", "sat"]
+    # ... unless only one of them is an interval tier
+    marks = Tier("Words", "TextTier", 0, 3, [Interval(1.5, 1.5, "x")])
+    assert tg.read_words(tg.write(tmp_path / "m.TextGrid", _grid(marks, PHONES, WORDTIER)))["word"].tolist() == ["cat", "sat"]
 
 
 def test_tier_override_by_index_and_name(tmp_path):

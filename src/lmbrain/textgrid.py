@@ -773,6 +773,9 @@ def _select_tier(grid: TextGrid, tier: int | str | None, name: str, names: froze
         raise TextGridError(f"{name}: no tier named {tier!r}; {_tier_list(grid)}")
     if tier is None:
         named = [i for i, t in enumerate(grid.tiers) if _named(t.name, names)]
+        if len(named) > 1:  # e.g. a "words" point tier beside a "word" interval tier
+            intervals = [i for i in named if grid.tiers[i].kind == "IntervalTier"]
+            named = intervals if len(intervals) == 1 else named
         if len(named) == 1:
             return named[0], grid.tiers[named[0]]
         if len(named) > 1:
@@ -860,17 +863,21 @@ def read_words(path: str | os.PathLike, tier: int | str | None = None,
         The file is malformed or its times are inconsistent (see :func:`read`: intervals out of
         order, overlapping or outside the file's time domain); the requested tier does not exist
         (the message lists the tiers present); several tiers are named ``word``/``words`` and
-        ``tier`` is not given; the word tier is a point tier; it holds no word at all; or a word's
-        time is implausible (beyond :data:`MAX_WORD_TIME` s: a file in samples, say).
+        ``tier`` is not given (unless exactly one of them is an interval tier); the word tier is a
+        point tier; it holds no word at all; or a word's time is implausible (beyond
+        :data:`MAX_WORD_TIME` s: a file in samples, say).
 
     Warns
     -----
     LmbrainWarning
-        The tier chosen with ``tier=None`` looks like a phone tier (the tiers are probably
-        swapped; the heuristic: it is named ``phone``/``phones``, or 90% or more of its labels
-        are 1-3 characters long while another interval tier has at most 2/3 as many labelled
-        intervals, or it is the only tier and has 20 or more such labels); or words start
-        before 0 s (the audio onset), which a file whose time domain starts below 0 allows.
+        The tier chosen with ``tier=None`` looks like a phone tier, so the tiers are probably
+        swapped. The heuristic: the tier is named like one (:data:`PHONE_TIER_NAMES`); or, of its
+        labels other than silences (at least 10 of them), 90% or more are 1-3 characters long
+        (ARPAbet phones all are; about half of English running words are) and another interval
+        tier has at most 2/3 as many labelled intervals (a word spans about three phones, so of an
+        aligned pair the word tier has the fewer), or it is the only interval tier and has 20
+        labels or more. Also: words that start before 0 s (the audio onset), which a file whose
+        time domain starts below 0 allows.
     """
     name = os.fspath(path)
     drop = _non_word_set(non_words)
