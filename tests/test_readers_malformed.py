@@ -505,3 +505,14 @@ def test_stacked_responses_arguments(lebel):
     with pytest.raises(DatasetError, match="no stories to stack for subject UTS01"):
         stacked_responses(ds, "UTS01", [], [])
     assert stacked_responses(ds, "UTS01", ["a", "b"], (20, 15)).shape == (35, N_VOX)
+
+
+def test_duplicate_json_keys(lebel, bids):
+    path = lebel / "derivative" / "respdict.json"
+    path.write_text('{"a": 40, "b": 35, "a": 50}')  # json.loads keeps 50 silently
+    with pytest.raises(DatasetError, match=re.escape(f"{path}: the key 'a' appears more than once in one JSON object")):
+        open_dataset("lebel2023", lebel)
+    sidecar = func(bids) / "sub-01_task-beta_bold.json"
+    sidecar.write_text('{"RepetitionTime": 1.5, "RepetitionTime": 2.0}')
+    with pytest.raises(DatasetError, match=re.escape(f"{sidecar}: the key 'RepetitionTime' appears more than once")):
+        open_dataset("bids", bids).tr_times("beta")

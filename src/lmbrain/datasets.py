@@ -146,8 +146,16 @@ def _read_json(path: Path, what: str):
                            "UTF-8: re-save it as UTF-8") from None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:  # json.loads would keep the last value silently
+            raise DatasetError(f"{path}: the key {twice[0]!r} appears more than once in one JSON object; which value "
+                               "is meant is ambiguous: keep one")
+        return dict(pairs)
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
 
