@@ -529,8 +529,8 @@ def read(path: str | os.PathLike) -> TextGrid:
         tier out of time order (Praat never writes them so; they are not re-sorted), intervals of
         a tier that overlap, an item outside its tier's ``[xmin, xmax]`` (e.g. a negative time in a
         file starting at 0) or a tier outside the file's. Overlaps and overhangs up to
-        :data:`TIME_TOLERANCE` are accepted. The message names the file and the line.
-        ``path`` is a directory.
+        :data:`TIME_TOLERANCE` are accepted. The message names the file and the line. Also when
+        ``path`` is a folder.
     FileNotFoundError
         ``path`` does not exist.
     """
@@ -866,6 +866,8 @@ def read_words(path: str | os.PathLike, tier: int | str | None = None,
         ``tier`` is not given (unless exactly one of them is an interval tier); the word tier is a
         point tier; it holds no word at all; or a word's time is implausible (beyond
         :data:`MAX_WORD_TIME` s: a file in samples, say).
+    TypeError
+        ``non_words`` is a string or holds something other than strings.
 
     Warns
     -----
