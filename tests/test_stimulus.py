@@ -123,3 +123,83 @@ def test_tr_design_with_training_statistics():
     d2 = tr_design(x, delays=(0, 2), mean=np.array([1.0, 1.0]), std=np.array([2.0, 0.0]))
     np.testing.assert_allclose(d2[:, 0], (x[:, 0] - 1) / 2)
     assert np.all(d2[:, 1] == 0) and d2.dtype == np.float32 and d2.shape == (6, 4)
+
+
+def _phone_word_grid(phone_name="phone", word_name="word", swap=False):
+    from lmbrain import textgrid as tg
+
+    phones = tg.Tier(phone_name, "IntervalTier", 0, 3, [tg.Interval(0, 1, "sil"), tg.Interval(1, 1.5, "HH"),
+                                                         tg.Interval(1.5, 2, "AY1"), tg.Interval(2, 2.5, "sp"),
+                                                         tg.Interval(2.5, 3, "")])
+    words = tg.Tier(word_name, "IntervalTier", 0, 3, [tg.Interval(0, 1, ""), tg.Interval(1, 2, "HI"), tg.Interval(2, 3, "")])
+    return tg.TextGrid(0, 3, [words, phones] if swap else [phones, words])
+
+
+def test_read_phones_include_silence_keeps_every_interval(tmp_path):
+    # the Huth lab's phoneme rate counts every phone-tier interval, silences and empty ones included
+    from lmbrain import textgrid as tg
+    from lmbrain.stimulus import downsample, phoneme_rate, read_phones
+
+    p = tg.write(tmp_path / "x.TextGrid", _phone_word_grid())
+    default = read_phones(p)
+    assert default.phone.tolist() == ["HH", "AY1"]
+    pd_all = read_phones(p, include_silence=True)
+    assert pd_all.phone.tolist() == ["sil", "HH", "AY1", "sp", ""]
+    assert pd_all.onset.tolist() == [0, 1, 1.5, 2, 2.5] and pd_all.midpoint.tolist() == [0.5, 1.25, 1.75, 2.25, 2.75]
+    tr = np.array([1.0, 3.0, 5.0])
+    # hand-built expectation: one count per interval at its midpoint, Lanczos-summed per TR
+    expected = np.zeros(3)
+    for t in (0.5, 1.25, 1.75, 2.25, 2.75):
+        expected += lanczos_kernel((tr - t) * 0.5)
+    np.testing.assert_allclose(phoneme_rate(pd_all, tr)[:, 0], expected, atol=1e-12)
+    np.testing.assert_allclose(phoneme_rate(default, tr), downsample(np.ones(2), [1.25, 1.75], tr), atol=1e-12)
+    assert phoneme_rate(pd_all, tr).sum() > phoneme_rate(default, tr).sum()
+
+
+def test_read_phones_finds_the_phone_tier_by_name_and_warns_when_swapped(tmp_path):
+    import warnings
+
+    from lmbrain import LmbrainWarning
+    from lmbrain import textgrid as tg
+    from lmbrain.stimulus import read_phones
+
+    named = tg.write(tmp_path / "n.TextGrid", _phone_word_grid(swap=True))  # words first, named
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_phones(named).phone.tolist() == ["HH", "AY1"]
+    assert read_phones(named, tier=0).phone.tolist() == ["HI"]  # an explicit position is obeyed
+    unnamed = tg.write(tmp_path / "u.TextGrid", _phone_word_grid("a", "b", swap=True))
+    with pytest.warns(LmbrainWarning, match=r"u\.TextGrid: the phone tier chosen, 0 \('b'\), has 1 labelled intervals but "
+                                            r"tier 1 \('a'\) has 2.*are the tiers swapped"):
+        read_phones(unnamed)
+    silent = tg.write(tmp_path / "s.TextGrid", tg.TextGrid(0, 1, [tg.Tier("phone", "IntervalTier", 0, 1, [tg.Interval(0, 1, "sil")])]))
+    with pytest.raises(LmbrainError, match=r"s\.TextGrid: tier 0 \('phone'\) holds no phones"):
+        read_phones(silent)
+    assert read_phones(silent, include_silence=True).phone.tolist() == ["sil"]
+    with pytest.raises(LmbrainError, match="no tier named 'phones'"):
+        read_phones(named, tier="phones")
+
+
+def test_read_textgrid_passes_non_words(tmp_path):
+    from lmbrain import textgrid as tg
+    from lmbrain.stimulus import read_textgrid
+
+    p = tg.write(tmp_path / "x.TextGrid", _phone_word_grid())
+    assert read_textgrid(p)["word"].tolist() == ["hi"]
+    assert read_textgrid(p, non_words=tg.NON_WORDS_HUTH)["word"].tolist() == ["", "hi", ""]
+
+
+def test_nuisance_regressors_refuse_bad_input():
+    import pandas as pd
+
+    from lmbrain.stimulus import phoneme_rate, silence, word_rate
+
+    words = pd.DataFrame({"word": ["a"], "onset": [1.0], "offset": [2.0]})  # no midpoint column
+    with pytest.raises(LmbrainError, match="word_rate needs a table with a 'midpoint' column.*got word, onset, offset"):
+        word_rate(words, np.array([1.0, 3.0]))
+    with pytest.raises(LmbrainError, match="phoneme_rate needs a table with a 'midpoint' column"):
+        phoneme_rate(np.ones(3), np.array([1.0, 3.0]))
+    with pytest.raises(LmbrainError, match="tr_times must be a 1-D array of at least two times"):
+        silence(words, np.array([11.0]))
+    with pytest.raises(LmbrainError, match="silence needs a table with a 'offset' column"):
+        silence(words.drop(columns="offset"), np.array([1.0, 3.0]))

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmbrain import LmbrainWarning
 from lmbrain import textgrid as tg
-from lmbrain.textgrid import NON_WORDS, Interval, TextGrid, TextGridError, Tier
+from lmbrain.textgrid import NON_WORDS, NON_WORDS_HUTH, Interval, TextGrid, TextGridError, Tier
 
 # ----------------------------------------------------------------------------------------------
 # Fixtures: one TextGrid (a phone tier and a word tier, as in LeBel et al. 2023) hand-written in
@@ -642,13 +643,28 @@ WORDTIER = Tier("word", "IntervalTier", 0, 3, [Interval(0, 1, "sp"), Interval(1,
 BELL = Tier("bell", "TextTier", 0, 3, [Interval(1.5, 1.5, "ding")])
 
 
-def test_tier_chosen_by_position(tmp_path):
-    # two or more tiers: the second, whatever its name; one tier: that one
-    swapped = _grid(Tier("word", "IntervalTier", 0, 3, PHONES.items), Tier("phone", "IntervalTier", 0, 3, WORDTIER.items))
+def test_tier_chosen_by_name_then_position(tmp_path):
+    # a tier named word/words (any case, or "<speaker> - words") wins, wherever it is
+    swapped = _grid(Tier("word", "IntervalTier", 0, 3, WORDTIER.items), Tier("phone", "IntervalTier", 0, 3, PHONES.items))
     assert tg.read_words(tg.write(tmp_path / "a.TextGrid", swapped))["word"].tolist() == ["cat", "sat"]
-    assert tg.read_words(tg.write(tmp_path / "b.TextGrid", _grid(WORDTIER)))["word"].tolist() == ["cat", "sat"]
+    for name in ("Words", " WORD ", "speaker1 - words"):
+        grid = _grid(Tier(name, "IntervalTier", 0, 3, WORDTIER.items), PHONES, Tier("x", "IntervalTier", 0, 3, []))
+        assert tg.read_words(tg.write(tmp_path / "n.TextGrid", grid))["word"].tolist() == ["cat", "sat"]
+    # no tier named so: the second of two or more, else the only one
+    unnamed = _grid(Tier("a", "IntervalTier", 0, 3, PHONES.items), Tier("b", "IntervalTier", 0, 3, WORDTIER.items))
+    assert tg.read_words(tg.write(tmp_path / "u.TextGrid", unnamed))["word"].tolist() == ["cat", "sat"]
+    assert tg.read_words(tg.write(tmp_path / "b.TextGrid", _grid(Tier("w", "IntervalTier", 0, 3, WORDTIER.items))))["word"].tolist() == ["cat", "sat"]
     three = _grid(PHONES, WORDTIER, Tier("other", "IntervalTier", 0, 3, [Interval(0, 3, "x")]))
     assert tg.read_words(tg.write(tmp_path / "c.TextGrid", three))["word"].tolist() == ["cat", "sat"]
+    # two tiers named like a word tier: ambiguous
+    two = _grid(Tier("words", "IntervalTier", 0, 3, WORDTIER.items), WORDTIER)
+    p = tg.write(tmp_path / "two.TextGrid", two)
+    with pytest.raises(TextGridError, match=re.escape(f"{p}: 2 tiers are named like the one wanted (0 'words', 1 'word'); pass tier=")):
+        tg.read_words(p)
+    assert tg.read_words(p, tier=0)["word"].tolist() == ["cat", "sat"]
+    # ... unless only one of them is an interval tier
+    marks = Tier("Words", "TextTier", 0, 3, [Interval(1.5, 1.5, "x")])
+    assert tg.read_words(tg.write(tmp_path / "m.TextGrid", _grid(marks, PHONES, WORDTIER)))["word"].tolist() == ["cat", "sat"]
 
 
 def test_tier_override_by_index_and_name(tmp_path):
@@ -680,13 +696,16 @@ def test_missing_tier_errors_list_the_tiers(tmp_path):
         tg.read_words(p, tier=True)
 
 
-def test_words_in_time_order_and_empty_table(tmp_path):
-    unsorted = Tier("w", "IntervalTier", 0, 3, [Interval(2, 3, "c"), Interval(0, 1, "a"), Interval(1, 2, "b")])
-    df = tg.read_words(tg.write(tmp_path / "u.TextGrid", _grid(unsorted)))
-    assert df["word"].tolist() == ["a", "b", "c"] and df.index.tolist() == [0, 1, 2]
-    empty = tg.read_words(tg.write(tmp_path / "e.TextGrid", _grid(Tier("w", "IntervalTier", 0, 3, [Interval(0, 3, "sp")]))))
-    assert list(empty.columns) == ["word", "onset", "offset", "midpoint"] and len(empty) == 0
-    assert all(empty[c].dtype == np.float64 for c in ("onset", "offset", "midpoint"))
+def test_words_in_time_order_and_no_words_is_an_error(tmp_path):
+    df = tg.read_words(tg.write(tmp_path / "o.TextGrid", _grid(PHONES, WORDTIER)))
+    assert df["onset"].tolist() == [1.0, 2.0] and df.index.tolist() == [0, 1]
+    assert all(df[c].dtype == np.float64 for c in ("onset", "offset", "midpoint"))
+    p = tg.write(tmp_path / "e.TextGrid", _grid(PHONES, Tier("word", "IntervalTier", 0, 3, [Interval(0, 1, "sp"), Interval(1, 3, "")])))
+    with pytest.raises(TextGridError, match=re.escape(f"{p}: tier 1 ('word') holds no words: its 2 intervals are all silences")):
+        tg.read_words(p)
+    p = tg.write(tmp_path / "z.TextGrid", _grid(PHONES, Tier("word", "IntervalTier", 0, 3, [])))
+    with pytest.raises(TextGridError, match="holds no words"):
+        tg.read_words(p)
 
 
 def test_words_to_tier_fills_gaps_and_tiles():
@@ -723,3 +742,200 @@ def test_words_to_tier_rejects_bad_tables():
         tg.words_to_tier(pd.DataFrame({"word": ["a"], "onset": [0.0]}))
     with pytest.raises(ValueError, match="finite"):
         tg.words_to_tier(pd.DataFrame({**good, "onset": [0.0, float("nan")]}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Swapped tiers: a word tier that looks like phones (issue 18)
+_PHONE_LABELS = "HH AH0 L OW1 W ER1 L D DH AH0 K AE1 T S AE1 T AA1 N DH AH0 M AE1 T".split()
+_WORD_LABELS = ["hello", "world", "the", "cat", "sat", "on", "the", "mat"]
+_PER_WORD = [4, 4, 2, 3, 3, 2, 2, 3]  # phones per word: 23 in all
+
+
+def _aligned(word_name="word", phone_name="phone", phones_first=True):
+    """A phone tier and a word tier whose boundaries nest, as a forced aligner writes them."""
+    phones, words, t, k = [Interval(0, 0.5, "sil")], [Interval(0, 0.5, "")], 0.5, 0
+    for w, n in zip(_WORD_LABELS, _PER_WORD):
+        for p in _PHONE_LABELS[k: k + n]:
+            phones.append(Interval(round(t, 3), round(t + 0.1, 3), p))
+            t += 0.1
+        words.append(Interval(round(t - 0.1 * n, 3), round(t, 3), w))
+        k += n
+    phones.append(Interval(round(t, 3), 10, ""))
+    words.append(Interval(round(t, 3), 10, ""))
+    ph, wd = Tier(phone_name, "IntervalTier", 0, 10, phones), Tier(word_name, "IntervalTier", 0, 10, words)
+    return TextGrid(0, 10, [ph, wd] if phones_first else [wd, ph])
+
+
+def test_aligned_fixture_nests():
+    grid = _aligned()
+    assert len(grid.tiers[0].items) == 25 and len(grid.tiers[1].items) == 10
+    assert {i.xmin for i in grid.tiers[1].items} <= {i.xmin for i in grid.tiers[0].items}
+
+
+@pytest.mark.parametrize("names", [("tier1", "tier2"), ("", ""), ("phone", "word")], ids=["generic", "unnamed", "names_swapped"])
+def test_swapped_tiers_warn_that_the_word_tier_looks_like_phones(tmp_path, names):
+    # words first, phones second: by position, or by a name that went with the wrong tier, the
+    # phones are taken as words; the chosen tier has 23 short labels against the other's 8 words
+    word_name, phone_name = names
+    p = tg.write(tmp_path / "s.TextGrid", _aligned(word_name=word_name, phone_name=phone_name, phones_first=False))
+    with pytest.warns(LmbrainWarning) as rec:
+        df = tg.read_words(p)
+    assert df["word"].tolist()[:3] == ["sil", "hh", "ah0"]  # what is read is still returned
+    msg = str(rec[0].message)
+    assert msg.startswith(f"{p}: the word tier chosen, 1 ({phone_name!r}), looks like a phone tier (100% of its 23 labels "
+                          "are 1-3 characters long, as phone labels are, and it has 2.9 times as many labelled intervals "
+                          f"as tier 0 ({word_name!r})); if the tiers are swapped, name the word tier 'word' or pass tier=")
+
+
+def test_word_tier_named_phone_or_a_lone_phone_tier_warns(tmp_path):
+    grid = _aligned()
+    grid.tiers[0].name, grid.tiers[1].name = "a", "phones"  # position 1 is named like a phone tier
+    with pytest.warns(LmbrainWarning, match=r"it is named 'phones'"):
+        tg.read_words(tg.write(tmp_path / "n.TextGrid", grid))
+    lone = TextGrid(0, 10, [_aligned().tiers[0]])
+    lone.tiers[0].name = "x"
+    with pytest.warns(LmbrainWarning, match=r"looks like a phone tier \(100% of its 23 labels are 1-3 characters long, as phone labels are\)"):
+        tg.read_words(tg.write(tmp_path / "lone.TextGrid", lone))
+
+
+def test_no_phone_warning_for_word_tiers(tmp_path, recwarn):
+    tg.read_words(tg.write(tmp_path / "ok.TextGrid", _aligned()))
+    for fmt in tg.FORMATS:
+        tg.read_words(put(tmp_path, FIXTURES[fmt]))
+    # an explicit tier is the user's choice: no warning even for a phone tier
+    tg.read_words(tg.write(tmp_path / "ph.TextGrid", _aligned()), tier=0)
+    tg.read_words(tg.write(tmp_path / "ph2.TextGrid", _aligned(word_name="tier1", phone_name="tier2", phones_first=False)), tier=0)
+    # a lone word tier of short words (most English words are short, but not 90% of them)
+    words = "it was a dark and stormy night and the rain fell in torrents except at occasional intervals when it was".split()
+    lone = TextGrid(0, 30, [Tier("x", "IntervalTier", 0, 30, [Interval(i, i + 1, w) for i, w in enumerate(words)])])
+    assert len(tg.read_words(tg.write(tmp_path / "lone.TextGrid", lone))) == 20
+    assert not [w for w in recwarn if issubclass(w.category, LmbrainWarning)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inconsistent times (issue 18): errors naming the file and the line
+def _times_case(case):
+    """(text, needle, message): a long-format file whose word tier has one inconsistent time at ``needle``."""
+    ph = Tier("phone", "IntervalTier", 0, 3, [Interval(0, 3, "")])
+    items = {
+        "overlap": [Interval(0, 1, "a"), Interval(0.25, 2, "b")],
+        "out_of_order": [Interval(1, 2, "b"), Interval(0.25, 1, "a")],
+        "negative": [Interval(-0.25, 1, "a"), Interval(1, 2, "b")],
+        "after_xmax": [Interval(0, 1, "a"), Interval(2.25, 3.5, "b")],
+    }[case]
+    text = tg._write_long(TextGrid(0, 3, [ph, Tier("word", "IntervalTier", 0, 3, items)]))  # unchecked writer
+    needle = "xmin = -0.25 " if case == "negative" else "xmin = 2.25 " if case == "after_xmax" else "xmin = 0.25 "
+    message = {
+        "overlap": "interval 2 of 2 in tier 2 ('word') (0.25 to 2 s) overlaps interval 1, which ends at 1 s: "
+                   "the intervals of a tier must not overlap",
+        "out_of_order": "interval 2 of 2 in tier 2 ('word') (0.25 to 1 s) comes before interval 1, which starts at 1 s: "
+                        "the intervals of a tier must be in time order",
+        "negative": "interval 1 of 2 in tier 2 ('word') (-0.25 to 1 s) (a negative time) lies outside the tier's time "
+                    "domain (0 to 3 s)",
+        "after_xmax": "interval 2 of 2 in tier 2 ('word') (2.25 to 3.5 s) lies outside the tier's time domain (0 to 3 s)",
+    }[case]
+    return text, needle, message
+
+
+@pytest.mark.parametrize("case", ["overlap", "out_of_order", "negative", "after_xmax"])
+def test_inconsistent_interval_times_are_errors(tmp_path, case):
+    text, needle, message = _times_case(case)
+    p = put(tmp_path, text, f"{case}.TextGrid")
+    msg = error_of(p)
+    assert msg.startswith(f"{p}, line {line_of(text, needle)}: {message}")
+    with pytest.raises(TextGridError):
+        tg.read_words(p)
+
+
+def test_inconsistent_times_in_short_and_chronological_files(tmp_path):
+    grid = TextGrid(0, 3, [Tier("word", "IntervalTier", 0, 3, [Interval(0, 1, "a"), Interval(0.25, 2, "b")])])
+    short = tg._write_short(grid)
+    assert "overlaps interval 1, which ends at 1 s" in error_of(put(tmp_path, short, "s.TextGrid"))
+    # chronological: each tier's items must come in time order; they are not re-sorted
+    chrono = ('"Praat chronological TextGrid text file"\n0 3   ! Time domain.\n1   ! Number of tiers.\n'
+              '"IntervalTier" "word" 0 3\n\n! word:\n1 1 2\n"b"\n\n! word:\n1 0 1\n"a"\n')
+    msg = error_of(put(tmp_path, chrono, "c.TextGrid"))
+    assert msg.startswith(f"{tmp_path / 'c.TextGrid'}, line 11: the interval of tier 1 ('word') starting on line 11 (0 to 1 s) "
+                          "comes before the previous interval of this tier (line 7), which starts at 1 s")
+    # a tier outside the file's time domain
+    wide = tg._write_long(TextGrid(0, 3, [Tier("word", "IntervalTier", 0, 5, [Interval(0, 5, "a")])]))
+    msg = error_of(put(tmp_path, wide, "w.TextGrid"))
+    assert msg.startswith(f"{tmp_path / 'w.TextGrid'}, line {line_of(wide, 'xmax = 5 ')}: tier 1 ('word') spans 0 to 5 s, "
+                          "outside the TextGrid's time domain (0 to 3 s)")
+    # points out of order
+    bell = tg._write_long(TextGrid(0, 3, [Tier("bell", "TextTier", 0, 3, [Interval(2, 2, "x"), Interval(1, 1, "y")])]))
+    assert "point 2 of 2 in tier 1 ('bell') at 1 s comes before point 1, which starts at 2 s" in error_of(put(tmp_path, bell, "b.TextGrid"))
+
+
+def test_rounding_sized_overlaps_are_accepted(tmp_path):
+    # text files round times: an overlap or overhang below TIME_TOLERANCE is not an error
+    eps = tg.TIME_TOLERANCE / 10
+    grid = TextGrid(0, 3, [Tier("word", "IntervalTier", 0, 3, [Interval(0, 1 + eps, "a"), Interval(1, 3 + eps, "b")])])
+    assert tg.read_words(tg.write(tmp_path / "r.TextGrid", grid))["word"].tolist() == ["a", "b"]
+
+
+def test_implausible_and_overflowing_times(tmp_path):
+    # (1e308 + 1.7e308) / 2 overflows: refused as an implausible word time, not an inf midpoint
+    grid = TextGrid(0, 1.7e308, [Tier("word", "IntervalTier", 0, 1.7e308, [Interval(0, 1, "a"), Interval(1e308, 1.7e308, "b")])])
+    p = tg.write(tmp_path / "o.TextGrid", grid)
+    with pytest.raises(TextGridError, match=re.escape(f"{p}: the word 'b' (interval 2 of tier 0, 'word') spans 1e+308 to 1.7e+308 s: "
+                                                      "not a plausible time for a word")):
+        tg.read_words(p)
+    samples = TextGrid(0, 3e7, [Tier("word", "IntervalTier", 0, 3e7, [Interval(0, 2.2e7, "a"), Interval(2.2e7, 3e7, "b")])])
+    with pytest.raises(TextGridError, match="is the file in samples or milliseconds"):
+        tg.read_words(tg.write(tmp_path / "s.TextGrid", samples))
+
+
+def test_words_before_zero_warn(tmp_path):
+    # Praat allows a time domain starting below 0; words there precede the audio onset
+    grid = TextGrid(-2, 3, [Tier("word", "IntervalTier", -2, 3, [Interval(-2, -1, "a"), Interval(-1, 3, "b")])])
+    p = tg.write(tmp_path / "n.TextGrid", grid)
+    with pytest.warns(LmbrainWarning, match=re.escape(f"{p}: 2 word(s) of tier 0 ('word') start before 0 s (the first at -2 s)")):
+        assert tg.read_words(p)["onset"].tolist() == [-2.0, -1.0]
+
+
+def test_write_refuses_what_read_refuses(tmp_path):
+    for case in ("overlap", "out_of_order", "negative", "after_xmax"):
+        grid = tg.TextGrid(0, 3, [Tier("word", "IntervalTier", 0, 3, [])])
+        items = {"overlap": [Interval(0, 1, "a"), Interval(0.25, 2, "b")], "out_of_order": [Interval(1, 2, "b"), Interval(0.25, 1, "a")],
+                 "negative": [Interval(-0.25, 1, "a")], "after_xmax": [Interval(2.25, 3.5, "b")]}[case]
+        grid.tiers[0].items = items
+        with pytest.raises(ValueError, match="overlaps|time order|outside"):
+            tg.write(tmp_path / f"{case}.TextGrid", grid)
+    with pytest.raises(ValueError, match="outside the TextGrid's time domain"):
+        tg.write(tmp_path / "t.TextGrid", TextGrid(0, 3, [Tier("word", "IntervalTier", 0, 5, [])]))
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_folder_is_a_textgrid_error(tmp_path):
+    (tmp_path / "d.TextGrid").mkdir()
+    with pytest.raises(TextGridError, match=re.escape(f"{tmp_path / 'd.TextGrid'}: is a folder, not a TextGrid file")):
+        tg.read_words(tmp_path / "d.TextGrid")
+
+
+# ----------------------------------------------------------------------------------------------
+# The Huth lab's non-word set (issue 20)
+def test_non_words_huth_constant():
+    assert isinstance(NON_WORDS_HUTH, frozenset)
+    assert NON_WORDS_HUTH == {"sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp"}
+    assert NON_WORDS - NON_WORDS_HUTH == {"sl", "cg", "ig", ""}
+
+
+def test_read_words_with_the_huth_non_words(tmp_path):
+    labels = ["sentence_start", "Hello", "sp", "{LG}", "{SL}", "cg", " IG ", "", "World", "{BR}", "ns", "{ls}", "SENTENCE_END"]
+    grid = TextGrid(0, len(labels), [Tier("word", "IntervalTier", 0, len(labels),
+                                          [Interval(float(i), float(i + 1), s) for i, s in enumerate(labels)])])
+    p = tg.write(tmp_path / "h.TextGrid", grid)
+    default = tg.read_words(p)
+    assert default["word"].tolist() == ["hello", "world"] and default["onset"].tolist() == [1.0, 8.0]
+    pd.testing.assert_frame_equal(tg.read_words(p, non_words=NON_WORDS), default)
+    huth = tg.read_words(p, non_words=NON_WORDS_HUTH)
+    # the reference keeps sl, cg, ig and the empty label as words
+    assert huth["word"].tolist() == ["hello", "sl", "cg", "ig", "", "world"]
+    assert huth["onset"].tolist() == [1.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert huth["midpoint"].tolist() == [1.5, 4.5, 5.5, 6.5, 7.5, 8.5]
+    # any collection works, compared like the built-in sets
+    assert tg.read_words(p, non_words=["{Hello}", "WORLD", "sp", ""])["word"].tolist() == [
+        "sentence_start", "lg", "sl", "cg", "ig", "br", "ns", "ls", "sentence_end"]
+    with pytest.raises(TypeError, match="not the string 'sp'"):
+        tg.read_words(p, non_words="sp")

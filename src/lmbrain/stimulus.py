@@ -12,11 +12,13 @@ Conventions follow the LeBel et al. 2023 release (see the README's "Conventions"
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from . import LmbrainError
+from . import LmbrainError, LmbrainWarning
 from . import textgrid as _textgrid
 
 #: Stimulus rows dropped at the start and end of each story to align with the responses.
@@ -28,19 +30,22 @@ SIM_SHORTFALL = 5
 FIRST_TR_OFFSET = -4.5
 
 
-def read_textgrid(path: str | os.PathLike, tier: int | str | None = None) -> pd.DataFrame:
+def read_textgrid(path: str | os.PathLike, tier: int | str | None = None,
+                  non_words: Iterable[str] = _textgrid.NON_WORDS) -> pd.DataFrame:
     """Words of a Praat TextGrid (long, short or chronological text format; UTF-8 or UTF-16).
 
-    The word tier is taken by position (the second tier when there are two or more, as in the
-    LeBel et al. files where tier 1 holds phones), non-word tokens (``sp``, ``{LG}``,
-    ``sentence_start``, ...) are dropped and words are lower-cased.
+    The word tier is the one named ``word``/``words`` when there is one, else taken by position
+    (the second tier when there are two or more, as in the LeBel et al. files where tier 1 holds
+    phones); non-word tokens (``sp``, ``{LG}``, ``sentence_start``, ...: ``non_words``) are dropped
+    and words are lower-cased. See :func:`lmbrain.textgrid.read_words`, which this calls, for the
+    parameters, the errors and the warnings.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``word`` (str), ``onset``, ``offset``, ``midpoint`` (float64, seconds), time-ordered.
     """
-    return _textgrid.read_words(path, tier=tier)
+    return _textgrid.read_words(path, tier=tier, non_words=non_words)
 
 
 def lebel_stimulus_times(n_respdict: int, tr: float = 2.0) -> np.ndarray:
@@ -100,41 +105,101 @@ def downsample(values: np.ndarray, word_times: np.ndarray, tr_times: np.ndarray,
     return lanczos_matrix(tr_times, word_times, window, cutoff_mult) @ values
 
 
-def read_phones(path: str | os.PathLike, tier: int | str = 0) -> pd.DataFrame:
-    """Phone intervals of a TextGrid (tier 0 by default, as in the LeBel et al. files): ``phone``, ``onset``, ``offset``, ``midpoint``.
+def read_phones(path: str | os.PathLike, tier: int | str | None = None, include_silence: bool = False) -> pd.DataFrame:
+    """Phone intervals of a TextGrid: columns ``phone``, ``onset``, ``offset``, ``midpoint`` (s), in time order.
 
-    Silences and non-speech labels (``sp``, ``sil``, ``{LG}``, empty, ...) are dropped.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TextGrid in any format :func:`lmbrain.textgrid.read` accepts.
+    tier : int, str or None
+        The phone tier. ``None``: the tier named ``phone``/``phones``/``phoneme``/``phonemes`` (any
+        case) when exactly one is, else the first tier (index 0, as in the LeBel et al. files). An
+        int picks a 0-based position, a str a tier name.
+    include_silence : bool
+        ``False`` (lmbrain's default): silences and non-speech labels (``sp``, ``sil``, ``{LG}``,
+        empty, ...: :data:`lmbrain.textgrid.SILENCES`) are dropped. ``True``: every interval of the
+        tier is kept, silences and empty ones included, as the Huth lab's reference code counts
+        them for its phoneme rate.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``phone`` (the label stripped of surrounding whitespace, case kept), ``onset``, ``offset``
+        and ``midpoint`` (float64).
+
+    Raises
+    ------
+    lmbrain.textgrid.TextGridError
+        The file is malformed (see :func:`lmbrain.textgrid.read`), the tier does not exist or is a
+        point tier, several tiers are named like a phone tier, or the tier holds no phone.
+
+    Warns
+    -----
+    LmbrainWarning
+        With ``tier=None``: another interval tier has at least 1.5 times as many labelled
+        intervals as the one chosen (a phone tier has more intervals than its word tier, so the
+        tiers are probably swapped).
     """
+    name = os.fspath(path)
     grid = _textgrid.read(path)
-    t = grid.tiers[tier] if isinstance(tier, int) and 0 <= tier < len(grid.tiers) else None
-    if isinstance(tier, str):
-        t = next((x for x in grid.tiers if x.name == tier), None)
-    if t is None:
-        raise LmbrainError(f"{path}: no phone tier {tier!r} ({len(grid.tiers)} tiers present)")
+    idx, t = _textgrid._select_tier(grid, tier, name, _textgrid.PHONE_TIER_NAMES, default=0)
+    if t.kind != "IntervalTier":
+        raise _textgrid.TextGridError(f"{name}: tier {idx} ({t.name!r}) is a point tier (TextTier); phones need an "
+                                      f"interval tier; {_textgrid._tier_list(grid)}")
+    if tier is None:
+        n = len(_textgrid._speech_labels(t))
+        more = [(j, m) for j, o in enumerate(grid.tiers)
+                if j != idx and o.kind == "IntervalTier" and (m := len(_textgrid._speech_labels(o))) >= 1.5 * max(n, 1)]
+        if more:
+            j, m = max(more, key=lambda jm: jm[1])
+            warnings.warn(f"{name}: the phone tier chosen, {idx} ({t.name!r}), has {n} labelled intervals but tier {j} "
+                          f"({grid.tiers[j].name!r}) has {m}; a phone tier has more intervals than its word tier: are the "
+                          "tiers swapped? Pass tier= (a position or a name) to choose", LmbrainWarning, stacklevel=2)
     rows = [(it.text.strip(), it.xmin, it.xmax) for it in t.items
-            if it.text.strip().strip("{}").strip().lower() not in (_textgrid.NON_WORDS | {"sil"})]
+            if include_silence or _textgrid._label_key(it.text) not in _textgrid.SILENCES]
+    if not rows:
+        raise _textgrid.TextGridError(f"{name}: tier {idx} ({t.name!r}) holds no phones (only silences and non-speech "
+                                      f"labels); is it the phone tier? {_textgrid._tier_list(grid)}")
     out = pd.DataFrame(rows, columns=["phone", "onset", "offset"]).astype({"onset": "float64", "offset": "float64"})
     out["midpoint"] = (out["onset"] + out["offset"]) / 2
     return out
 
 
+def _column(table: pd.DataFrame, col: str, what: str) -> np.ndarray:
+    if not isinstance(table, pd.DataFrame) or col not in table.columns:
+        found = ", ".join(map(str, table.columns)) if isinstance(table, pd.DataFrame) else type(table).__name__
+        raise LmbrainError(f"{what} needs a table with a {col!r} column, as read_textgrid/read_phones give (got {found})")
+    return table[col].to_numpy(dtype=np.float64)
+
+
 def word_rate(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
-    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of words (one per word at its midpoint)."""
-    return downsample(np.ones(len(words)), words["midpoint"].to_numpy(), tr_times)
+    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of words (one per word at its midpoint).
+
+    Counts every row of ``words``; which labels are words is decided when reading them
+    (``read_textgrid(..., non_words=NON_WORDS_HUTH)`` for the Huth lab's 7-label set).
+    """
+    return downsample(np.ones(len(words)), _column(words, "midpoint", "word_rate"), tr_times)
 
 
 def phoneme_rate(phones: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
-    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of phones (see :func:`read_phones`)."""
-    return downsample(np.ones(len(phones)), phones["midpoint"].to_numpy(), tr_times)
+    """Nuisance regressor (n_trs, 1): Lanczos-downsampled count of phones (see :func:`read_phones`).
+
+    Counts every row of ``phones``: ``read_phones(path)`` drops silences (lmbrain's default);
+    ``read_phones(path, include_silence=True)`` keeps them, as the Huth lab's reference code does.
+    """
+    return downsample(np.ones(len(phones)), _column(phones, "midpoint", "phoneme_rate"), tr_times)
 
 
 def silence(words: pd.DataFrame, tr_times: np.ndarray) -> np.ndarray:
     """Nuisance regressor (n_trs, 1): fraction of each TR's window ``[t - TR/2, t + TR/2)`` with no word sounding."""
     tr_times = np.asarray(tr_times, dtype=np.float64)
+    if tr_times.ndim != 1 or tr_times.size < 2:
+        raise LmbrainError("tr_times must be a 1-D array of at least two times")
     tr = np.mean(np.diff(tr_times))
     lo, hi = tr_times - tr / 2, tr_times + tr / 2
-    on = words["onset"].to_numpy()[None, :]
-    off = words["offset"].to_numpy()[None, :]
+    on = _column(words, "onset", "silence")[None, :]
+    off = _column(words, "offset", "silence")[None, :]
     covered = np.clip(np.minimum(off, hi[:, None]) - np.maximum(on, lo[:, None]), 0, None).sum(axis=1)
     return (1 - np.clip(covered / tr, 0, 1))[:, None]
 

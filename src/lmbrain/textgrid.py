@@ -73,16 +73,24 @@ import math
 import operator
 import os
 import re
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import LmbrainError
+from . import LmbrainError, LmbrainWarning
 
 __all__ = [
     "NON_WORDS",
+    "NON_WORDS_HUTH",
+    "SILENCES",
+    "WORD_TIER_NAMES",
+    "PHONE_TIER_NAMES",
+    "TIME_TOLERANCE",
+    "MAX_WORD_TIME",
     "CHRONOLOGICAL_HEADER",
     "FORMATS",
     "ENCODINGS",
@@ -99,6 +107,29 @@ __all__ = [
 #: Word-tier labels that are not words: compared case-insensitively after stripping ``{``, ``}``
 #: and surrounding whitespace (so ``{LG}``, ``SP`` and an empty interval are all dropped).
 NON_WORDS = frozenset({"sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp", "sl", "cg", "ig", ""})
+
+#: The 7 labels the Huth lab's released code drops from the word tier (``DEFAULT_BAD_WORDS`` of its
+#: ``dsutils.make_word_ds``), compared the same way. Unlike :data:`NON_WORDS` it keeps ``sl``, ``cg``,
+#: ``ig`` and empty intervals, which then count as words (an empty one as the word ``""``).
+NON_WORDS_HUTH = frozenset({"sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp"})
+
+#: Phone-tier labels that are silences or non-speech, dropped by ``lmbrain.stimulus.read_phones``
+#: unless ``include_silence=True``: :data:`NON_WORDS` plus ``sil``.
+SILENCES = NON_WORDS | {"sil"}
+
+#: Tier names (case-insensitive, surrounding spaces ignored) that mark the word tier; a name such as
+#: ``"speaker1 - words"`` (Montreal Forced Aligner) counts too.
+WORD_TIER_NAMES = frozenset({"word", "words"})
+
+#: Tier names that mark the phone tier, matched as :data:`WORD_TIER_NAMES`.
+PHONE_TIER_NAMES = frozenset({"phone", "phones", "phoneme", "phonemes"})
+
+#: Seconds by which intervals may overlap or stick out of their tier's time domain before
+#: :func:`read` refuses them (text files round times; Praat's own files tile exactly).
+TIME_TOLERANCE = 1e-6
+
+#: Word times (s) beyond which :func:`read_words` refuses a word as implausible (about 11.6 days).
+MAX_WORD_TIME = 1e6
 
 #: The first line of a chronological TextGrid file (without its quotes).
 CHRONOLOGICAL_HEADER = "Praat chronological TextGrid text file"
@@ -153,8 +184,9 @@ class Tier:
     xmin, xmax : float
         The tier's time domain (s).
     items : list of Interval
-        The intervals (or points) in time order. Praat's interval tiers tile ``[xmin, xmax]``
-        without gaps (see :func:`words_to_tier`); this reader does not insist on it.
+        The intervals (or points) in time order, inside ``[xmin, xmax]``; intervals do not overlap.
+        Praat's interval tiers tile ``[xmin, xmax]`` without gaps (see :func:`words_to_tier`); this
+        reader accepts gaps.
     """
 
     name: str
@@ -359,7 +391,7 @@ class _Parser:
     def string(self, what: str) -> str:
         return self.take("str", f"a quoted string for {what}").value
 
-    def tier_header(self, i: int, n: int) -> Tier:
+    def tier_header(self, i: int, n: int, grid: TextGrid) -> Tier:
         tok = self.peek()
         what = f'the class of tier {i} of {n} ("IntervalTier" or "TextTier")'
         if tok is not None and tok.kind != "str" and i > 1:
@@ -373,19 +405,47 @@ class _Parser:
         if xmax < xmin:
             raise TextGridError(f"{self.name}, line {line}: tier {i} ({name!r}) ends (xmax = {xmax:g}) "
                                 f"before it starts (xmin = {xmin:g})")
+        if xmin < grid.xmin - TIME_TOLERANCE or xmax > grid.xmax + TIME_TOLERANCE:
+            raise TextGridError(f"{self.name}, line {line}: tier {i} ({name!r}) spans {xmin:g} to {xmax:g} s, outside "
+                                f"the TextGrid's time domain ({grid.xmin:g} to {grid.xmax:g} s); a tier must lie "
+                                "within the file's xmin and xmax")
         return Tier(name, kind, xmin, xmax, [])
 
-    def item(self, tier: Tier, where: str) -> Interval:
+    def item(self, tier: Tier, where: str) -> tuple[Interval, int]:
+        """The next interval (or point) of ``tier`` and the line its first value is on."""
         if tier.kind == "IntervalTier":
-            xmin, _ = self.number(f"xmin of {where}")
+            xmin, first = self.number(f"xmin of {where}")
             xmax, line = self.number(f"xmax of {where}")
             text = self.string(f"the text of {where}")
             if xmax < xmin:
                 raise TextGridError(f"{self.name}, line {line}: {where} ends (xmax = {xmax:g}) "
                                     f"before it starts (xmin = {xmin:g})")
-            return Interval(xmin, xmax, text)
-        time, _ = self.number(f"the time of {where}")
-        return Interval(time, time, self.string(f"the mark of {where}"))
+            return Interval(xmin, xmax, text), first
+        time, first = self.number(f"the time of {where}")
+        return Interval(time, time, self.string(f"the mark of {where}")), first
+
+    def check_item(self, tier: Tier, it: Interval, line: int, where: str, prev: str) -> None:
+        """Refuse an item outside its tier's time domain, out of time order, or (intervals) overlapping.
+
+        ``it`` is about to be appended to ``tier``; ``prev`` names the item before it in messages.
+        """
+        point = tier.kind == "TextTier"
+        span = f"at {it.xmin:g} s" if point else f"({it.xmin:g} to {it.xmax:g} s)"
+        if it.xmin < tier.xmin - TIME_TOLERANCE or it.xmax > tier.xmax + TIME_TOLERANCE:
+            hint = " (a negative time)" if it.xmin < 0 <= tier.xmin else ""
+            raise TextGridError(f"{self.name}, line {line}: {where} {span}{hint} lies outside the tier's time domain "
+                                f"({tier.xmin:g} to {tier.xmax:g} s); every item must lie within its tier's xmin and xmax")
+        if not tier.items:
+            return
+        last = tier.items[-1]
+        if it.xmin < last.xmin - TIME_TOLERANCE:
+            unit = "points" if point else "intervals"
+            raise TextGridError(f"{self.name}, line {line}: {where} {span} comes before {prev}, which starts at "
+                                f"{last.xmin:g} s: the {unit} of a tier must be in time order (Praat never writes "
+                                "them otherwise; was the file edited or concatenated by hand?)")
+        if not point and it.xmin < last.xmax - TIME_TOLERANCE:
+            raise TextGridError(f"{self.name}, line {line}: {where} {span} overlaps {prev}, which ends at "
+                                f"{last.xmax:g} s: the intervals of a tier must not overlap")
 
 
 def _parse_ootext(p: _Parser) -> TextGrid:
@@ -404,11 +464,14 @@ def _parse_ootext(p: _Parser) -> TextGrid:
     grid = TextGrid(xmin, xmax, [])
     n_tiers = p.count("the number of tiers (size)") if flag == "exists" else 0
     for i in range(1, n_tiers + 1):
-        tier = p.tier_header(i, n_tiers)
+        tier = p.tier_header(i, n_tiers, grid)
         unit = "intervals" if tier.kind == "IntervalTier" else "points"
         n_items = p.count(f"the number of {unit} of tier {i} ({tier.name!r})")
         for j in range(1, n_items + 1):
-            tier.items.append(p.item(tier, f"{unit[:-1]} {j} of {n_items} in tier {i} ({tier.name!r})"))
+            where = f"{unit[:-1]} {j} of {n_items} in tier {i} ({tier.name!r})"
+            it, line = p.item(tier, where)
+            p.check_item(tier, it, line, where, f"{unit[:-1]} {j - 1}")
+            tier.items.append(it)
         grid.tiers.append(tier)
     if not p.at_end():
         p.fail(f"the end of the file after tier {n_tiers} of {n_tiers} "
@@ -422,7 +485,10 @@ def _parse_chronological(p: _Parser) -> TextGrid:
     if xmax < xmin:
         raise TextGridError(f"{p.name}, line {line}: the TextGrid ends (xmax = {xmax:g}) before it starts (xmin = {xmin:g})")
     n_tiers = p.count("the number of tiers")
-    grid = TextGrid(xmin, xmax, [p.tier_header(i, n_tiers) for i in range(1, n_tiers + 1)])
+    grid = TextGrid(xmin, xmax, [])
+    for i in range(1, n_tiers + 1):
+        grid.tiers.append(p.tier_header(i, n_tiers, grid))
+    last_line = [0] * n_tiers  # where each tier's latest item started, for messages
     while not p.at_end():
         tok = p.peek()
         i = p.count("a tier number")
@@ -430,9 +496,13 @@ def _parse_chronological(p: _Parser) -> TextGrid:
             p.fail(f"a tier number from 1 to {n_tiers}", tok)
         tier = grid.tiers[i - 1]
         unit = "interval" if tier.kind == "IntervalTier" else "point"
-        tier.items.append(p.item(tier, f"the {unit} of tier {i} ({tier.name!r}) starting on line {tok.line}"))
-    for tier in grid.tiers:
-        tier.items.sort(key=lambda it: it.xmin)  # stable, as Praat's sorted collections
+        where = f"the {unit} of tier {i} ({tier.name!r}) starting on line {tok.line}"
+        it, _ = p.item(tier, where)
+        # Praat writes each tier's items in time order (the file is sorted by time, then tier):
+        # an item out of order is a damaged file, not something to sort silently.
+        p.check_item(tier, it, tok.line, where, f"the previous {unit} of this tier (line {last_line[i - 1]})")
+        tier.items.append(it)
+        last_line[i - 1] = tok.line
     return grid
 
 
@@ -455,12 +525,21 @@ def read(path: str | os.PathLike) -> TextGrid:
     TextGridError
         The file is empty, undecodable, not a TextGrid, truncated or malformed (non-numeric
         time, unterminated string, an interval count that does not match the intervals present,
-        an interval that ends before it starts, ...). The message names the file and the line.
+        an interval that ends before it starts, ...), or its times are inconsistent: items of a
+        tier out of time order (Praat never writes them so; they are not re-sorted), intervals of
+        a tier that overlap, an item outside its tier's ``[xmin, xmax]`` (e.g. a negative time in a
+        file starting at 0) or a tier outside the file's. Overlaps and overhangs up to
+        :data:`TIME_TOLERANCE` are accepted. The message names the file and the line. Also when
+        ``path`` is a folder.
     FileNotFoundError
         ``path`` does not exist.
     """
     name = os.fspath(path)
-    text = _decode(Path(path).read_bytes(), name)
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise TextGridError(f"{name}: is a folder, not a TextGrid file") from None
+    text = _decode(raw, name)
     toks = _tokenise(text, name)
     p = _Parser(toks, name, last_line=_count_breaks(text.rstrip()) + 1)
     first = p.peek()
@@ -515,6 +594,17 @@ def _check_grid(grid: TextGrid) -> None:
                 raise ValueError(f"point {j} of tier {i} ({tier.name!r}): a point needs xmin == xmax, got {it.xmin} and {it.xmax}")
             if it.xmax < it.xmin:
                 raise ValueError(f"interval {j} of tier {i} ({tier.name!r}) ends ({it.xmax}) before it starts ({it.xmin})")
+            # what read() refuses, write() refuses too
+            if it.xmin < tier.xmin - TIME_TOLERANCE or it.xmax > tier.xmax + TIME_TOLERANCE:
+                raise ValueError(f"item {j} of tier {i} ({tier.name!r}) lies outside the tier's time domain")
+            if j > 1:
+                last = tier.items[j - 2]
+                if it.xmin < last.xmin - TIME_TOLERANCE:
+                    raise ValueError(f"item {j} of tier {i} ({tier.name!r}) starts before item {j - 1}: items must be in time order")
+                if tier.kind == "IntervalTier" and it.xmin < last.xmax - TIME_TOLERANCE:
+                    raise ValueError(f"interval {j} of tier {i} ({tier.name!r}) overlaps interval {j - 1}")
+        if tier.xmin < grid.xmin - TIME_TOLERANCE or tier.xmax > grid.xmax + TIME_TOLERANCE:
+            raise ValueError(f"tier {i} ({tier.name!r}) lies outside the TextGrid's time domain")
 
 
 def _write_long(grid: TextGrid) -> str:
@@ -622,10 +712,12 @@ def write(path: str | os.PathLike, grid: TextGrid, format: str = "long", encodin
     pathlib.Path
         ``path``, so that ``read(write(path, grid)) == grid``.
 
-    Notes
-    -----
-    The chronological format orders items by time; a tier whose items are not in time order
-    comes back sorted.
+    Raises
+    ------
+    ValueError
+        A bad ``format`` or ``encoding``, or a grid :func:`read` would refuse: non-finite times,
+        an interval that ends before it starts, items out of time order, overlapping intervals,
+        items outside their tier's time domain or tiers outside the grid's.
     """
     if format not in _WRITERS:
         raise ValueError(f"unknown TextGrid format {format!r}; use one of {', '.join(FORMATS)}")
@@ -648,14 +740,49 @@ def _tier_list(grid: TextGrid) -> str:
     return "tiers present: " + ", ".join(f"{i} {t.name!r} ({t.kind})" for i, t in enumerate(grid.tiers))
 
 
-def _select_tier(grid: TextGrid, tier: int | str | None, name: str) -> tuple[int, Tier]:
+def _label_key(text: str) -> str:
+    """A label as :data:`NON_WORDS` is matched: stripped of whitespace and ``{}``, lower-cased."""
+    return text.strip().strip("{}").strip().lower()
+
+
+def _non_word_set(non_words: Iterable[str]) -> frozenset:
+    if isinstance(non_words, str):
+        raise TypeError(f"non_words must be a collection of labels (e.g. NON_WORDS_HUTH), not the string {non_words!r}")
+    labels = frozenset(non_words)
+    if not all(isinstance(w, str) for w in labels):
+        raise TypeError("non_words must hold strings")
+    return frozenset(_label_key(w) for w in labels)
+
+
+def _named(tier_name: str, names: frozenset) -> bool:
+    """Whether a tier's name is one of ``names`` (case-insensitive; ``"<speaker> - words"`` too)."""
+    n = tier_name.strip().lower()
+    return n in names or (" - " in n and n.rsplit(" - ", 1)[1].strip() in names)
+
+
+def _select_tier(grid: TextGrid, tier: int | str | None, name: str, names: frozenset = WORD_TIER_NAMES,
+                 default: int | None = None) -> tuple[int, Tier]:
+    """The tier ``tier`` asks for; ``None``: the one named in ``names``, else ``default`` (a position).
+
+    ``default=None`` means the second tier when there are two or more, else the only one.
+    """
     if isinstance(tier, str):
         for i, t in enumerate(grid.tiers):
             if t.name == tier:
                 return i, t
         raise TextGridError(f"{name}: no tier named {tier!r}; {_tier_list(grid)}")
     if tier is None:
-        idx = 1 if len(grid.tiers) >= 2 else 0
+        named = [i for i, t in enumerate(grid.tiers) if _named(t.name, names)]
+        if len(named) > 1:  # e.g. a "words" point tier beside a "word" interval tier
+            intervals = [i for i in named if grid.tiers[i].kind == "IntervalTier"]
+            named = intervals if len(intervals) == 1 else named
+        if len(named) == 1:
+            return named[0], grid.tiers[named[0]]
+        if len(named) > 1:
+            listed = ", ".join(f"{i} {grid.tiers[i].name!r}" for i in named)
+            raise TextGridError(f"{name}: {len(named)} tiers are named like the one wanted ({listed}); "
+                                f"pass tier= (a 0-based position or a name) to choose; {_tier_list(grid)}")
+        idx = default if default is not None else (1 if len(grid.tiers) >= 2 else 0)
     else:
         if isinstance(tier, bool):
             raise TypeError("tier must be None, an int (0-based position) or a str (name), not a bool")
@@ -665,7 +792,47 @@ def _select_tier(grid: TextGrid, tier: int | str | None, name: str) -> tuple[int
     return idx, grid.tiers[idx]
 
 
-def read_words(path: str | os.PathLike, tier: int | str | None = None) -> pd.DataFrame:
+def _speech_labels(tier: Tier) -> list[str]:
+    return [k for k in (_label_key(it.text) for it in tier.items) if k not in SILENCES]
+
+
+#: Share of 1-3 character labels from which a tier reads as phones (ARPAbet labels such as ``AH0``
+#: all are; in English running text about half of the words are).
+_PHONE_SHORT_SHARE = 0.9
+
+
+def _phone_like(grid: TextGrid, idx: int) -> str | None:
+    """Why tier ``idx``, taken as the word tier, looks like a phone tier; ``None`` when it does not.
+
+    It does when it is named like a phone tier (:data:`PHONE_TIER_NAMES`), or when at least 90% of
+    its labels (silences aside) are 1-3 characters long and either another interval tier has at
+    most 2/3 as many labelled intervals (a word spans about three phones, so the word tier of an
+    aligned pair always has the fewer intervals; 10 labels at least), or it is the only interval
+    tier and has 20 labels or more.
+    """
+    t = grid.tiers[idx]
+    if _named(t.name, PHONE_TIER_NAMES):
+        return f"it is named {t.name!r}"
+    labels = _speech_labels(t)
+    n = len(labels)
+    if n < 10:
+        return None
+    share = sum(len(k) <= 3 for k in labels) / n
+    if share < _PHONE_SHORT_SHARE:
+        return None
+    short = f"{share:.0%} of its {n} labels are 1-3 characters long, as phone labels are"
+    others = [(j, len(_speech_labels(o))) for j, o in enumerate(grid.tiers) if j != idx and o.kind == "IntervalTier"]
+    fewer = [(j, m) for j, m in others if 0 < m and n >= 1.5 * m]
+    if fewer:
+        j, m = min(fewer, key=lambda jm: jm[1])
+        return f"{short}, and it has {n / m:.1f} times as many labelled intervals as tier {j} ({grid.tiers[j].name!r})"
+    if not others and n >= 20:
+        return short
+    return None
+
+
+def read_words(path: str | os.PathLike, tier: int | str | None = None,
+               non_words: Iterable[str] = NON_WORDS) -> pd.DataFrame:
     """The words of a TextGrid's word tier, one row per word interval, in time order.
 
     Parameters
@@ -673,42 +840,83 @@ def read_words(path: str | os.PathLike, tier: int | str | None = None) -> pd.Dat
     path : str or os.PathLike
         A TextGrid in any format :func:`read` accepts.
     tier : int, str or None
-        Which tier holds the words. ``None`` chooses by position: the second tier (index 1) when
-        the file has two or more tiers (LeBel et al. 2023: tier 1 phones, tier 2 words), else the
-        only one. An int picks a 0-based position, a str a tier name.
+        Which tier holds the words. ``None``: the tier named ``word`` or ``words`` (any case; see
+        :data:`WORD_TIER_NAMES`) when exactly one is; when none is, by position: the second tier
+        (index 1) when the file has two or more (LeBel et al. 2023: tier 1 phones, tier 2 words),
+        else the only one. An int picks a 0-based position, a str a tier name (exact).
+    non_words : collection of str
+        Labels that are not words, compared case-insensitively after stripping ``{``, ``}`` and
+        surrounding whitespace: :data:`NON_WORDS` (lmbrain's default) or :data:`NON_WORDS_HUTH`
+        (the Huth lab's reference code, which keeps ``sl``, ``cg``, ``ig`` and empty labels).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``word`` (str: the label stripped of surrounding whitespace and ``{}``, lower-cased),
         ``onset``, ``offset`` and ``midpoint`` (float64, seconds; ``midpoint = (onset + offset) / 2``),
-        sorted by onset; shape ``(n_words, 4)``. Intervals whose label is in :data:`NON_WORDS`
-        (``sp``, ``{LG}``, ``sentence_start``, empty, ... compared case-insensitively after
-        stripping ``{``, ``}`` and whitespace) are dropped.
+        in time order; shape ``(n_words, 4)``, never empty. Intervals whose label is in
+        ``non_words`` (``sp``, ``{LG}``, ``sentence_start``, empty, ...) are dropped.
 
     Raises
     ------
     TextGridError
-        The file is malformed (see :func:`read`), the requested tier does not exist (the message
-        lists the tiers present), or the word tier is a point tier.
+        The file is malformed or its times are inconsistent (see :func:`read`: intervals out of
+        order, overlapping or outside the file's time domain); the requested tier does not exist
+        (the message lists the tiers present); several tiers are named ``word``/``words`` and
+        ``tier`` is not given (unless exactly one of them is an interval tier); the word tier is a
+        point tier; it holds no word at all; or a word's time is implausible (beyond
+        :data:`MAX_WORD_TIME` s: a file in samples, say).
+    TypeError
+        ``non_words`` is a string or holds something other than strings.
+
+    Warns
+    -----
+    LmbrainWarning
+        The tier chosen with ``tier=None`` looks like a phone tier, so the tiers are probably
+        swapped. The heuristic: the tier is named like one (:data:`PHONE_TIER_NAMES`); or, of its
+        labels other than silences (at least 10 of them), 90% or more are 1-3 characters long
+        (ARPAbet phones all are; about half of English running words are) and another interval
+        tier has at most 2/3 as many labelled intervals (a word spans about three phones, so of an
+        aligned pair the word tier has the fewer), or it is the only interval tier and has 20
+        labels or more. Also: words that start before 0 s (the audio onset), which a file whose
+        time domain starts below 0 allows.
     """
     name = os.fspath(path)
+    drop = _non_word_set(non_words)
     grid = read(path)
     idx, t = _select_tier(grid, tier, name)
     if t.kind != "IntervalTier":
         raise TextGridError(f"{name}: tier {idx} ({t.name!r}) is a point tier (TextTier); words need an interval tier; "
                             f"{_tier_list(grid)}")
+    if tier is None:
+        reason = _phone_like(grid, idx)
+        if reason is not None:
+            warnings.warn(f"{name}: the word tier chosen, {idx} ({t.name!r}), looks like a phone tier ({reason}); "
+                          "if the tiers are swapped, name the word tier 'word' or pass tier= (a position or a name); "
+                          f"{_tier_list(grid)}", LmbrainWarning, stacklevel=2)
     words, onsets, offsets = [], [], []
-    for it in t.items:
+    for j, it in enumerate(t.items, 1):
         label = it.text.strip().strip("{}").strip()
-        if label.lower() in NON_WORDS:
+        if label.lower() in drop:
             continue
+        if not (abs(it.xmin) <= MAX_WORD_TIME and abs(it.xmax) <= MAX_WORD_TIME):
+            raise TextGridError(f"{name}: the word {label!r} (interval {j} of tier {idx}, {t.name!r}) spans {it.xmin:g} to "
+                                f"{it.xmax:g} s: not a plausible time for a word (beyond {MAX_WORD_TIME:g} s); "
+                                "TextGrid times are seconds (is the file in samples or milliseconds?)")
         words.append(label.lower())
         onsets.append(it.xmin)
         offsets.append(it.xmax)
+    if not words:
+        raise TextGridError(f"{name}: tier {idx} ({t.name!r}) holds no words: its {len(t.items)} intervals are all "
+                            "silences or non-word labels (sp, {LG}, empty, ...); is it the word tier? "
+                            f"{_tier_list(grid)}")
     onset = np.asarray(onsets, dtype=np.float64)
     offset = np.asarray(offsets, dtype=np.float64)
-    order = np.argsort(onset, kind="stable")
+    if onset[0] < 0:
+        n_neg = int((onset < 0).sum())
+        warnings.warn(f"{name}: {n_neg} word(s) of tier {idx} ({t.name!r}) start before 0 s (the first at "
+                      f"{onset[0]:g} s); word times are read as seconds from the audio onset", LmbrainWarning, stacklevel=2)
+    order = np.argsort(onset, kind="stable")  # already in order (read() checks); kept as a guarantee
     return pd.DataFrame({
         "word": pd.Series([words[i] for i in order], dtype=str),
         "onset": onset[order],

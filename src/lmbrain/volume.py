@@ -105,7 +105,15 @@ class VoxelSpace:
 
     @classmethod
     def from_nifti(cls, path: str | os.PathLike, order: str) -> "VoxelSpace":
-        """Read a mask image (non-zero voxels are in the mask)."""
+        """Read a mask image (non-zero voxels are in the mask).
+
+        Raises
+        ------
+        LmbrainError
+            Naming ``path``: the file is missing or not readable as NIfTI (truncated, not gzip, ...),
+            it is not 3-D (a 4-D image with one volume is accepted), it holds NaN or infinite values
+            (whether those are in the mask is ambiguous), or no voxel is non-zero.
+        """
         path = Path(path)
         if not path.exists():
             raise LmbrainError(f"{path}: brain mask not found")
@@ -113,7 +121,13 @@ class VoxelSpace:
             img = nib.load(path)
             data = np.asanyarray(img.dataobj)
         except Exception as exc:  # nibabel raises many types for corrupt files
-            raise LmbrainError(f"{path}: cannot read the brain mask as NIfTI ({exc})") from None
+            raise LmbrainError(f"{path}: cannot read the brain mask as NIfTI ({type(exc).__name__}: {exc})") from None
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
-        return cls(mask=data != 0, affine=img.affine, order=order, source=str(path))
+        if data.dtype.kind in "fc" and not np.isfinite(data).all():
+            raise LmbrainError(f"{path}: the brain mask holds {int((~np.isfinite(data)).sum())} NaN or infinite values; "
+                               "a mask must be 0 outside the brain and non-zero inside")
+        space = cls(mask=data != 0, affine=img.affine, order=order, source=str(path))
+        if space.n_voxels == 0:
+            raise LmbrainError(f"{path}: the brain mask is empty (every voxel is 0); a mask must be non-zero inside the brain")
+        return space
