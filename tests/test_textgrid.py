@@ -939,3 +939,33 @@ def test_read_words_with_the_huth_non_words(tmp_path):
         "sentence_start", "lg", "sl", "cg", "ig", "br", "ns", "ls", "sentence_end"]
     with pytest.raises(TypeError, match="not the string 'sp'"):
         tg.read_words(p, non_words="sp")
+
+
+def test_a_damaged_tier_that_is_not_read_only_warns(tmp_path):
+    """Overlapping phones must not make a story's words unreadable (and vice versa): the tier read must be
+    sound, a damaged other tier warns; read() itself stays strict by default."""
+    import warnings
+
+    from lmbrain import LmbrainWarning
+    from lmbrain.stimulus import read_phones
+
+    text = ('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 3\ntiers? <exists>\nsize = 2\n'
+            'item []:\n'
+            '    item [1]:\n        class = "IntervalTier"\n        name = "phone"\n        xmin = 0\n        xmax = 3\n'
+            '        intervals: size = 3\n'
+            '        intervals [1]:\n            xmin = 0\n            xmax = 1.5\n            text = "HH"\n'
+            '        intervals [2]:\n            xmin = 1\n            xmax = 2\n            text = "AY"\n'
+            '        intervals [3]:\n            xmin = 2\n            xmax = 3\n            text = "T"\n'
+            '    item [2]:\n        class = "IntervalTier"\n        name = "word"\n        xmin = 0\n        xmax = 3\n'
+            '        intervals: size = 2\n'
+            '        intervals [1]:\n            xmin = 0\n            xmax = 2\n            text = "HI"\n'
+            '        intervals [2]:\n            xmin = 2\n            xmax = 3\n            text = "THERE"\n')
+    path = tmp_path / "x.TextGrid"
+    path.write_text(text)
+    with pytest.raises(TextGridError, match="overlaps"):
+        tg.read(path)
+    with pytest.warns(LmbrainWarning, match=r"overlaps .*tier 0 is not read here"):
+        words = tg.read_words(path)
+    assert words["word"].tolist() == ["hi", "there"]
+    with pytest.raises(TextGridError, match="overlaps"):
+        read_phones(path)

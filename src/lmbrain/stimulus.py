@@ -142,11 +142,12 @@ def read_phones(path: str | os.PathLike, tier: int | str | None = None, include_
         tiers are probably swapped).
     """
     name = os.fspath(path)
-    grid = _textgrid.read(path)
+    grid = _textgrid.read(path, strict=False)
     idx, t = _textgrid._select_tier(grid, tier, name, _textgrid.PHONE_TIER_NAMES, default=0)
     if t.kind != "IntervalTier":
         raise _textgrid.TextGridError(f"{name}: tier {idx} ({t.name!r}) is a point tier (TextTier); phones need an "
                                       f"interval tier; {_textgrid._tier_list(grid)}")
+    _textgrid.check_tier_times(grid, idx, name)
     if tier is None:
         n = len(_textgrid._speech_labels(t))
         more = [(j, m) for j, o in enumerate(grid.tiers)

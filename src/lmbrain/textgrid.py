@@ -194,6 +194,8 @@ class Tier:
     xmin: float
     xmax: float
     items: list[Interval] = field(default_factory=list)
+    #: The first inconsistency of the tier's times (with ``read(..., strict=False)``), else None.
+    problem: str | None = None
 
 
 @dataclass
@@ -340,6 +342,7 @@ def _tokenise(text: str, name: str) -> list[_Tok]:
 class _Parser:
     def __init__(self, toks: list[_Tok], name: str, last_line: int):
         self.toks, self.name, self.last_line, self.pos = toks, name, last_line, 0
+        self.strict = True
 
     def fail(self, expected: str, tok: _Tok | None):
         if tok is None:
@@ -427,8 +430,17 @@ class _Parser:
     def check_item(self, tier: Tier, it: Interval, line: int, where: str, prev: str) -> None:
         """Refuse an item outside its tier's time domain, out of time order, or (intervals) overlapping.
 
-        ``it`` is about to be appended to ``tier``; ``prev`` names the item before it in messages.
+        ``it`` is about to be appended to ``tier``; ``prev`` names the item before it in messages. When
+        the parser is not strict, the first such problem is recorded on the tier instead.
         """
+        try:
+            self._check_item(tier, it, line, where, prev)
+        except TextGridError as exc:
+            if self.strict:
+                raise
+            tier.problem = tier.problem or str(exc)
+
+    def _check_item(self, tier: Tier, it: Interval, line: int, where: str, prev: str) -> None:
         point = tier.kind == "TextTier"
         span = f"at {it.xmin:g} s" if point else f"({it.xmin:g} to {it.xmax:g} s)"
         if it.xmin < tier.xmin - TIME_TOLERANCE or it.xmax > tier.xmax + TIME_TOLERANCE:
@@ -506,7 +518,7 @@ def _parse_chronological(p: _Parser) -> TextGrid:
     return grid
 
 
-def read(path: str | os.PathLike) -> TextGrid:
+def read(path: str | os.PathLike, strict: bool = True) -> TextGrid:
     """Read a Praat TextGrid text file in any of the three formats.
 
     Parameters
@@ -514,6 +526,10 @@ def read(path: str | os.PathLike) -> TextGrid:
     path : str or os.PathLike
         A ``long``, ``short`` or ``chronological`` text TextGrid, UTF-8 (with or without a
         byte-order mark) or UTF-16 (little- or big-endian).
+    strict : bool
+        True: inconsistent item times in any tier (see Raises) are an error. False: they are recorded
+        as the tier's :attr:`Tier.problem` and the items kept as they are, so that a reader can refuse
+        the tier it needs and only warn about the others (:func:`read_words` does).
 
     Returns
     -------
@@ -542,6 +558,7 @@ def read(path: str | os.PathLike) -> TextGrid:
     text = _decode(raw, name)
     toks = _tokenise(text, name)
     p = _Parser(toks, name, last_line=_count_breaks(text.rstrip()) + 1)
+    p.strict = strict
     first = p.peek()
     if first is None or first.kind != "str":
         p.fail(_EXPECTED_HEADER, first)
@@ -883,11 +900,12 @@ def read_words(path: str | os.PathLike, tier: int | str | None = None,
     """
     name = os.fspath(path)
     drop = _non_word_set(non_words)
-    grid = read(path)
+    grid = read(path, strict=False)
     idx, t = _select_tier(grid, tier, name)
     if t.kind != "IntervalTier":
         raise TextGridError(f"{name}: tier {idx} ({t.name!r}) is a point tier (TextTier); words need an interval tier; "
                             f"{_tier_list(grid)}")
+    check_tier_times(grid, idx, name)
     if tier is None:
         reason = _phone_like(grid, idx)
         if reason is not None:
@@ -923,6 +941,21 @@ def read_words(path: str | os.PathLike, tier: int | str | None = None,
         "offset": offset[order],
         "midpoint": (onset[order] + offset[order]) / 2,
     })
+
+
+def check_tier_times(grid: TextGrid, idx: int, name: str) -> None:
+    """Raise the time problem of the tier being read (a damaged file); warn about the other tiers' problems.
+
+    ``grid`` comes from ``read(path, strict=False)``: a tier whose items are out of order, overlap or
+    lie outside its domain carries the first such problem. The tier the caller reads must be sound;
+    a damaged tier the caller does not read (e.g. the phone tier when words are read) only warns.
+    """
+    if grid.tiers[idx].problem:
+        raise TextGridError(grid.tiers[idx].problem)
+    for i, other in enumerate(grid.tiers):
+        if i != idx and other.problem:
+            warnings.warn(f"{other.problem} (tier {i} is not read here: its words or phones are not used)",
+                          LmbrainWarning, stacklevel=3)
 
 
 def words_to_tier(words_df: pd.DataFrame, name: str = "word", xmin: float | None = None,
