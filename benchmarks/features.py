@@ -31,7 +31,7 @@ import yaml  # noqa: E402
 
 from lmbrain.corpus import fetch_shakespeare, text_words  # noqa: E402
 from lmbrain.features import iter_features, reference_features  # noqa: E402
-from lmbrain.modelspec import check_models  # noqa: E402
+from lmbrain.modelspec import TRAINED_TYPES, check_models  # noqa: E402
 from lmbrain.models import (  # noqa: E402
     SMOLLM2_GGUF, Vocabulary, WordLanguageModel, build_model, load_huggingface, smollm2_gguf,
 )
@@ -134,7 +134,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     models = check_models(cfg)
-    names = args.models or [m for m, s in models.items() if s["type"] != "huggingface"]
+    # the default: the trained types (the planted control needs the demo's topic model; huggingface: --models)
+    names = args.models or [m for m, s in models.items() if s["type"] in TRAINED_TYPES]
+    unusable = [m for m in names if m not in models or models[m]["type"] == "planted"]
+    if unusable:
+        raise SystemExit(f"--models: {', '.join(unusable)} cannot be benchmarked (use model names of "
+                         f"config/config.yaml of a trained or huggingface type: {', '.join(models)})")
     archive = fetch_shakespeare(ROOT / "data" / "cache")
     story = text_words(archive, "romeo_and_juliet")[: args.words]
     corpus = text_words(archive, "hamlet") + text_words(archive, "othello")

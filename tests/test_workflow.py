@@ -169,6 +169,36 @@ def _job_counts(text):
     return counts
 
 
+@pytest.mark.slow
+def test_each_setting_reruns_exactly_the_jobs_that_read_it(tiny_workdir):
+    """Issue 17: rules pass their stage exactly the settings it reads (params), so a changed setting reruns
+    those jobs and no others. The decoder used to read encoding.alphas without declaring it."""
+    again = run(["-n", "--configfile", "tiny.yaml"], tiny_workdir)
+    if "Nothing to be done" not in again.stdout + again.stderr:
+        pytest.skip("needs the finished end-to-end run of test_workflow_runs_end_to_end")
+    cases = [
+        (lambda c: c.setdefault("encoding", {}).update(alphas=[1.0, 10.0, 100.0]),
+         {"encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1}),
+        (lambda c: c.setdefault("encoding", {}).update(cv_folds=2),
+         {"encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1}),
+        (lambda c: c.setdefault("trw", {}).update(fraction=0.8), {"trw": 2}),
+        (lambda c: c["decoding"].update(beam_width=4), {"decode": 1}),
+        (lambda c: c["decoding"].update(n_voxels=50), {"decoder": 1, "decode": 1}),
+        (lambda c: c["models"]["lstm"].update(context_lengths=[1, 8]),
+         {"extract_features": 4, "encoding_model": 1, "trw": 1}),
+        (lambda c: c.setdefault("features", {}).update(context_lengths=[1, 4]),
+         {"extract_features": 8, "encoding_model": 2, "trw": 2}),
+    ]
+    for i, (edit, expected) in enumerate(cases):
+        cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
+        edit(cfg)
+        (tiny_workdir / f"setting{i}.yaml").write_text(yaml.safe_dump(cfg))
+        plan = run(["-n", "--configfile", f"setting{i}.yaml"], tiny_workdir)
+        jobs = _job_counts(plan.stdout)
+        jobs.pop("all", None), jobs.pop("total", None), jobs.pop("run_config", None)
+        assert jobs == expected, (i, plan.stdout[-2000:])
+
+
 def test_bad_model_config_stops_before_any_job(tiny_workdir):
     cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
     cfg["models"]["lstm"]["layers"] = [0, 1]
@@ -212,3 +242,55 @@ def test_command_line(tiny_demo, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "dataset.layout" in proc.stderr
     version = subprocess.run([sys.executable, "-m", "lmbrain", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("lmbrain ")
+
+
+@pytest.mark.slow
+def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others(tmp_path, shakespeare_archive):
+    """Issue 18: kill -9 during extract_features left a folder of temporary files that a rerun (with the
+    demo checkpoint) took as complete. Issue 21: with the profiles' keep-going, one model's failure no
+    longer stops the other models' branches."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "empty_model").mkdir()  # a HuggingFace model folder with nothing in it: its job fails
+    cfg = {
+        "dataset": {"layout": "lebel2023", "root": "data/demo"},
+        "stories": {"train": "all", "test": ["romeo_and_juliet_03"]},
+        "demo": {"n_stories": 4, "min_words": 120, "max_words": 250, "voxel_stride": [4, 12, 12], "n_repeats": 2,
+                 "cache_dir": str(CACHE)},
+        "models": {"lstm": TINY_MODELS["lstm"], "bad": {"type": "huggingface", "path": str(tmp_path / "empty_model")}},
+        "use_models": ["lstm"],
+        "features": {"context_lengths": [1, 2, 4, 8, 16, 32, 64]},
+        "trw": {"scramble": False},
+        "decoding": {"models": []},
+        "resources": {"gpu": 0},
+    }
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(cfg))
+    story = "romeo_and_juliet_01"
+    target = f"results/features/lstm/{story}"
+    proc = subprocess.Popen([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--configfile", "k.yaml", target],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    features = tmp_path / "results/features/lstm"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if features.is_dir() and any(p.name.startswith(f".{story}.building-") for p in features.iterdir()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the feature job finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the job, mid-write
+    proc.wait()
+    assert not (features / story).exists()  # nothing Snakemake could take for a finished folder
+    # a plain rerun (demo.build: true, so the jobs behind the checkpoint) redoes the job and goes on
+    done = run(["--cores", "2", "--configfile", "k.yaml", "results/DEMO01/encoding/lstm/hidden-L1"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in (features / story).iterdir()) == [f"k{k}.h5" for k in (1, 16, 2, 32, 4, 64, 8)]
+    assert not [p for p in features.iterdir() if ".building-" in p.name]  # the leftover was removed
+    # keep-going: the failing model's job fails, the working model's branch still finishes
+    cfg["use_models"] = ["lstm", "bad"]
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(cfg))
+    both = run(["--profile", str(ROOT / "config/profiles/local"), "--cores", "2", "--configfile", "k.yaml"], tmp_path)
+    assert both.returncode != 0
+    assert (tmp_path / "results/DEMO01/trw/lstm/voxels.tsv").exists()
+    assert "pretrained_model" in both.stdout + both.stderr
+    assert "cannot load" in (tmp_path / "logs/models/bad/pretrained_model.log").read_text()

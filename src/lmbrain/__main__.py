@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lmbrain", description="language models and the brain")
     parser.add_argument("--version", action="version", version=f"lmbrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build the demo dataset (see python -m lmbrain.demo --help)")
+    demo = sub.add_parser("demo", help="build the demo dataset (lmbrain demo --help)", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     summ = sub.add_parser("summary", help="check a subject's data and print the per-story table")
     summ.add_argument("--config", nargs="+", default=["config/config.yaml"])
