@@ -13,6 +13,11 @@ from . import LmbrainError, __version__
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # every option, --help included, belongs to the demo builder's own parser
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:], prog="lmbrain demo")
     parser = argparse.ArgumentParser(prog="lmbrain", description="language models and the brain")
     parser.add_argument("--version", action="version", version=f"lmbrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,10 +28,6 @@ def main(argv=None) -> int:
     summ.add_argument("--subject", required=True)
     summ.add_argument("--out", default=None, help="also write the table as TSV here")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo_main
-
-        return demo_main(args.rest)
     from .config import load_config, resolve
     from .stages.data import data_summary
 

@@ -400,10 +400,10 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
     return summary
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m lmbrain.demo") -> int:
     from .config import load_config, resolve
 
-    parser = argparse.ArgumentParser(prog="python -m lmbrain.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--config", nargs="+", default=["config/config.yaml"], help="config file(s), later ones override")
     parser.add_argument("--out", default=None, help="dataset root (default: dataset.root of the config)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
