@@ -220,8 +220,8 @@ def test_bids_api(bids):
     ds = open_dataset("bids", bids)
     assert ds.subjects == ["01"] and ds.stories("01") == ["alpha", "beta"]
     assert ds.words("alpha")["word"].tolist() == ["the", "cat"]
-    assert ds.words("beta", "01")["word"].tolist() == ["dog"]
-    np.testing.assert_allclose(ds.tr_times("alpha", "01"), (np.arange(25) + 0.5) * 1.5)
+    assert ds.words("01", "beta")["word"].tolist() == ["dog"]
+    np.testing.assert_allclose(ds.tr_times("01", "alpha"), (np.arange(25) + 0.5) * 1.5)
     space = ds.voxel_space("01")
     assert space.n_voxels == 7
     r = ds.responses("01", "alpha")
@@ -279,3 +279,16 @@ def test_atomic_outputs_have_normal_permissions_and_vanish_on_error(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_words_and_tr_times_take_subject_then_story_like_responses(tmp_path):
+    """Issue 17: words(story, subject) sat beside responses(subject, story). Now every per-story accessor
+    takes (subject, story); a lone story works where the transcript does not depend on the subject."""
+    import inspect
+
+    from lmbrain.datasets import BidsDataset, Dataset, Lebel2023Dataset
+
+    for cls in (Dataset, Lebel2023Dataset, BidsDataset):
+        for name in ("words", "tr_times", "responses", "repeats"):
+            params = list(inspect.signature(getattr(cls, name)).parameters)
+            assert params[1] in ("subject", "subject_or_story"), (cls, name, params)

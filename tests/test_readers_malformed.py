@@ -322,7 +322,7 @@ def test_bids_runs_with_different_word_files(bids):
         open_dataset("bids", bids).words("alpha")
     pd.DataFrame({"word": ["The", "cat"], "onset": [1.0, 2.2], "offset": [1.4, 2.5]}).to_csv(second, sep="\t", index=False)
     with pytest.raises(DatasetError, match="word 2 \\('cat'\\) has onset 2 s against 2.2 s"):
-        open_dataset("bids", bids).words("alpha", "01")
+        open_dataset("bids", bids).words("01", "alpha")
     # the same words (sp aside) at the same times: fine
     pd.DataFrame({"word": ["the", "cat"], "onset": [1.0, 2.0], "offset": [1.4, 2.5]}).to_csv(second, sep="\t", index=False)
     assert open_dataset("bids", bids).words("alpha")["word"].tolist() == ["the", "cat"]

@@ -218,10 +218,25 @@ class Dataset:
     def stories(self, subject: str) -> list[str]:
         raise NotImplementedError
 
-    def words(self, story: str, subject: str | None = None) -> pd.DataFrame:
+    def words(self, subject_or_story: str, story: str | None = None) -> pd.DataFrame:
+        """A story's words: ``ds.words(subject, story)`` (the argument order of :meth:`responses`), or
+        ``ds.words(story)`` where the transcript does not depend on the subject (LeBel et al. 2023).
+
+        Returns a DataFrame with columns ``word``, ``onset``, ``offset``, ``midpoint`` (s from audio onset).
+        """
+        subject, story = (None, subject_or_story) if story is None else (subject_or_story, story)
+        return self._words(story, subject)
+
+    def tr_times(self, subject_or_story: str, story: str | None = None) -> np.ndarray:
+        """Times (s from audio onset) of a story's response rows: ``ds.tr_times(subject, story)`` or
+        ``ds.tr_times(story)`` (as :meth:`words`)."""
+        subject, story = (None, subject_or_story) if story is None else (subject_or_story, story)
+        return self._tr_times(story, subject)
+
+    def _words(self, story: str, subject: str | None) -> pd.DataFrame:
         raise NotImplementedError
 
-    def tr_times(self, story: str, subject: str | None = None) -> np.ndarray:
+    def _tr_times(self, story: str, subject: str | None) -> np.ndarray:
         raise NotImplementedError
 
     def responses(self, subject: str, story: str, voxels: VoxelSelection = None) -> np.ndarray:
@@ -375,7 +390,7 @@ class Lebel2023Dataset(Dataset):
         self._check_story(subject, story)
         return self.preproc / subject / f"{story}.hf5"
 
-    def words(self, story: str, subject: str | None = None) -> pd.DataFrame:
+    def _words(self, story: str, subject: str | None = None) -> pd.DataFrame:
         _plain_name(story, "story", self.root)
         path = self.textgrids / f"{story}.TextGrid"
         if not path.exists():
@@ -387,7 +402,7 @@ class Lebel2023Dataset(Dataset):
             _check_word_times(words, end, str(path), f"respdict.json gives {n} TRs of {self.tr:g} s")
         return words
 
-    def tr_times(self, story: str, subject: str | None = None) -> np.ndarray:
+    def _tr_times(self, story: str, subject: str | None = None) -> np.ndarray:
         _plain_name(story, "story", self.root)
         if story not in self.respdict:
             raise DatasetError(f"{self.derivative / 'respdict.json'}: no entry for story {story!r}")
@@ -665,7 +680,7 @@ class BidsDataset(Dataset):
             return read_textgrid(path, non_words=self.non_words)
         return read_word_tsv(path, non_words=self.non_words)
 
-    def words(self, story: str, subject: str | None = None) -> pd.DataFrame:
+    def _words(self, story: str, subject: str | None = None) -> pd.DataFrame:
         """The story's words, from the first run's word file (``subject``'s, or the first subject's with the story).
 
         Every other run of the story (of ``subject``, or of every subject when ``subject`` is None)
@@ -768,7 +783,7 @@ class BidsDataset(Dataset):
             raise DatasetError(f"{bold}: a BOLD run needs at least 2 volumes to be z-scored, got {shape[3]}")
         return int(shape[3])
 
-    def tr_times(self, story: str, subject: str | None = None) -> np.ndarray:
+    def _tr_times(self, story: str, subject: str | None = None) -> np.ndarray:
         bold = self.runs(self._subjects_of(story, subject)[0], story)[0]
         n_t = self._n_volumes(bold)
         return (np.arange(n_t) + 0.5) * self._tr_of(bold)
@@ -981,8 +996,8 @@ def summarize(ds: Dataset, subject: str, train, test, out: str | os.PathLike | N
     rows = []
     for split_name, stories in (("train", train_list), ("test", test_list)):
         for story in stories:
-            words = ds.words(story, subject)
-            times = ds.tr_times(story, subject)
+            words = ds.words(subject, story)
+            times = ds.tr_times(subject, story)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 data = ds.responses(subject, story)

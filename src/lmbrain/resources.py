@@ -24,10 +24,10 @@ def _size(layout: str, root: str, tr: float, subject: str, train, test) -> dict:
 
     ds = open_dataset(layout, root, tr=tr)
     train_s, test_s = ds.split(subject, list(train) if isinstance(train, tuple) else train, list(test))
-    trs = {s: len(ds.tr_times(s, subject)) for s in train_s + test_s}
+    trs = {s: len(ds.tr_times(subject, s)) for s in train_s + test_s}
     n_test_trs = int(sum(trs[s] for s in test_s))
     try:  # the test transcripts (the scrambling analysis predicts every word)
-        n_test_words = int(sum(len(ds.words(s, subject)) for s in test_s))
+        n_test_words = int(sum(len(ds.words(subject, s)) for s in test_s))
     except Exception:  # noqa: BLE001 - no transcript readable yet: a fast speaker's rate
         n_test_words = WORDS_PER_TR * n_test_trs
     return {"n_voxels": int(ds.n_voxels(subject)), "n_trs": int(sum(trs.values())), "n_test_trs": n_test_trs,

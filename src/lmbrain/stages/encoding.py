@@ -43,7 +43,7 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
     ds = open_job_dataset(job.dataset)
     train, test = split_stories(ds, subject, job.dataset)
     stories = train + test
-    tr_times = {s: ds.tr_times(s, subject) for s in stories}
+    tr_times = {s: ds.tr_times(subject, s) for s in stories}
     t0 = time.time()
     n_trs = {s: len(tr_times[s]) for s in stories}  # the rows of every design matrix
     Ytr = stacked_responses(ds, subject, train, [n_trs[s] for s in train], error=EncodingError)
