@@ -1,19 +1,22 @@
-"""Model configs, vocabularies, the multi-timescale LSTM recipe, checkpoints, training and generation."""
+"""Model configs, vocabularies, the multi-timescale LSTM recipe, checkpoints, the model library's
+module layout, the pretrained-model stage and generation."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from lmbrain.config import ConfigError, load_config
+from lmbrain.checkpoints import load_model, save_model
+from lmbrain.config import ConfigError, load_config, resolve
 from lmbrain.generate import generate, main as generate_main, nucleus_filter
-from lmbrain.models import (
-    ModelError, Vocabulary, WordLanguageModel, build_model, load_model, model_spec, mtlstm_timescales,
-    resolve_layers, save_model,
-)
-from lmbrain.modelspec import check_models
-from conftest import ROOT
+from lmbrain.models import WordLanguageModel
+from lmbrain.modelspec import ModelError, check_models, model_spec, resolve_layers
+from lmbrain.networks import build_model, mtlstm_timescales
+from lmbrain.vocab import Vocabulary
+from conftest import ROOT, tiny_config
 
 TINY = {"embedding_dim": 16, "min_count": 1}
 SIZES = {
@@ -195,3 +198,126 @@ def test_planted_model_cannot_generate():
     lm = WordLanguageModel(PlantedLM({"n_topics": 3, "temperature": 2.0}, 5), Vocabulary(["<unk>", "a", "b", "c", "d"]))
     with pytest.raises(ModelError, match="predicts no words"):
         lm.word_logprobs(["a", "b"])
+
+
+# ------------------------------------------------------------------------------------------ module layout
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter that imports lmbrain from this checkout's src/."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+LIBRARY = ["lmbrain.networks", "lmbrain.models", "lmbrain.vocab", "lmbrain.checkpoints", "lmbrain.huggingface",
+           "lmbrain.training", "lmbrain.corpus", "lmbrain.pinned"]
+
+
+def test_model_library_imports_neither_the_demo_nor_the_config():
+    """Importing every module of the model library loads no demo, configuration, topics or stage module
+    (so none of them does on its own)."""
+    out = _fresh_python(f"import sys, {', '.join(LIBRARY)}\n"
+                        "print(sorted(m for m in sys.modules if m.startswith('lmbrain')))\n"
+                        "print(lmbrain.models.__file__)")
+    loaded, where = out.splitlines()
+    loaded = set(eval(loaded))
+    assert set(LIBRARY) <= loaded and where.startswith(str(ROOT / "src"))
+    assert not loaded & {"lmbrain.demo", "lmbrain.config", "lmbrain.topics", "lmbrain.stages"}, loaded
+
+
+def test_models_facade_reexports_the_split_modules():
+    import lmbrain.models as models
+    from lmbrain import checkpoints, huggingface, networks, vocab
+
+    homes = {"load_model": checkpoints, "save_model": checkpoints, "Vocabulary": vocab, "UNK": vocab,
+             "build_model": networks, "MODEL_CLASSES": networks, "RunOutput": networks, "MTLSTMLM": networks,
+             "HuggingFaceLM": huggingface, "load_huggingface": huggingface, "smollm2_gguf": huggingface,
+             "SMOLLM2_GGUF": huggingface, "resolve_pretrained": huggingface, "huggingface_pointer": huggingface}
+    for name, module in homes.items():
+        assert getattr(models, name) is getattr(module, name), name
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+    assert set(models.__all__) <= set(dir(models))
+    with pytest.raises(AttributeError):
+        models.no_such_name  # noqa: B018
+    with pytest.raises(ImportError):
+        from lmbrain.models import pretrained_from_config  # noqa: F401  (moved to lmbrain.stages.models)
+
+
+@pytest.mark.parametrize("first", ["lmbrain.huggingface", "lmbrain.checkpoints"])
+def test_model_modules_import_in_any_order(first):
+    out = _fresh_python(f"import {first}\nfrom lmbrain.models import load_model, HuggingFaceLM, LanguageModel\n"
+                        "print(issubclass(HuggingFaceLM, LanguageModel), load_model.__module__)")
+    assert out.split() == ["True", "lmbrain.checkpoints"]
+
+
+# ------------------------------------------------------------------------------------------ pretrained stage
+def test_pretrained_stage_refuses_trained_types(tmp_path):
+    from lmbrain.stages.models import pretrained_model
+
+    job = resolve(tiny_config(tmp_path / "demo")).pretrained_job("lstm")
+    with pytest.raises(ModelError, match="trained by lmbrain"):
+        pretrained_model(job, tmp_path / "lstm")
+    assert not (tmp_path / "lstm").exists()
+
+
+def _tiny_llama(folder):
+    """A 2-layer Llama with a word-level tokenizer, saved offline (no download)."""
+    from tokenizers import Tokenizer, models as tk_models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<s>", "</s>", "<unk>", "the", "cat", "sat", "on", "mat"]
+    tok = Tokenizer(tk_models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    cfg = LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0,
+                      eos_token_id=1)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_pretrained_stage_points_at_a_local_huggingface_model(tmp_path):
+    from lmbrain.stages.models import pretrained_model
+
+    folder = _tiny_llama(tmp_path / "llama")
+    cfg = tiny_config(tmp_path / "demo")
+    cfg["models"]["tiny"] = {"type": "huggingface", "path": str(folder), "layers": [1, -1]}
+    cfg["use_models"] = ["tiny"]
+    job = resolve(cfg).pretrained_job("tiny")
+    assert job.topics is None
+    path = pretrained_model(job, tmp_path / "models" / "tiny")
+    assert path == tmp_path / "models" / "tiny" / "config.json"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.json"]  # not GGUF: nothing converted
+    meta = json.loads(path.read_text())
+    assert meta["format"] == "lmbrain-huggingface" and meta["config"]["path"] == str(folder)
+    assert meta["config"]["n_layers"] == 2 and meta["config"]["n_heads"] == 2 and meta["config"]["parameters"] > 0
+    lm = load_model(path.parent)
+    assert lm.kind == "huggingface" and lm.n_layers == 2 and lm.encode(["cat", "mat"]) == [[4], [7]]
+    cfg["models"]["tiny"]["layers"] = [3]
+    with pytest.raises(ModelError, match="layer 3 is out of range"):
+        pretrained_model(resolve(cfg).pretrained_job("tiny"), tmp_path / "models" / "bad")
+
+
+def test_pretrained_stage_builds_the_demos_topic_reader(tmp_path, shakespeare_archive):
+    """The planted model's layer 1 at window k is the demo generator's topic posterior over the last k words."""
+    from lmbrain.features import extract_in_memory
+    from lmbrain.stages.models import pretrained_model
+    from lmbrain.topics import oracle_features
+
+    settings = resolve(tiny_config(tmp_path / "demo"))
+    job = settings.pretrained_job("planted")
+    assert job.topics == settings.topics
+    path = pretrained_model(job, tmp_path / "planted")
+    lm = load_model(path.parent)
+    assert lm.kind == "planted" and lm.n_layers == 1
+    words = "o romeo romeo wherefore art thou romeo deny thy father and refuse thy name".split()
+    feats = extract_in_memory(lm, words, [1, 5], layers=[1], attention=False)
+    reference = oracle_features(settings.topics)
+    for k in (1, 5):
+        assert np.abs(feats[k]["hidden/layer_1"] - reference(words, k)).max() < 1e-5, k
+

@@ -18,7 +18,8 @@ from lmbrain.config import resolve
 from lmbrain.datasets import open_dataset
 from lmbrain.encoding import fit_encoding
 from lmbrain.features import extract_from_config
-from lmbrain.models import load_model, planted_model
+from lmbrain.models import load_model
+from lmbrain.stages.models import pretrained_model
 from lmbrain.trw import estimate_trw, planted_class, planted_recovery, unit_lengths
 from conftest import tiny_config
 
@@ -52,7 +53,7 @@ def planted_run(tmp_path_factory, shakespeare_archive):
     tmp = tmp_path_factory.mktemp("recovery")
     cfg = _config(tmp)
     build_demo(resolve(cfg).demo_job(), progress=False)
-    planted_model(cfg, "planted", tmp / "models" / "planted")
+    pretrained_model(resolve(cfg).pretrained_job("planted"), tmp / "models" / "planted")
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     for story in ds.stories("DEMO01"):
         extract_from_config(cfg, "planted", story, tmp / "models" / "planted", tmp / "features" / "planted" / story,

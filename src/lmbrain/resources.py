@@ -55,9 +55,10 @@ def _pretrained_width(spec: dict, config: dict) -> int:
     import json
     from pathlib import Path
 
-    from .models import pretrained_cache, resolve_pretrained
+    from .huggingface import resolve_pretrained
 
-    spec = resolve_pretrained(spec, pretrained_cache(config), fetch=False)
+    cache = config.get("corpus", {}).get("cache_dir") or config.get("demo", {}).get("cache_dir", "data/cache")
+    spec = resolve_pretrained(spec, cache, fetch=False)  # where pip-packaged models are fetched (as config.resolve)
     folder = Path(str(spec.get("path") or "")).expanduser()
     if spec.get("gguf_file"):
         import gguf
