@@ -14,7 +14,7 @@ from lmbrain.config import ConfigError, load_config, resolve
 from lmbrain.generate import generate, main as generate_main, nucleus_filter
 from lmbrain.models import WordLanguageModel
 from lmbrain.modelspec import ModelError, check_models, model_spec, resolve_layers
-from lmbrain.networks import build_model, mtlstm_timescales
+from lmbrain.networks import build_model, mtlstm_layout, mtlstm_timescales
 from lmbrain.vocab import Vocabulary
 from conftest import ROOT, tiny_config
 
@@ -92,33 +92,96 @@ def test_vocabulary_min_count_unknown_words_and_order():
 
 # ------------------------------------------------------------------------------------------ mtlstm
 def test_mtlstm_timescales_follow_the_inverse_gamma_recipe():
-    t = mtlstm_timescales(1150, last=True)
+    t = mtlstm_timescales(1150, inverse_gamma=True)
     assert t.shape == (1150,) and np.all(np.diff(t) < 0)
     assert 3.0 < np.median(t) < 4.2  # the notes: median ~3.6 words
     assert 0.06 < np.mean(t > 100) < 0.10  # ~8% above 100 words
-    first = mtlstm_timescales(10, last=False)
+    first = mtlstm_timescales(10, inverse_gamma=False)
     assert sorted(set(first)) == [3.0, 4.0] and (first == 3).sum() == 5
+    assert (mtlstm_timescales(11, inverse_gamma=False) == 3).sum() == 5  # the first n // 2 units T = 3
+    assert mtlstm_timescales(6, inverse_gamma=False, short=(2.0, 3.0, 5.0)).tolist() == [2, 2, 3, 3, 5, 5]
+    assert mtlstm_timescales(3, inverse_gamma=False, short=[7.0]).tolist() == [7, 7, 7]
 
 
-def test_mtlstm_gate_biases_are_fixed_and_stay_fixed_through_training():
-    spec = tiny_spec("mtlstm")
-    m = build_model(spec, 20, seed=0)
-    h = spec["hidden_dim"]
+def test_mtlstm_layout_is_the_reference_from_three_layers_and_unchanged_below():
+    assert mtlstm_layout(1) == ["invgamma"]  # the demo's mtlstm: one layer, as before
+    assert mtlstm_layout(2) == ["short", "invgamma"]  # as before
+    assert mtlstm_layout(3) == ["short", "invgamma", "free"]  # Jain et al. 2020: 3/4, inverse gamma, free
+    assert mtlstm_layout(5) == ["short", "short", "short", "invgamma", "free"]
+    with pytest.raises(ModelError, match="at least one layer"):
+        mtlstm_layout(0)
+
+
+def _train_steps(m, vocab_size=20, steps=3):
     opt = torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.1)
-    for _ in range(3):
-        out = m.run(torch.randint(0, 20, (4, 7)), layers=(), logits=True)
+    for _ in range(steps):
+        out = m.run(torch.randint(0, vocab_size, (4, 7)), layers=(), logits=True)
         out.logits.sum().backward()
         opt.step()
         opt.zero_grad()
         m.after_step()
-    for i, rnn in enumerate(m.rnns):
+
+
+def _gates(rnn, h):
+    forget = torch.sigmoid(rnn.bias_ih_l0[h: 2 * h] + rnn.bias_hh_l0[h: 2 * h]).double()
+    inp = torch.sigmoid(rnn.bias_ih_l0[:h] + rnn.bias_hh_l0[:h]).double()
+    return forget, inp
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_mtlstm_gate_biases_are_fixed_and_stay_fixed_through_training(n_layers):
+    spec = tiny_spec("mtlstm", n_layers=n_layers)
+    m = build_model(spec, 20, seed=0)
+    h = spec["hidden_dim"]
+    initial = [rnn.bias_ih_l0.detach().clone() for rnn in m.rnns]
+    _train_steps(m)
+    roles = mtlstm_layout(n_layers)
+    assert m.layout == roles and m.spec["layout"] == roles
+    for i, (role, rnn) in enumerate(zip(roles, m.rnns)):
+        forget, inp = _gates(rnn, h)
+        if role == "free":  # the reference's last layer: an ordinary LSTM layer, every gate bias trains
+            assert m.timescales[i] is None
+            assert not torch.equal(rnn.bias_ih_l0[: 2 * h], initial[i][: 2 * h])
+            continue
         T = torch.as_tensor(m.timescales[i])
-        forget = torch.sigmoid(rnn.bias_ih_l0[h: 2 * h] + rnn.bias_hh_l0[h: 2 * h]).double()
-        inp = torch.sigmoid(rnn.bias_ih_l0[:h] + rnn.bias_hh_l0[:h]).double()
+        expected = mtlstm_timescales(h, role == "invgamma")
+        assert np.array_equal(m.timescales[i], expected)
         assert torch.allclose(forget, torch.exp(-1 / T), rtol=1e-5)
         assert torch.allclose(inp, 1 - torch.exp(-1 / T), rtol=1e-4)
-    # the other gates do train
-    assert rnn.bias_ih_l0[2 * h:].abs().sum() > 0
+        # the other gates do train
+        assert rnn.bias_ih_l0[2 * h:].abs().sum() > 0
+    arrays = m.extra_arrays()
+    assert sorted(arrays) == [f"timescales/layer_{i + 1}" for i in range(n_layers)]
+    if n_layers == 3:
+        assert np.isnan(arrays["timescales/layer_3"]).all() and np.isfinite(arrays["timescales/layer_1"]).all()
+        assert np.array_equal(arrays["timescales/layer_2"], mtlstm_timescales(h, True))
+
+
+def test_mtlstm_one_and_two_layers_keep_the_layout_they_had():
+    """The 1- and 2-layer models are what they were before the reference layout (same timescales)."""
+    h = 12
+    one = build_model(tiny_spec("mtlstm", n_layers=1), 20)
+    assert np.array_equal(one.timescales[0], mtlstm_timescales(h, True))
+    two = build_model(tiny_spec("mtlstm", n_layers=2), 20)
+    assert np.array_equal(two.timescales[0], mtlstm_timescales(h, False))
+    assert np.array_equal(two.timescales[1], mtlstm_timescales(h, True))
+
+
+def test_mtlstm_layout_is_saved_and_old_checkpoints_keep_theirs(tmp_path):
+    vocab = Vocabulary.build("a b c d e f g".split(), min_count=1)
+    m = build_model(tiny_spec("mtlstm", n_layers=3), len(vocab), seed=1)
+    save_model(m, vocab, tmp_path / "new")
+    meta = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert meta["config"]["layout"] == ["short", "invgamma", "free"]
+    assert load_model(tmp_path / "new").model.layout == ["short", "invgamma", "free"]
+    # a checkpoint saved before the layout was recorded had short timescales on every layer but the last
+    save_model(m, vocab, tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["layout"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    old = load_model(tmp_path / "old").model
+    assert old.layout == ["short", "short", "invgamma"]
+    assert np.array_equal(old.timescales[1], mtlstm_timescales(12, False))
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -64,6 +64,9 @@ def load_model(folder: str | os.PathLike, device="cpu", name: str | None = None)
         raise ModelError(f"{folder / 'config.json'}: not an lmbrain model config")
     vocab = Vocabulary(_read_json(folder / "vocab.json", "the vocabulary"))
     spec = dict(meta["config"])
+    if meta["type"] == "mtlstm" and "layout" not in spec:
+        # saved before the layout was recorded: every layer but the last had the short timescales
+        spec["layout"] = ["short"] * (int(spec["n_layers"]) - 1) + ["invgamma"]
     if meta["type"] not in MODEL_CLASSES:
         raise ModelError(f"{folder / 'config.json'}: unknown model type {meta['type']!r}")
     model = MODEL_CLASSES[meta["type"]](spec, len(vocab))

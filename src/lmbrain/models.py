@@ -49,7 +49,7 @@ from .modelspec import (  # noqa: F401  (re-exported: the model configuration li
 )
 from .networks import (  # noqa: F401  (re-exported)
     MODEL_CLASSES, MTLSTMLM, LSTMLM, RNNLM, AttentionLM, Block, PlantedLM, RecurrentLM, RunOutput, TransformerLM,
-    WordModel, build_model, mtlstm_timescales,
+    WordModel, build_model, mtlstm_layout, mtlstm_timescales,
 )
 from .vocab import UNK, Vocabulary  # noqa: F401  (re-exported)
 
@@ -134,7 +134,7 @@ _LAZY = {
 __all__ = [
     "LanguageModel", "WordLanguageModel", "UNK", "Vocabulary", "RunOutput", "WordModel", "AttentionLM",
     "RecurrentLM", "RNNLM", "LSTMLM", "MTLSTMLM", "Block", "TransformerLM", "PlantedLM", "MODEL_CLASSES",
-    "build_model", "mtlstm_timescales", "ATTENTION_TYPES", "DEFAULTS", "MODEL_TYPES",
+    "build_model", "mtlstm_layout", "mtlstm_timescales", "ATTENTION_TYPES", "DEFAULTS", "MODEL_TYPES",
     "TRAINED_TYPES", "ModelError", "check_context_lengths", "model_spec", "resolve_layers", *_LAZY,
 ]
 

@@ -14,10 +14,7 @@ input embedding, layer ``l`` the output of block ``l``.
 ``rnn`` / ``lstm``
     Stacked Elman (tanh) or LSTM layers over word embeddings, tied-free linear decoder.
 ``mtlstm``
-    The multi-timescale LSTM of Jain et al. (2020): each unit's forget-gate bias is fixed at
-    ``b = -ln(e^(1/T) - 1)`` (forget gate ``e^(-1/T)``) and its input-gate bias at ``-b`` for a unit
-    timescale ``T`` in words; these biases never train. All layers but the last: half the units
-    ``T = 3``, half ``T = 4``; last layer: ``T = invgamma.isf(linspace(0, 1, n + 1), a=0.56)[1:]``.
+    The multi-timescale LSTM of Jain et al. (2020), see :class:`MTLSTMLM`.
 ``transformer``
     A causal GPT-style transformer: token + learned position embeddings, pre-layer-norm blocks with
     multi-head self-attention and a GELU MLP, final layer norm, decoder tied to the token embedding.
@@ -171,30 +168,81 @@ class LSTMLM(RecurrentLM):
     kind = "lstm"
 
 
-def mtlstm_timescales(n_units: int, last: bool, a: float = 0.56, scale: float = 1.0, short=(3.0, 4.0)) -> np.ndarray:
-    """Unit timescales (words) of one multi-timescale LSTM layer, as in Jain et al. (2020)."""
-    if last:
+def mtlstm_layout(n_layers: int) -> list[str]:
+    """The role of each layer of a multi-timescale LSTM: ``short``, ``invgamma`` or ``free``.
+
+    One layer: ``[invgamma]``; two: ``[short, invgamma]``; three or more: ``short`` on all but the
+    last two, then ``invgamma``, then ``free`` -- the layout of Jain et al. (2020), whose three-layer
+    model has T = 3/4 on layer 1, inverse-gamma timescales on layer 2 and an unconstrained layer 3.
+    """
+    n_layers = int(n_layers)
+    if n_layers < 1:
+        raise ModelError(f"a multi-timescale LSTM needs at least one layer, not {n_layers}")
+    if n_layers <= 2:
+        return ["short"] * (n_layers - 1) + ["invgamma"]
+    return ["short"] * (n_layers - 2) + ["invgamma", "free"]
+
+
+def mtlstm_timescales(n_units: int, inverse_gamma: bool, a: float = 0.56, scale: float = 1.0,
+                      short=(3.0, 4.0)) -> np.ndarray:
+    """Unit timescales (words) of one constrained multi-timescale LSTM layer, as in Jain et al. (2020).
+
+    ``inverse_gamma``: ``T = invgamma.isf(linspace(0, 1, n_units + 1), a, scale)[1:]`` (decreasing;
+    the last unit's T is 0, a unit that forgets every word). Otherwise the units are split evenly
+    over the ``short`` timescales in order (``(3, 4)``: the first ``n_units // 2`` units T = 3, the
+    rest T = 4).
+    """
+    if inverse_gamma:
         from scipy.stats import invgamma
 
         return invgamma.isf(np.linspace(0, 1, n_units + 1), a=a, scale=scale)[1:].astype(np.float64)
-    half = n_units // 2
-    return np.concatenate([np.full(half, short[0]), np.full(n_units - half, short[1])])
+    short = [float(t) for t in short]
+    if not short:
+        raise ModelError("short_timescales must list at least one timescale")
+    edges = [(i * n_units) // len(short) for i in range(len(short) + 1)]
+    return np.concatenate([np.full(hi - lo, t) for t, lo, hi in zip(short, edges[:-1], edges[1:])])
 
 
 class MTLSTMLM(RecurrentLM):
+    """The multi-timescale LSTM of Jain et al. (2020): stacked LSTM layers with frozen unit timescales.
+
+    A unit with timescale ``T`` (words) gets its forget-gate bias fixed at ``b = -ln(e^(1/T) - 1)``
+    (forget gate ``e^(-1/T)``) and its input-gate bias at ``-b``; these biases never train (their
+    gradients are zeroed and :meth:`after_step` re-fixes them after every optimiser step). The layers
+    (:func:`mtlstm_layout`):
+
+    - 1 layer: inverse-gamma timescales (``invgamma_a``, ``invgamma_scale``);
+    - 2 layers: layer 1 split over ``short_timescales`` (half T = 3, half T = 4), layer 2 inverse-gamma;
+    - 3 or more layers (the reference layout of Jain et al. 2020): ``short_timescales`` on layers
+      ``1..n-2``, inverse-gamma on layer ``n-1``, and the last layer **unconstrained** (an ordinary
+      LSTM layer whose gate biases train, between the timescale layers and the decoder).
+
+    The layout is stored in the model's spec (``spec["layout"]``, so in its checkpoint); a spec that
+    already has one (a checkpoint) keeps it. The unit timescales of each layer are saved with the features (``timescales/layer_<l>``, NaN for
+    the unconstrained layer, whose units have no fixed timescale). With three or more layers, the
+    voxel-timescale analysis belongs on the inverse-gamma layer ``n-1`` (Jain et al. encode layer 2 of
+    3): list it in the model's ``layers`` (e.g. ``layers: [2]``) so it is the layer encoded.
+    """
+
     kind = "mtlstm"
 
     def __init__(self, spec, vocab_size):
         super().__init__(spec, vocab_size)
-        h, n = spec["hidden_dim"], spec["n_layers"]
-        self.timescales = [
-            mtlstm_timescales(h, i == n - 1, spec["invgamma_a"], spec["invgamma_scale"],
-                              tuple(spec["short_timescales"]))
-            for i in range(n)
-        ]
-        for i, rnn in enumerate(self.rnns):
-            t = torch.as_tensor(self.timescales[i], dtype=torch.float64)
-            b = -torch.log(torch.expm1(1.0 / t))  # sigmoid(b) = exp(-1/T)
+        h = spec["hidden_dim"]
+        self.layout = list(spec.get("layout") or mtlstm_layout(spec["n_layers"]))
+        if len(self.layout) != len(self.rnns) or not set(self.layout) <= {"short", "invgamma", "free"}:
+            raise ModelError(f"mtlstm layout {self.layout} does not give one of short, invgamma, free to each of "
+                             f"its {len(self.rnns)} layers")
+        self.spec["layout"] = list(self.layout)  # saved with the checkpoint (config.json)
+        self.timescales: list[np.ndarray | None] = []  # per layer; None for an unconstrained layer
+        for i, (role, rnn) in enumerate(zip(self.layout, self.rnns)):
+            if role == "free":
+                self.timescales.append(None)
+                continue
+            t = mtlstm_timescales(h, role == "invgamma", spec["invgamma_a"], spec["invgamma_scale"],
+                                  tuple(spec["short_timescales"]))
+            self.timescales.append(t)
+            b = -torch.log(torch.expm1(1.0 / torch.as_tensor(t, dtype=torch.float64)))  # sigmoid(b) = exp(-1/T)
             self.register_buffer(f"forget_bias_{i}", b.float(), persistent=False)
             for p in (rnn.bias_ih_l0, rnn.bias_hh_l0):
                 p.register_hook(self._zero_gate_grad)
@@ -210,13 +258,17 @@ class MTLSTMLM(RecurrentLM):
     def after_step(self):
         h = self.spec["hidden_dim"]
         for i, rnn in enumerate(self.rnns):
+            if self.timescales[i] is None:
+                continue
             b = getattr(self, f"forget_bias_{i}")
             rnn.bias_ih_l0[:h] = -b
             rnn.bias_ih_l0[h: 2 * h] = b
             rnn.bias_hh_l0[: 2 * h] = 0
 
     def extra_arrays(self) -> dict:
-        return {f"timescales/layer_{i + 1}": np.asarray(t, dtype=np.float64) for i, t in enumerate(self.timescales)}
+        h = self.spec["hidden_dim"]
+        return {f"timescales/layer_{i + 1}": (np.full(h, np.nan) if t is None else np.asarray(t, dtype=np.float64))
+                for i, t in enumerate(self.timescales)}
 
 
 class Block(nn.Module):
