@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmbrain.checkpoints import load_model, save_model
-from lmbrain.config import ConfigError, load_config, resolve
+from lmbrain.config import ConfigError, PretrainedJob, from_json, load_config, resolve, to_json
 from lmbrain.generate import generate, main as generate_main, nucleus_filter
 from lmbrain.models import WordLanguageModel
 from lmbrain.modelspec import ModelError, check_models, model_spec, resolve_layers
@@ -351,7 +351,7 @@ def test_pretrained_stage_points_at_a_local_huggingface_model(tmp_path):
     cfg = tiny_config(tmp_path / "demo")
     cfg["models"]["tiny"] = {"type": "huggingface", "path": str(folder), "layers": [1, -1]}
     cfg["use_models"] = ["tiny"]
-    job = resolve(cfg).pretrained_job("tiny")
+    job = from_json(PretrainedJob, to_json(resolve(cfg).pretrained_job("tiny")))  # as the rule's script gets it
     assert job.topics is None
     path = pretrained_model(job, tmp_path / "models" / "tiny")
     assert path == tmp_path / "models" / "tiny" / "config.json"
@@ -373,7 +373,7 @@ def test_pretrained_stage_builds_the_demos_topic_reader(tmp_path, shakespeare_ar
     from lmbrain.topics import oracle_features
 
     settings = resolve(tiny_config(tmp_path / "demo"))
-    job = settings.pretrained_job("planted")
+    job = from_json(PretrainedJob, to_json(settings.pretrained_job("planted")))  # as the rule's script gets it
     assert job.topics == settings.topics
     path = pretrained_model(job, tmp_path / "planted")
     lm = load_model(path.parent)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import lmbrain.training as training
 from lmbrain.checkpoints import load_model
-from lmbrain.config import resolve
+from lmbrain.config import CorpusJob, PretrainedJob, TrainJob, from_json, resolve, to_json
 from lmbrain.corpus import CorpusError, training_texts
 from lmbrain.modelspec import ModelError, model_spec
 from lmbrain.stages.models import prepare_corpus, train_model as train_stage
@@ -128,9 +128,22 @@ def _config(tmp_path, kind="lstm", **model):
     return cfg
 
 
+def test_stage_jobs_survive_the_workflows_rule_params(tmp_path):
+    """The rules pass each job as JSON (to_json) and their scripts rebuild it (from_json)."""
+    settings = resolve(_config(tmp_path))
+    assert from_json(CorpusJob, to_json(settings.corpus_job())) == settings.corpus_job()
+    assert from_json(TrainJob, to_json(settings.train_job("small"))) == settings.train_job("small")
+    cfg = tiny_config(tmp_path / "demo")  # the default models: every trained and pretrained type
+    settings = resolve(cfg)
+    for m in settings.trained_models:
+        assert from_json(TrainJob, to_json(settings.train_job(m))) == settings.train_job(m)
+    for m in settings.pretrained_models:
+        assert from_json(PretrainedJob, to_json(settings.pretrained_job(m))) == settings.pretrained_job(m)
+
+
 def test_prepare_corpus_writes_the_split_texts(tmp_path):
     settings = resolve(_config(tmp_path))
-    job = settings.corpus_job()
+    job = from_json(CorpusJob, to_json(settings.corpus_job()))  # as the rule's script gets it
     info = prepare_corpus(job, tmp_path / "corpus")
     assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["corpus.json", "heldout.txt", "train.txt"]
     assert json.loads((tmp_path / "corpus" / "corpus.json").read_text()) == info
@@ -150,7 +163,8 @@ def test_train_stage_writes_the_model_folder(tmp_path):
     settings = resolve(_config(tmp_path))
     prepare_corpus(settings.corpus_job(), tmp_path / "corpus")
     out = tmp_path / "models" / "small"
-    res = train_stage(settings.train_job("small"), tmp_path / "corpus", out, progress=False)
+    job = from_json(TrainJob, to_json(settings.train_job("small")))  # as the rule's script gets it
+    res = train_stage(job, tmp_path / "corpus", out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "training.pdf",
                                                      "training.png", "training.tsv", "vocab.json"]
     table = pd.read_csv(out / "training.tsv", sep="\t")
