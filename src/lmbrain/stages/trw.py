@@ -82,18 +82,13 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
     table.insert(3, "trw_high", hi)
     # multi-timescale LSTM: weight-averaged unit timescales at the longest context
     if job.model.type == "mtlstm":
-        with h5py.File(Path(k_folder(encoding_dir, ks[-1])) / "weights.h5", "r") as fh:
-            coef = fh["coef"][()].astype(np.float64)
-            n_delays = len(fh["delays"][()])
-        layer = int(job.feature.split("-L")[-1]) if "-L" in job.feature else None
-        path = Path(layout.feature_file(model, test[0], ks[-1]))
-        with h5py.File(path, "r") as fh:
-            names = sorted(n for n in fh.get("timescales", {}))
-            name = f"layer_{layer}" if layer is not None and f"layer_{layer}" in names else (names[-1] if names else None)
-            if name is None or layer == 0:
-                raise TRWError(f"{path}: no unit timescales for the fitted layer")
-            timescales = fh["timescales"][name][()]
-        table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays, seed=job.seed)
+        timescales = _unit_timescales(layout.feature_file(model, test[0], ks[-1]), job.feature)
+        if timescales is not None:
+            with h5py.File(Path(k_folder(encoding_dir, ks[-1])) / "weights.h5", "r") as fh:
+                coef = fh["coef"][()].astype(np.float64)
+                n_delays = len(fh["delays"][()])
+            table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays,
+                                                                               seed=job.seed)
     if tc.scramble:
         extra = _scrambling(job, ds, model_dir, encoding_dir, ks, table["k_best"].to_numpy(), test, progress)
         for col in extra.columns:
@@ -109,6 +104,29 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
         if job.trw.truth is not None:
             _score_planted(job, ds, subject, table, tmp, test)
     return table
+
+
+def _unit_timescales(path, feature: str):
+    """The unit timescales of the fitted layer of a multi-timescale LSTM, or None (with a log line) when that
+    layer has none: the embeddings, or the unconstrained last layer of a model with three or more layers."""
+    import h5py
+
+    from ..trw import TRWError
+
+    layer = int(feature.split("-L")[-1]) if "-L" in feature else None
+    with h5py.File(path, "r") as fh:
+        names = sorted(n for n in fh.get("timescales", {}))
+        if layer is None:  # "<kind>-last": the highest layer with saved timescales
+            layer = max((int(n.split("_")[-1]) for n in names), default=None)
+        name = f"layer_{layer}"
+        if layer is None or name not in names:
+            raise TRWError(f"{path}: no unit timescales saved for layer {layer} (saved: {', '.join(names) or 'none'})")
+        timescales = fh["timescales"][name][()]
+    if not np.isfinite(timescales).any():
+        log.warning("%s: layer %s of the multi-timescale LSTM has no fixed timescales (unconstrained); no voxel "
+                    "timescales: list the inverse-gamma layer in the model's layers to get them", path, layer)
+        return None
+    return timescales
 
 
 def _scrambling(job: TRWJob, ds, model_dir, encoding_dir, ks, k_best, test, progress) -> pd.DataFrame:
