@@ -410,3 +410,199 @@ def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():
     assert np.allclose(feats, np.asarray(ref, dtype=np.float64), atol=2e-3 * np.abs(ref).max())
     null = generate_null(prop, 6, n_samples=2, seed=0)
     assert len(null) == 2 and all(len(s) == 6 for s in null)
+
+
+# --------------------------------------------------------------------------------------------
+# Tang et al.'s reference behaviours (issue 20), each a switch with lmbrain's default unchanged
+def test_word_times_rounding_per_tr_as_the_reference():
+    tr_times = np.array([1.0, 3.0, 5.0, 7.0])
+    rate = [0.6, 0.6, 0.6, 2.5]
+    # lmbrain: cumulative 0.6, 1.2, 1.8, 4.3 -> rounded 1, 1, 2, 4 -> 1, 0, 1, 2 words
+    assert np.allclose(word_times(rate, tr_times), [1.0, 5.0, 6.5, 7.5])
+    # the reference: each TR's rate rounded, 1, 1, 1, 2 (numpy rounds 2.5 to even)
+    assert np.allclose(word_times(rate, tr_times, rounding="per_tr"), [1.0, 3.0, 5.0, 6.5, 7.5])
+    # a steady 0.4 words per TR: 20 words in 50 TRs, or none at all
+    t50 = np.arange(50) * 2.0 + 1.0
+    assert word_times(np.full(50, 0.4), t50).size == 20
+    assert word_times(np.full(50, 0.4), t50, rounding="per_tr").size == 0
+    with pytest.raises(DecodingError, match="rounding must be one of"):
+        word_times(rate, tr_times, rounding="floor")
+
+
+def _shift(x, d):
+    """Row t of the result is row t - d of x (d < 0: a later row), zero outside: one FIR delay by hand."""
+    out = np.zeros_like(x)
+    if d < 0:
+        out[: len(x) + d] = x[-d:]
+    else:
+        out[d:] = x[: len(x) - d]
+    return out
+
+
+def test_word_rate_delays_across_stories_as_the_reference():
+    """The reference stacks the training stories and then delays them, so a story's last rows read the
+    next story's first responses; lmbrain delays each story with zero padding. Both against a ridge
+    written out by hand on the design each describes."""
+    rng = np.random.default_rng(8)
+    ys = [rng.standard_normal((30, 3)) for _ in range(3)]
+    rates = [rng.uniform(0, 5, 30) for _ in range(3)]
+    delays = (-2, -1)
+
+    def z(y):
+        return (y - y.mean(0)) / y.std(0)
+
+    stacked = np.concatenate([z(y) for y in ys])
+    designs = {True: np.hstack([_shift(stacked, d) for d in delays]),
+               False: np.concatenate([np.hstack([_shift(z(y), d) for d in delays]) for y in ys])}
+    # row 28 of story 0, delays -2 and -1: rows 30 and 29, and row 30 is story 1's first (or padding)
+    assert np.allclose(designs[True][28], np.concatenate([z(ys[1])[0], z(ys[0])[29]]))
+    assert np.allclose(designs[False][28], np.concatenate([np.zeros(3), z(ys[0])[29]]))
+    target = np.concatenate(rates)
+    for across, X in designs.items():
+        m = WordRateModel(delays=delays, n_voxels=None, alphas=[10.0], delays_across_stories=across).fit(ys, rates)
+        ref = np.linalg.solve(X.T @ X + 10.0 * np.eye(X.shape[1]), X.T @ (target - target.mean()))
+        assert np.allclose(np.asarray(m.ridge_.coef_)[:, 0], ref, rtol=1e-4, atol=1e-5), across
+        assert m.mean_rate_ == pytest.approx(target.mean())
+
+
+def test_word_rate_models_on_voxel_sets_and_their_average():
+    """Word-rate models on given voxel sets (e.g. ROIs), and one model predicting their mean rate."""
+    rng = np.random.default_rng(2)
+    stories = _rate_stories(rng)  # voxels 0-7 respond to the word count
+    ys, rates = [y for y, _ in stories[:4]], [r for _, r in stories[:4]]
+    a = WordRateModel(voxels=[0, 1, 2, 3]).fit(ys, rates)
+    b = WordRateModel(voxels=np.array([4, 5, 6, 7, 20])).fit(ys, rates)
+    assert a.voxels_.tolist() == [0, 1, 2, 3] and b.voxels_.tolist() == [4, 5, 6, 7, 20]
+    y, rate = stories[4]
+    avg = WordRateModel.average([a, b])
+    # the mean of the two linear predictions, clipped at zero
+    mean = (a.predict_linear(y) + b.predict_linear(y)) / 2
+    assert np.allclose(avg.predict_linear(y), mean) and np.allclose(avg.predict(y), np.clip(mean, 0, None))
+    # ...written as one model: one voxel list and one weight column (the decoder file's format)
+    assert avg.voxels_.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 20] and avg.ridge_.coef_.shape == (4 * 9, 1)
+    assert avg.mean_rate_ == pytest.approx((a.mean_rate_ + b.mean_rate_) / 2)
+    assert np.corrcoef(avg.predict(y)[:-4], rate[:-4])[0, 1] > 0.7
+    with pytest.raises(DecodingError, match=r"indices in \[0, 60\)"):
+        WordRateModel(voxels=[3, 60]).fit(ys, rates)
+    with pytest.raises(DecodingError, match="share their delays"):
+        WordRateModel.average([a, WordRateModel(delays=(-2, -1), voxels=[0]).fit(ys, rates)])
+
+
+def test_decoder_with_word_rate_voxel_sets_round_trips(tmp_path):
+    from lmbrain.decoding import Decoder
+
+    rng = np.random.default_rng(9)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
+    dec = Decoder(n_voxels=20, rate_voxel_sets=[range(0, 10), range(10, 25)],
+                  rate_delays_across_stories=True).fit(*_fit_inputs(ds, ["s0", "s1"]), prop)
+    assert dec.rate_model_.voxels_.tolist() == list(range(25))
+    dec.save(tmp_path / "d.npz")
+    back = Decoder.load(tmp_path / "d.npz")
+    y, tr_times = ds.data["s2"][2], ds.data["s2"][1]
+    assert np.allclose(back.rate_model_.predict(y), dec.rate_model_.predict(y))
+    assert np.allclose(back.predict_word_times(y, tr_times, rounding="per_tr"),
+                       dec.predict_word_times(y, tr_times, rounding="per_tr"))
+
+
+def test_content_word_filter_refuses_repeated_stems():
+    """Tang et al.: no repeated bigrams, and no content word whose stem is among the recent words' stems."""
+    from lmbrain.decoding.proposer import STOP_WORDS, RepetitionFilter, _repeats, stem
+
+    assert stem("kings") == stem("king") and stem("walked") == stem("walking") and {"the", "to"} <= STOP_WORDS
+    words = ["the", "kings", "walked", "to", "the"]
+    proposals = ["king", "walking", "the", "queen", "to", "kings"]
+    # bigrams only (the default): "the kings" occurred already
+    assert RepetitionFilter().allowed(words, proposals) == [True, True, True, True, True, False]
+    assert RepetitionFilter().allowed(words, proposals) == [not _repeats(words, p) for p in proposals]
+    # the last 3 words are walked, to, the: "walking" shares walked's stem; "kings" is 4 words back
+    assert RepetitionFilter(content_window=3).allowed(words, proposals) == [True, False, True, True, True, False]
+    # the last 5 reach "kings" too; stop words ("the", "to") are never refused
+    assert RepetitionFilter(content_window=5).allowed(words, proposals) == [False, False, True, True, True, False]
+    assert RepetitionFilter(content_window=3).allowed([], ["king"]) == [True]
+    with pytest.raises(DecodingError, match="content_window"):
+        RepetitionFilter(content_window=0).allowed(words, proposals)
+
+
+def _seeded_problem(seed=6, n_words=50, n_vox=30):
+    rng = np.random.default_rng(seed)
+    enc, *_ = _encoder_problem(rng, n_words=n_words, n_vox=n_vox, words_per_tr=1.0)
+    vocab = [f"w{i}" for i in range(30)]
+    prop = SeededProposer(list(rng.choice(vocab, enc.n_words)), vocab, rng)
+    clean = enc.predict(np.stack([prop.embed[w] for w in prop.truth]))
+    observed = clean + 0.5 * clean.std() * rng.standard_normal(clean.shape)
+    return enc, observed, noise_precision([rng.standard_normal((100, n_vox))]), prop
+
+
+def test_beam_search_with_the_content_word_filter():
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    words, _ = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, content_window=3)
+    # the vocabulary has no stop words: no word repeats one of the 3 before it (5 proposals, at most 3 refused)
+    assert all(w not in words[max(0, j - 3): j] for j, w in enumerate(words))
+    plain, _ = beam_decode(enc, observed, P, prop, beam_width=4, progress=False)
+    assert any(w in plain[max(0, j - 3): j] for j, w in enumerate(plain))  # the filter did something
+
+
+def test_beam_search_in_batches_and_in_torch_gives_the_same_result():
+    """The candidates scored in batches (bounded memory) give exactly the reference result; the torch
+    path (device "cpu") the same words and score up to float rounding."""
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    ref = beam_decode(enc, observed, P, prop, beam_width=4, progress=False)
+    assert beam_decode(enc, observed, P, prop, beam_width=4, progress=False, max_batch_bytes=1) == ref
+    words, score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu")
+    assert words == ref[0] and score == pytest.approx(ref[1], rel=1e-10)
+    assert beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu", max_batch_bytes=1)[0] \
+        == ref[0]
+
+
+def test_torch_beam_search_resumes_from_a_checkpoint(tmp_path):
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    ref = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu")
+    original, calls = prop.propose, {"n": 0}
+
+    def interrupted(contexts):
+        calls["n"] += 1
+        if calls["n"] > 27:
+            raise Interrupt
+        return original(contexts)
+
+    ckpt = tmp_path / "beam.json"
+    prop.propose = interrupted
+    with pytest.raises(Interrupt):
+        beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt, checkpoint_every=10,
+                    device="cpu")
+    prop.propose = original
+    words, score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt,
+                               checkpoint_every=10, device="cpu")
+    assert words == ref[0] and score == pytest.approx(ref[1], rel=1e-10) and not ckpt.exists()
+
+
+def test_beam_memory_does_not_grow_with_the_story():
+    """A hypothesis keeps the predictions of its open TRs only (a few TRs): the search used to copy the whole
+    story's (n_trs, V) predictions for every hypothesis at every word (4.8 GB per word at beam 200, 300 TRs
+    and 10,000 voxels). Measured: the peak's growth from beam 10 to beam 40."""
+    import tracemalloc
+
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem(seed=10, n_words=200, n_vox=300)
+    beam_decode(enc, observed, P, prop, beam_width=2, progress=False)  # one-time allocations (caches) first
+    peaks = {}
+    for beam in (10, 40):
+        tracemalloc.start()
+        beam_decode(enc, observed, P, prop, beam_width=beam, progress=False, max_batch_bytes=2 ** 20)
+        peaks[beam] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    story = enc.baseline.size * 8  # one hypothesis's whole-story predictions
+    per_hypothesis = (peaks[40] - peaks[10]) / 30
+    print(f"{enc.baseline.shape[0]} TRs x {enc.baseline.shape[1]} voxels: peak {peaks[10] / 1e6:.1f} MB at beam 10, "
+          f"{peaks[40] / 1e6:.1f} MB at beam 40: {per_hypothesis / 1e3:.0f} kB per hypothesis (whole-story "
+          f"predictions: {story / 1e3:.0f} kB)")
+    assert per_hypothesis < story / 3  # the whole-story search held at least 2 per hypothesis
+

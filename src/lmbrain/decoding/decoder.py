@@ -102,6 +102,12 @@ class Decoder:
     cv_folds : int or None
         None = leave-one-story-out; else that many contiguous sets of stories (encoding, noise and
         word-rate models).
+    rate_voxel_sets : sequence of array-like of int, or None
+        Fixed voxel sets of the word-rate model (e.g. ROIs: auditory cortex; Broca's area and sPMv):
+        one model per set, their predicted rates averaged (:meth:`WordRateModel.average`; one set = that
+        model alone). None = the ``rate_voxels`` voxels best correlated with the word count.
+    rate_delays_across_stories : bool, default False
+        ``delays_across_stories`` of the word-rate model(s) (True = the reference code's stacking).
 
     Attributes
     ----------
@@ -122,7 +128,7 @@ class Decoder:
 
     def __init__(self, n_voxels: int = 10000, shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None,
                  rate_voxels: int | None = 1000, device: str = "cpu", search: str = "grid", memory_gb: float = 2.0,
-                 cv_folds: int | None = None):
+                 cv_folds: int | None = None, rate_voxel_sets=None, rate_delays_across_stories: bool = False):
         self.n_voxels = n_voxels
         self.shrinkage = shrinkage
         self.delays = delays
@@ -132,6 +138,8 @@ class Decoder:
         self.search = search
         self.memory_gb = memory_gb
         self.cv_folds = cv_folds
+        self.rate_voxel_sets = rate_voxel_sets
+        self.rate_delays_across_stories = rate_delays_across_stories
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, responses, tr_times, words, word_times, proposer) -> "Decoder":
@@ -198,8 +206,7 @@ class Decoder:
             w = ridge_fixed(np.concatenate([X[j] for j in rest]),
                             np.concatenate([Y[j][:, voxels] for j in rest]).astype(np.float64), alpha)
             residuals += [Y[i][:, voxels].astype(np.float64) - X[i] @ w for i in held]
-        self.rate_model_ = WordRateModel(n_voxels=self.rate_voxels, device=self.device,
-                                         cv_folds=self.cv_folds).fit(Y, rates)
+        self.rate_model_ = self._fit_rate(Y, rates)
         self.coef_ = np.asarray(ridge.coef_, dtype=np.float64)[:, voxels]
         self.voxels_ = voxels
         self.cv_score_ = ridge.best_scores_[voxels]
@@ -207,6 +214,18 @@ class Decoder:
         self.precision_ = noise_precision(residuals, self.shrinkage)
         self.layer_ = int(getattr(proposer, "layer", -1))
         return self
+
+    def _fit_rate(self, Y, rates) -> WordRateModel:
+        across = bool(self.rate_delays_across_stories)
+        if self.rate_voxel_sets is None:
+            return WordRateModel(n_voxels=self.rate_voxels, device=self.device, cv_folds=self.cv_folds,
+                                 delays_across_stories=across).fit(Y, rates)
+        sets = list(self.rate_voxel_sets)
+        if not sets:
+            raise DecodingError("rate_voxel_sets is empty: give one voxel set per word-rate model, or None")
+        models = [WordRateModel(n_voxels=None, voxels=v, device=self.device, cv_folds=self.cv_folds,
+                                delays_across_stories=across).fit(Y, rates) for v in sets]
+        return models[0] if len(models) == 1 else WordRateModel.average(models)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
@@ -253,7 +272,7 @@ class Decoder:
         return dec
 
     # -- decoding ----------------------------------------------------------------------------
-    def predict_word_times(self, observed, tr_times) -> np.ndarray:
+    def predict_word_times(self, observed, tr_times, rounding: str = "cumulative") -> np.ndarray:
         """Word times (s) the word-rate model predicts from one story's responses.
 
         Parameters
@@ -261,13 +280,16 @@ class Decoder:
         observed : ndarray of shape (n_trs, n_voxels)
             All voxels (the word-rate model's are selected here).
         tr_times : ndarray of shape (n_trs,)
+        rounding : {"cumulative", "per_tr"}, default "cumulative"
+            How rates become whole words (:func:`~lmbrain.decoding.wordrate.word_counts`; ``"per_tr"`` is
+            the reference code's).
 
         Returns
         -------
         ndarray of shape (n_words,)
         """
         self._check_fitted()
-        return word_times(self.rate_model_.predict(observed), tr_times)
+        return word_times(self.rate_model_.predict(observed), tr_times, rounding=rounding)
 
     def encoder(self, tr_times, times) -> LinearEncoder:
         """The encoding model's predictions for words at ``times`` (s) on a story's TRs ``tr_times``."""
@@ -280,7 +302,8 @@ class Decoder:
         return self.encoder(tr_times, times).predict(features)
 
     def decode(self, observed, tr_times, proposer, times=None, beam_width: int = 10, progress: bool = True,
-               checkpoint=None, checkpoint_every: int = 100, checkpoint_key: str = "") -> pd.DataFrame:
+               checkpoint=None, checkpoint_every: int = 100, checkpoint_key: str = "", rounding: str = "cumulative",
+               content_window: int | None = None, device=None, max_batch_bytes: int = 256 * 2 ** 20) -> pd.DataFrame:
         """Decode one story's responses by beam search.
 
         Parameters
@@ -293,8 +316,10 @@ class Decoder:
             Word times (s) to decode at; None = :meth:`predict_word_times`.
         beam_width : int, default 10
         progress : bool
-        checkpoint, checkpoint_every, checkpoint_key
+        checkpoint, checkpoint_every, checkpoint_key, content_window, device, max_batch_bytes
             As :func:`~lmbrain.decoding.beam.beam_decode`.
+        rounding : {"cumulative", "per_tr"}
+            As :meth:`predict_word_times` (with ``times=None``).
 
         Returns
         -------
@@ -303,11 +328,12 @@ class Decoder:
         self._check_fitted()
         observed = np.asarray(observed, dtype=np.float64)
         if times is None:
-            times = self.predict_word_times(observed, tr_times)
+            times = self.predict_word_times(observed, tr_times, rounding=rounding)
         if len(times) == 0:
             raise DecodingError("no word times to decode at (the word-rate model predicts no words)")
         enc = self.encoder(tr_times, times)
         words, _ = beam_decode(enc, observed[:, self.voxels_], self.precision_, proposer, beam_width=beam_width,
                                progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                               checkpoint_key=checkpoint_key)
+                               checkpoint_key=checkpoint_key, content_window=content_window, device=device,
+                               max_batch_bytes=max_batch_bytes)
         return pd.DataFrame({"word": words, "time": np.asarray(times, dtype=np.float64)})

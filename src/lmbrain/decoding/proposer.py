@@ -5,10 +5,13 @@
   HuggingFace causal LM.
 - :func:`generate_null`: word sequences sampled from the language model alone (no brain data).
 - :func:`decoder_layer`: the feature layer a ``layer`` setting means for a model.
-- :func:`_repeats`: Tang et al.'s filter of the proposals (no repeated bigram in a hypothesis).
+- :class:`RepetitionFilter`: Tang et al.'s filters of the proposals: no bigram twice in a hypothesis
+  (always), and optionally no content word whose stem is among the last few words' stems.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -112,28 +115,121 @@ class WordLMProposer:
 
 
 def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, seed: int = 0,
-                  progress: bool = False) -> list[list[str]]:
-    """Word sequences from the language model alone (no brain data): at each step a word is sampled from
-    the proposer's nucleus (same ``top_p``, ``min_ratio``, ``extensions``) avoiding repeated bigrams, as
-    the beam search's candidates are. ``n_samples`` sequences of ``n_words``, deterministic in ``seed``."""
+                  progress: bool = False, content_window: int | None = None) -> list[list[str]]:
+    """Word sequences from the language model alone (no brain data).
+
+    At each step a word is sampled from the proposer's nucleus (same ``top_p``, ``min_ratio``,
+    ``extensions``) among the proposals the :class:`RepetitionFilter` allows (no repeated bigram; with
+    ``content_window``, no repeated content-word stem), as the beam search's candidates are; when it
+    allows none, among all of them.
+
+    Parameters
+    ----------
+    proposer : WordLMProposer (or anything with ``nucleus(contexts)``)
+    n_words, n_samples : int
+        ``n_samples`` sequences of ``n_words``.
+    seed : int
+        The sequences are deterministic in it.
+    content_window : int or None
+        As :class:`RepetitionFilter`; None = off.
+
+    Returns
+    -------
+    list of n_samples lists of n_words str
+    """
     from ..io import progress_bar as tqdm
 
     rng = np.random.default_rng(seed)
+    filt = RepetitionFilter(content_window=content_window)
     seqs: list[list[str]] = [[] for _ in range(n_samples)]
     for _ in tqdm(range(n_words), desc="null sequences", unit="word", disable=not progress):
         for seq, (words, probs) in zip(seqs, proposer.nucleus(seqs)):
-            ok = [i for i, w in enumerate(words) if not _repeats(seq, w)] or list(range(len(words)))
+            ok = [i for i, allowed in enumerate(filt.allowed(seq, words)) if allowed] or list(range(len(words)))
             p = probs[ok] / probs[ok].sum()
             seq.append(words[ok[int(rng.choice(len(ok), p=p))]])
     return seqs
 
 
 def _repeats(words: list[str], new: str) -> bool:
-    """Tang et al.'s filter: no repeated bigram within a hypothesis."""
+    """Whether ``new`` after ``words`` repeats a bigram of ``words`` (the definition; the filter below is
+    the fast equivalent)."""
     if not words:
         return False
     bigram = (words[-1], new)
     return any((a, b) == bigram for a, b in zip(words[:-1], words[1:]))
+
+
+#: Function words the content-word filter never removes: pronouns (with Shakespeare's thou/thee/thy),
+#: determiners, auxiliaries and modals, prepositions, conjunctions, common adverbs and the pieces of
+#: contractions. Written for lmbrain (a plain list, lower case).
+STOP_WORDS = frozenset("""
+i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his himself she her hers
+herself it its itself they them their theirs themselves thou thee thy thine thyself ye
+a an the this that these those what which who whom whose when where why how whether
+am is are was were be been being have has had having do does did doing done will would shall should can could may
+might must ought art hath doth dost hast shalt wilt wouldst couldst
+and but or nor so yet if then than because as while until though although unless else
+of at by for with about against between into through during before after above below to from up down in out on
+off over under again further once upon within without among around along across toward towards onto
+all any both each few more most other some such no not only own same very too just now here there also
+s t d ll m re ve o y n't 's 'd 'll 'm 're 've
+don't doesn't didn't isn't aren't wasn't weren't won't wouldn't can't cannot couldn't shouldn't hasn't haven't
+hadn't mustn't i'm you're he's she's it's we're they're i've you've we've they've i'd you'd he'd she'd we'd
+they'd i'll you'll he'll she'll we'll they'll that's there's what's let's
+""".split())
+
+
+@functools.lru_cache(maxsize=1)
+def _snowball():
+    from nltk.stem.snowball import SnowballStemmer
+
+    return SnowballStemmer("english")
+
+
+@functools.lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """The Snowball (Porter 2) English stem of a lower-cased word (nltk's implementation)."""
+    return _snowball().stem(word.lower())
+
+
+class RepetitionFilter:
+    """Which proposals may extend a hypothesis (Tang et al. 2023's repetition filters).
+
+    Parameters
+    ----------
+    content_window : int or None, default None
+        None: only the bigram filter (a proposal ``w`` after a hypothesis ending in ``a`` is refused when
+        ``a w`` already occurs in the hypothesis). An int ``n`` adds the content-word filter: a proposal
+        that is not a stop word is refused when its stem (:func:`stem`) equals the stem of one of the
+        hypothesis's last ``n`` words.
+    stop_words : collection of str or None
+        Words the content-word filter never refuses; None = :data:`STOP_WORDS`.
+    """
+
+    def __init__(self, content_window: int | None = None, stop_words=None):
+        self.content_window = content_window
+        self.stop_words = stop_words
+
+    def allowed(self, words, proposals) -> list[bool]:
+        """For each proposal, whether it may follow ``words`` (a list of str).
+
+        The bigrams are checked once per hypothesis (the words that followed its last word anywhere
+        earlier), not once per proposal.
+        """
+        words = list(words)
+        refused = set()
+        if len(words) >= 2:
+            last = words[-1]
+            refused.update(words[i + 1] for i in range(len(words) - 1) if words[i] == last)
+        out = [p not in refused for p in proposals]
+        n = self.content_window
+        if n is not None and int(n) < 1:
+            raise DecodingError(f"content_window must be a positive number of words or None, got {n}")
+        if n is not None and words:
+            stops = STOP_WORDS if self.stop_words is None else self.stop_words
+            recent = {stem(w) for w in words[-int(n):]}
+            out = [ok and (p in stops or stem(p) not in recent) for ok, p in zip(out, proposals)]
+        return out
 
 
 def decoder_layer(spec_layer, lm) -> int:
