@@ -606,3 +606,54 @@ def test_beam_memory_does_not_grow_with_the_story():
           f"predictions: {story / 1e3:.0f} kB)")
     assert per_hypothesis < story / 3  # the whole-story search held at least 2 per hypothesis
 
+
+def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
+    """The decoder and decode rules' entry points (job settings in, files out) on the tiny demo with an
+    untrained word-level LSTM: what they write, the folder written atomically, and the settings of
+    issue 20 (read with their defaults while the configuration lacks the keys)."""
+    import copy
+    import dataclasses
+
+    import pandas as pd
+
+    from lmbrain.config import resolve
+    from lmbrain.datasets import open_dataset
+    from lmbrain.decoding import Decoder
+    from lmbrain.models import Vocabulary, build_model, model_spec, save_model
+    from lmbrain.stages.decoding import DEFAULTS, decode, decoder, setting
+
+    cfg = copy.deepcopy(tiny_demo[0])
+    spec = {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8, "n_layers": 1}
+    cfg["models"], cfg["use_models"], cfg["device"] = {"tiny": spec}, None, "cpu"
+    cfg["decoding"].update(models=["tiny"], beam_width=2, null_samples=2, shift_samples=2, min_shift=10.0,
+                           metrics=["wer", "bleu1"], identification_lengths=[1, 5], n_voxels=40, rate_voxels=40,
+                           checkpoint_every=5)
+    settings = resolve(cfg)
+    ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"])
+    story, subject = cfg["stories"]["test"][0], cfg["demo"]["subject"]
+    words = sorted({w for s in ds.stories(subject) for w in ds.words(s)["word"]})
+    vocab = Vocabulary(["<unk>"] + words)
+    save_model(build_model(model_spec("tiny", spec), len(vocab), seed=0), vocab, tmp_path / "tiny")
+    fitted = decoder(settings.decoder_job("tiny"), subject, tmp_path / "tiny", tmp_path / "decoder.npz")
+    back = Decoder.load(tmp_path / "decoder.npz")
+    assert np.array_equal(back.coef_, fitted.coef_) and back.layer_ == 1 and len(back.voxels_) == 40
+    job = settings.decode_job("tiny")
+    assert all(setting(job, k) == v for k, v in DEFAULTS.items())
+    summary = decode(job, subject, story, tmp_path / "tiny", tmp_path / "decoder.npz", tmp_path / "out",
+                     progress=False)
+    out = tmp_path / "out"
+    assert {"decoded.tsv", "null.tsv", "scores.tsv", "summary.tsv", "identification.tsv", "identification_single.tsv",
+            "transcript.txt", "scores.png", "identification.png"} <= {p.name for p in out.iterdir()}
+    assert set(summary["null"]) == {"lm", "shift"} and set(summary["metric"]) == {"wer", "bleu1"}
+    single = pd.read_csv(out / "identification_single.tsv", sep="\t")
+    assert sorted(set(single["repeat"])) == list(range(cfg["demo"]["n_repeats"]))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temporary folder, no checkpoint
+    # the reference behaviours through the stage, once the configuration has the keys
+    keys = dataclasses.make_dataclass("WithKeys", [("rate_rounding", str, "per_tr"), ("content_window", int, 3),
+                                                   ("beam_device", str, "cpu")], bases=(type(job.decoding),), frozen=True)
+    extra = keys(**{f.name: getattr(job.decoding, f.name) for f in dataclasses.fields(job.decoding)})
+    decode(dataclasses.replace(job, decoding=extra), subject, story, tmp_path / "tiny", tmp_path / "decoder.npz",
+           tmp_path / "tang", progress=False)
+    decoded = pd.read_csv(tmp_path / "tang" / "decoded.tsv", sep="\t")
+    obs = ds.responses(subject, story)
+    assert np.allclose(decoded["time"], back.predict_word_times(obs, ds.tr_times(story, subject), rounding="per_tr"))

@@ -7,6 +7,12 @@
   killed decode resume), generates the LM-only null, scores windows against both nulls
   (:mod:`lmbrain.evaluation`), identifies segments, and writes the story's folder atomically
   (:func:`lmbrain.io.atomic_dir`: the folder appears only when complete).
+
+Settings of Tang et al.'s reference behaviours (issue 20) are read with :func:`setting`, so a key the
+configuration does not define yet keeps lmbrain's default: ``decoding.rate_rounding`` ("cumulative" |
+"per_tr"), ``decoding.rate_delays_across_stories`` (bool), ``decoding.content_window`` (words or null),
+``decoding.bertscore_idf`` (bool), ``decoding.beam_device`` (null = numpy, or a torch device / "auto")
+and ``decoding.beam_batch_mb``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ def _device(job) -> str:
     from ..training import pick_device
 
     return str(pick_device(job.device))
+
+
+#: Defaults of the decoding settings of issue 20 (lmbrain's behaviour; see the module docstring).
+DEFAULTS = {"rate_rounding": "cumulative", "rate_delays_across_stories": False, "content_window": None,
+            "bertscore_idf": False, "beam_device": None, "beam_batch_mb": 256}
+
+
+def setting(job, name: str):
+    """``job.decoding.<name>``, or its default from :data:`DEFAULTS` while the configuration lacks the key."""
+    return getattr(job.decoding, name, DEFAULTS[name])
+
+
+def _beam_device(job):
+    device = setting(job, "beam_device")
+    if device is None:
+        return None
+    from ..training import pick_device
+
+    return str(pick_device(device))
 
 
 def build_proposer(job: DecoderJob | DecodeJob, model_dir, feature_model_dir=None, device: str = "cpu") -> WordLMProposer:
@@ -75,7 +100,8 @@ def decoder(job: DecoderJob, subject: str, model_dir, out_path, feature_model_di
     responses = stacked_responses(ds, subject, train, [len(t) for t in tr_times], error=DecodingError)
     model = Decoder(n_voxels=dec.n_voxels, shrinkage=dec.shrinkage, delays=tuple(job.delays), alphas=job.alphas,
                     rate_voxels=dec.rate_voxels, device=device, search=job.search, memory_gb=job.memory_gb,
-                    cv_folds=job.cv_folds)
+                    cv_folds=job.cv_folds,
+                    rate_delays_across_stories=bool(setting(job, "rate_delays_across_stories")))
     model.fit(responses, tr_times, words, times, proposer)
     log.info("decoder: %d voxels, CV score of the kept voxels median %.3f (min %.3f)", len(model.voxels_),
              float(np.median(model.cv_score_)), float(np.min(model.cv_score_)))
@@ -100,6 +126,21 @@ def transcript_text(actual: pd.DataFrame, decoded: pd.DataFrame, window: float =
     return "\n".join(lines)
 
 
+def idf_documents(ds, subject: str, job, window: float) -> list[str]:
+    """The documents of BERTScore's idf: every training story's transcript cut into consecutive windows of
+    ``window`` s (the unit the decoded text is scored in)."""
+    from ..evaluation import time_windows, window_words
+
+    train, _ = split_stories(ds, subject, job.dataset)
+    docs = []
+    for story in train:
+        w = ds.words(story, subject)
+        times = w["midpoint"].to_numpy(dtype=np.float64)
+        starts = time_windows(float(times.max()) + window if len(times) else window, window, window)
+        docs += [" ".join(ws) for ws in window_words(w["word"].astype(str), times, starts, window) if ws]
+    return docs
+
+
 def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, out_dir, feature_model_dir=None,
            progress: bool = True, observed=None) -> pd.DataFrame:
     """What the ``decode`` rule does for one story: decode, generate the null, score, identify, plot.
@@ -108,9 +149,11 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     (word, time), ``transcript.txt`` (actual and decoded words side by side by window), ``null.tsv``
     (sample, word, time), ``scores.tsv`` (per window: metrics, and per null ``lm``/``shift`` its mean and
     sd, z, p, q), ``summary.tsv`` (per metric and null: story score, null, z, p, fraction of windows
-    significant), ``identification.tsv``, and the figures ``scores.png`` and ``identification.png``
-    (with PDFs). The beam is checkpointed to ``.<out_dir name>.checkpoint.json`` beside ``out_dir`` (a
-    killed decode resumes from it; removed when the search finishes). ``observed``: responses to decode
+    significant), ``identification.tsv`` (on the responses decoded), ``identification_single.tsv`` (on
+    each single presentation, when the story's recorded responses are the mean of repeats; column
+    ``repeat``), and the figures ``scores.png`` and ``identification.png`` (with PDFs). The beam is
+    checkpointed to ``.<out_dir name>.checkpoint.json`` beside ``out_dir`` (a killed decode resumes from
+    it; removed when the search finishes). ``observed``: responses to decode
     instead of the recorded ones (a control: e.g. noise). Returns the summary table.
     """
     from .. import evaluation as ev
@@ -127,6 +170,7 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
                             f"{proposer.layer}; rerun the decoder rule")
     words = ds.words(story, subject)
     tr_times = ds.tr_times(story, subject)
+    recorded = observed is None
     observed = np.asarray(ds.responses(subject, story) if observed is None else observed, dtype=np.float64)
     if observed.shape[0] != tr_times.size:
         raise DecodingError(f"story {story}: {observed.shape[0]} TRs of responses but {tr_times.size} TR times")
@@ -134,7 +178,7 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     if dec.word_times == "actual":
         times = actual["time"].to_numpy()
     else:
-        times = model.predict_word_times(observed, tr_times)
+        times = model.predict_word_times(observed, tr_times, rounding=setting(job, "rate_rounding"))
     if len(times) == 0:
         raise DecodingError(f"story {story}: the word-rate model predicts no words; check the responses")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -144,16 +188,22 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     decoded = model.decode(observed, tr_times, proposer, times=times, beam_width=dec.beam_width, progress=progress,
                            checkpoint=out_dir.parent / f".{out_dir.name}.checkpoint.json",
                            checkpoint_every=dec.checkpoint_every,
-                           checkpoint_key=f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{to_json(job)}")
+                           checkpoint_key=f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{to_json(job)}",
+                           content_window=setting(job, "content_window"), device=_beam_device(job),
+                           max_batch_bytes=int(setting(job, "beam_batch_mb")) * 2 ** 20)
     found = decoded["word"].tolist()
     decode_s = time.perf_counter() - t0
     minutes = (tr_times[-1] - tr_times[0]) / 60
     log.info("decoded %d words in %.0f s (%.1f s per minute of story)", len(found), decode_s, decode_s / minutes)
-    nulls = generate_null(proposer, len(times), dec.null_samples, seed=_story_seed(job.seed, story), progress=progress)
+    nulls = generate_null(proposer, len(times), dec.null_samples, seed=_story_seed(job.seed, story), progress=progress,
+                          content_window=setting(job, "content_window"))
     # scoring
     metrics = list(dec.metrics)
-    bert = ev.BertScorer(ev.encoder_path(dec.bertscore_model), dec.bertscore_layer, device=device) \
-        if "bertscore" in metrics else None
+    bert = None
+    if "bertscore" in metrics:
+        idf_docs = idf_documents(ds, subject, job, dec.window) if setting(job, "bertscore_idf") else None
+        bert = ev.BertScorer(ev.encoder_path(dec.bertscore_model), dec.bertscore_layer, device=device,
+                             idf_documents=idf_docs)
     wordnet = ev.wordnet_reader(Path(dec.cache_dir)) if "meteor" in metrics else None
     end = float(tr_times[-1] + np.mean(np.diff(tr_times)) / 2)
     scorer = ev.WindowScorer(actual["word"], actual["time"], end, dec.window, dec.step, metrics, bert, wordnet)
@@ -171,6 +221,18 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     feats = word_features(proposer, actual["word"])
     truth = model.predict_responses(feats, tr_times, actual["time"].to_numpy())
     ident = ev.identification(truth, observed[:, model.voxels_], model.precision_, dec.identification_lengths)
+    # ...and on every single presentation of a repeated story (the recorded responses only)
+    reps = ds.repeats(subject, story, voxels=model.voxels_) if recorded else None
+    single = None
+    if reps is not None and reps.shape[1:] != truth.shape:
+        log.warning("story %s: the single presentations hold %s TRs x voxels, the responses %s; no single-"
+                    "presentation identification", story, reps.shape[1:], truth.shape)
+    elif reps is not None and len(reps) > 1:
+        single = ev.identification_single(truth, reps, model.precision_, dec.identification_lengths)
+        for n_trs, part in single.groupby("n_trs"):
+            log.info("identification of %d-TR segments: top-1 %.3f on the repeat mean, %.3f +- %.3f on single "
+                     "presentations (%d), chance %.3f", n_trs, float(ident.set_index("n_trs").loc[n_trs, "top1"]),
+                     part["top1"].mean(), part["top1"].std(ddof=0), len(part), part["chance"].iloc[0])
     summary["decode_seconds"] = decode_s
     summary["seconds_per_story_minute"] = decode_s / minutes
     # outputs, into a folder that appears only when complete
@@ -178,8 +240,11 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     title = f"{subject} {story}"
     with atomic_dir(out_dir) as tmp_dir:
         tmp_dir = Path(tmp_dir)
-        for name, table in (("decoded.tsv", decoded), ("null.tsv", null_table), ("scores.tsv", windows),
-                            ("summary.tsv", summary), ("identification.tsv", ident)):
+        tables = [("decoded.tsv", decoded), ("null.tsv", null_table), ("scores.tsv", windows),
+                  ("summary.tsv", summary), ("identification.tsv", ident)]
+        if single is not None:
+            tables.append(("identification_single.tsv", single))
+        for name, table in tables:
             with atomic_path(tmp_dir / name) as tmp:
                 table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         with atomic_path(tmp_dir / "transcript.txt") as tmp:
