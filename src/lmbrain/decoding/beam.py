@@ -330,7 +330,8 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
             fresh = baseline[top:hi][None]
             opened = xp.concat([opened, xp.concat([fresh] * opened.shape[0], 0)], 1)
             top = hi
-        per_candidate = 8 * n_vox * ((hi - done) + rows.size + len(encoder.delays))
+        # a candidate's arrays: its open rows and their residuals, the word's effect and one row per delay
+        per_candidate = 8 * n_vox * (2 * (hi - done) + rows.size + len(encoder.delays))
         size = max(1, int(max_batch_bytes) // max(per_candidate, 1))
         scores, finals, kept = [], [], None
         for s in range(0, len(flat), size):
