@@ -345,11 +345,12 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
                 kept = preds
         scores, fin = np.concatenate(scores), np.concatenate(finals)
         best = np.argsort(-scores, kind="stable")[:beam_width]
+        held = best if j + 1 < n else best[:1]  # after the last word only the best one's open rows are needed
         if kept is None:  # several batches: recompute the kept candidates' open rows
-            kept = opened[xp.index(parents[best])]
-            kept[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[xp.index(best)])
+            kept = opened[xp.index(parents[held])]
+            kept[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[xp.index(held)])
         else:
-            kept = kept[xp.index(best)]
+            kept = kept[xp.index(held)]
         opened = kept[:, lo - done:]
         hyps = [hyps[parents[c]] + [flat[c][1]] for c in best]
         final = fin[best]

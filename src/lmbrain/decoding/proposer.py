@@ -25,9 +25,22 @@ class WordLMProposer:
     ``min_ratio`` of the top word, until ``top_p`` of the mass), most likely first, at most
     ``extensions``, never ``<unk>``, with their renormalised probabilities; ``propose`` keeps the words.
     ``features(windows)``: the hidden state of ``layer`` at the last word of each window, given its last
-    ``context`` words (the encoding model's feature with a fixed short context). The features come from
-    ``feature_lm`` when given (e.g. the demo's planted topic reader as a positive control), else from
-    ``lm``.
+    ``context`` words (the encoding model's feature with a fixed short context): ``(n_windows, d)``
+    float64.
+
+    Parameters
+    ----------
+    lm : lmbrain.models.LanguageModel
+        Proposes the words (the nucleus is read from its last ``context`` words).
+    layer : int
+        Hidden-state layer of the features (:func:`decoder_layer`).
+    context : int, default 5
+        Words each feature and proposal sees.
+    extensions : int, default 5
+    top_p : float, default 0.9
+    min_ratio : float, default 0.1
+    feature_lm : lmbrain.models.LanguageModel or None
+        Gives the features instead of ``lm`` (e.g. the demo's planted topic reader, a positive control).
     """
 
     def __init__(self, lm, layer: int, context: int = 5, extensions: int = 5, top_p: float = 0.9,
