@@ -522,6 +522,13 @@ def test_content_word_filter_refuses_repeated_stems():
     assert RepetitionFilter(content_window=3).allowed([], ["king"]) == [True]
     with pytest.raises(DecodingError, match="content_window"):
         RepetitionFilter(content_window=0).allowed(words, proposals)
+    # bigrams within the last n words only (the reference checks the language model's context)
+    long = ["a", "b", "c", "d", "e", "a"]
+    assert RepetitionFilter().allowed(long, ["b", "c"]) == [False, True]  # "a b" at the start
+    assert RepetitionFilter(bigram_window=5).allowed(long, ["b", "c"]) == [True, True]  # b c d e a: no "a b"
+    assert RepetitionFilter(bigram_window=6).allowed(long, ["b", "c"]) == [False, True]
+    with pytest.raises(DecodingError, match="bigram_window"):
+        RepetitionFilter(bigram_window=0).allowed(long, ["b"])
 
 
 def _seeded_problem(seed=6, n_words=50, n_vox=30):

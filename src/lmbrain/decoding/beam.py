@@ -210,7 +210,8 @@ def _backend(device):
 
 def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_width: int = 10,
                 progress: bool = True, checkpoint=None, checkpoint_every: int = 100,
-                checkpoint_key: str = "", content_window: int | None = None, device=None,
+                checkpoint_key: str = "", content_window: int | None = None, bigram_window: int | None = None,
+                device=None,
                 max_batch_bytes: int = 256 * 2 ** 20) -> tuple[list[str], float]:
     """Beam search over word sequences for the recorded responses (Tang et al. 2023).
 
@@ -244,6 +245,8 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     checkpoint_key : str
     content_window : int or None
         Refuse content words whose stem is among the last ``content_window`` words' stems; None = off.
+    bigram_window : int or None
+        Refuse repeated bigrams within the last ``bigram_window`` words; None = the whole hypothesis.
     device : str or None
         None: the candidate arithmetic in numpy (the reference). A torch device (``"cpu"``, ``"cuda"``):
         in torch, float64, on that device (the same results up to float rounding).
@@ -266,8 +269,8 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     n_trs = encoder.baseline.shape[0]
     if observed.shape != encoder.baseline.shape:
         raise DecodingError(f"observed responses {observed.shape} do not match the encoder's {encoder.baseline.shape}")
-    filt = RepetitionFilter(content_window=content_window)
-    filt.allowed([], [])  # checks content_window
+    filt = RepetitionFilter(content_window=content_window, bigram_window=bigram_window)
+    filt.allowed([], [])  # checks the windows
     xp = _backend(device)
     # whiten once (P = L L'): every candidate's log-likelihood is then -1/2 its squared residual, with no
     # (voxels x voxels) product per candidate
@@ -303,7 +306,8 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     opened = xp.zeros((1, 0, n_vox))
     start = 0
     key = f"{checkpoint_key}|words={n}|trs={n_trs}|beam={beam_width}" + (
-        f"|content={content_window}" if content_window is not None else "")
+        f"|content={content_window}" if content_window is not None else "") + (
+        f"|bigrams={bigram_window}" if bigram_window is not None else "")
     if checkpoint is not None and Path(checkpoint).exists():
         try:
             state = json.loads(Path(checkpoint).read_text())

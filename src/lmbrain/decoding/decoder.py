@@ -303,7 +303,8 @@ class Decoder:
 
     def decode(self, observed, tr_times, proposer, times=None, beam_width: int = 10, progress: bool = True,
                checkpoint=None, checkpoint_every: int = 100, checkpoint_key: str = "", rounding: str = "cumulative",
-               content_window: int | None = None, device=None, max_batch_bytes: int = 256 * 2 ** 20) -> pd.DataFrame:
+               content_window: int | None = None, bigram_window: int | None = None, device=None,
+               max_batch_bytes: int = 256 * 2 ** 20) -> pd.DataFrame:
         """Decode one story's responses by beam search.
 
         Parameters
@@ -316,7 +317,7 @@ class Decoder:
             Word times (s) to decode at; None = :meth:`predict_word_times`.
         beam_width : int, default 10
         progress : bool
-        checkpoint, checkpoint_every, checkpoint_key, content_window, device, max_batch_bytes
+        checkpoint, checkpoint_every, checkpoint_key, content_window, bigram_window, device, max_batch_bytes
             As :func:`~lmbrain.decoding.beam.beam_decode`.
         rounding : {"cumulative", "per_tr"}
             As :meth:`predict_word_times` (with ``times=None``).
@@ -334,6 +335,7 @@ class Decoder:
         enc = self.encoder(tr_times, times)
         words, _ = beam_decode(enc, observed[:, self.voxels_], self.precision_, proposer, beam_width=beam_width,
                                progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                               checkpoint_key=checkpoint_key, content_window=content_window, device=device,
+                               checkpoint_key=checkpoint_key, content_window=content_window,
+                               bigram_window=bigram_window, device=device,
                                max_batch_bytes=max_batch_bytes)
         return pd.DataFrame({"word": words, "time": np.asarray(times, dtype=np.float64)})

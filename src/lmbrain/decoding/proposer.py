@@ -128,13 +128,14 @@ class WordLMProposer:
 
 
 def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, seed: int = 0,
-                  progress: bool = False, content_window: int | None = None) -> list[list[str]]:
+                  progress: bool = False, content_window: int | None = None,
+                  bigram_window: int | None = None) -> list[list[str]]:
     """Word sequences from the language model alone (no brain data).
 
     At each step a word is sampled from the proposer's nucleus (same ``top_p``, ``min_ratio``,
-    ``extensions``) among the proposals the :class:`RepetitionFilter` allows (no repeated bigram; with
-    ``content_window``, no repeated content-word stem), as the beam search's candidates are; when it
-    allows none, among all of them.
+    ``extensions``) among the proposals the :class:`RepetitionFilter` allows (no repeated bigram, within
+    ``bigram_window`` words if given; with ``content_window``, no repeated content-word stem), as the
+    beam search's candidates are; when it allows none, among all of them.
 
     Parameters
     ----------
@@ -143,8 +144,8 @@ def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, s
         ``n_samples`` sequences of ``n_words``.
     seed : int
         The sequences are deterministic in it.
-    content_window : int or None
-        As :class:`RepetitionFilter`; None = off.
+    content_window, bigram_window : int or None
+        As :class:`RepetitionFilter`.
 
     Returns
     -------
@@ -153,7 +154,7 @@ def generate_null(proposer: WordLMProposer, n_words: int, n_samples: int = 10, s
     from ..io import progress_bar as tqdm
 
     rng = np.random.default_rng(seed)
-    filt = RepetitionFilter(content_window=content_window)
+    filt = RepetitionFilter(content_window=content_window, bigram_window=bigram_window)
     seqs: list[list[str]] = [[] for _ in range(n_samples)]
     for _ in tqdm(range(n_words), desc="null sequences", unit="word", disable=not progress):
         for seq, (words, probs) in zip(seqs, proposer.nucleus(seqs)):
@@ -211,16 +212,21 @@ class RepetitionFilter:
     Parameters
     ----------
     content_window : int or None, default None
-        None: only the bigram filter (a proposal ``w`` after a hypothesis ending in ``a`` is refused when
-        ``a w`` already occurs in the hypothesis). An int ``n`` adds the content-word filter: a proposal
-        that is not a stop word is refused when its stem (:func:`stem`) equals the stem of one of the
-        hypothesis's last ``n`` words.
+        None: only the bigram filter. An int ``n`` adds the content-word filter: a proposal that is not a
+        stop word is refused when its stem (:func:`stem`) equals the stem of one of the hypothesis's last
+        ``n`` words.
+    bigram_window : int or None, default None
+        The bigram filter refuses a proposal ``w`` after a hypothesis ending in ``a`` when ``a w`` already
+        occurs in the hypothesis (None, lmbrain's default) or in its last ``bigram_window`` words (the
+        reference code checks the language model's context only; over a long story the whole-hypothesis
+        filter refuses more, and when it refuses every proposal the search keeps them all).
     stop_words : collection of str or None
         Words the content-word filter never refuses; None = :data:`STOP_WORDS`.
     """
 
-    def __init__(self, content_window: int | None = None, stop_words=None):
+    def __init__(self, content_window: int | None = None, bigram_window: int | None = None, stop_words=None):
         self.content_window = content_window
+        self.bigram_window = bigram_window
         self.stop_words = stop_words
 
     def allowed(self, words, proposals) -> list[bool]:
@@ -230,14 +236,17 @@ class RepetitionFilter:
         earlier), not once per proposal.
         """
         words = list(words)
+        for name in ("content_window", "bigram_window"):
+            n = getattr(self, name)
+            if n is not None and int(n) < 1:
+                raise DecodingError(f"{name} must be a positive number of words or None, got {n}")
+        recent = words if self.bigram_window is None else words[-int(self.bigram_window):]
         refused = set()
-        if len(words) >= 2:
-            last = words[-1]
-            refused.update(words[i + 1] for i in range(len(words) - 1) if words[i] == last)
+        if len(recent) >= 2:
+            last = recent[-1]
+            refused.update(recent[i + 1] for i in range(len(recent) - 1) if recent[i] == last)
         out = [p not in refused for p in proposals]
         n = self.content_window
-        if n is not None and int(n) < 1:
-            raise DecodingError(f"content_window must be a positive number of words or None, got {n}")
         if n is not None and words:
             stops = STOP_WORDS if self.stop_words is None else self.stop_words
             recent = {stem(w) for w in words[-int(n):]}

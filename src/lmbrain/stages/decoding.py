@@ -10,9 +10,9 @@
 
 Settings of Tang et al.'s reference behaviours (issue 20) are read with :func:`setting`, so a key the
 configuration does not define yet keeps lmbrain's default: ``decoding.rate_rounding`` ("cumulative" |
-"per_tr"), ``decoding.rate_delays_across_stories`` (bool), ``decoding.content_window`` (words or null),
-``decoding.bertscore_idf`` (bool), ``decoding.beam_device`` (null = numpy, or a torch device / "auto")
-and ``decoding.beam_batch_mb``.
+"per_tr"), ``decoding.rate_delays_across_stories`` (bool), ``decoding.content_window`` and
+``decoding.bigram_window`` (words or null), ``decoding.bertscore_idf`` (bool), ``decoding.beam_device``
+(null = numpy, or a torch device / "auto") and ``decoding.beam_batch_mb``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _device(job) -> str:
 
 #: Defaults of the decoding settings of issue 20 (lmbrain's behaviour; see the module docstring).
 DEFAULTS = {"rate_rounding": "cumulative", "rate_delays_across_stories": False, "content_window": None,
-            "bertscore_idf": False, "beam_device": None, "beam_batch_mb": 256}
+            "bigram_window": None, "bertscore_idf": False, "beam_device": None, "beam_batch_mb": 256}
 
 
 def setting(job, name: str):
@@ -189,14 +189,15 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
                            checkpoint=out_dir.parent / f".{out_dir.name}.checkpoint.json",
                            checkpoint_every=dec.checkpoint_every,
                            checkpoint_key=f"{subject}|{story}|{Path(decoder_path).stat().st_mtime_ns}|{to_json(job)}",
-                           content_window=setting(job, "content_window"), device=_beam_device(job),
+                           content_window=setting(job, "content_window"),
+                           bigram_window=setting(job, "bigram_window"), device=_beam_device(job),
                            max_batch_bytes=int(setting(job, "beam_batch_mb")) * 2 ** 20)
     found = decoded["word"].tolist()
     decode_s = time.perf_counter() - t0
     minutes = (tr_times[-1] - tr_times[0]) / 60
     log.info("decoded %d words in %.0f s (%.1f s per minute of story)", len(found), decode_s, decode_s / minutes)
     nulls = generate_null(proposer, len(times), dec.null_samples, seed=_story_seed(job.seed, story), progress=progress,
-                          content_window=setting(job, "content_window"))
+                          content_window=setting(job, "content_window"), bigram_window=setting(job, "bigram_window"))
     # scoring
     metrics = list(dec.metrics)
     bert = None
