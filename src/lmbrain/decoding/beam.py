@@ -1,0 +1,386 @@
+"""The beam search over word sequences (Tang et al. 2023).
+
+- :class:`LinearEncoder`: a fitted encoding model's predicted responses written as a baseline plus
+  one contribution per word (the design is linear in the word features), so a beam hypothesis
+  updates only the TRs its newest word affects.
+- :func:`beam_decode`: the language model (a proposer, :class:`~lmbrain.decoding.proposer.WordLMProposer`)
+  proposes continuations, the likelihood of the recorded responses ranks them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DecodingError
+from .noise import gaussian_loglik
+from .proposer import RepetitionFilter
+
+log = logging.getLogger("lmbrain.decoding")
+
+
+class LinearEncoder:
+    """Predicted responses of an encoding model as a baseline plus one additive term per word.
+
+    The design is ``delays(zscore(L @ F))`` with training-set statistics (``mean``, ``std``), Lanczos
+    matrix ``L`` (TRs x words) and word features ``F``; so the prediction ``design @ coef`` is
+    ``baseline + sum_j effect_j`` where word j's effect is ``sum_d shift_d(L[:, j]) (F_j / std) @ W_d``.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_delays * d, V)
+        Encoding weights, delay blocks stacked (as the encoding stage saves them).
+    delays : sequence of int, length n_delays
+    mean, std : ndarray of shape (d,)
+        Training statistics of the TR features.
+    tr_times : ndarray of shape (n_trs,)
+    word_times : ndarray of shape (n_words,)
+    window : int, default 3
+        Lanczos window.
+
+    Attributes
+    ----------
+    W : ndarray of shape (n_delays, d, V)
+    L : ndarray of shape (n_trs, n_words)
+    baseline : ndarray of shape (n_trs, V)
+        The prediction with no word (every feature at its training mean).
+    rows : list of ndarray
+        The TRs each word reaches (its Lanczos support shifted by every delay).
+    """
+
+    def __init__(self, coef, delays, mean, std, tr_times, word_times, window: int = 3):
+        from ..stimulus import lanczos_matrix, make_delayed
+
+        self.delays = tuple(int(d) for d in delays)
+        coef = np.asarray(coef, dtype=np.float64)
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.asarray(std, dtype=np.float64)
+        d = mean.size
+        if coef.shape[0] != len(self.delays) * d or std.shape != mean.shape:
+            raise DecodingError(f"weights have {coef.shape[0]} rows, expected {len(self.delays)} delays x {d} features")
+        self.inv_std = np.where(std > 0, 1 / np.where(std > 0, std, 1), 0.0)
+        self.W = coef.reshape(len(self.delays), d, -1)  # (delays, d, voxels)
+        self.L = lanczos_matrix(np.asarray(tr_times, dtype=np.float64), np.asarray(word_times, dtype=np.float64),
+                                window)
+        n_trs = self.L.shape[0]
+        self.baseline = make_delayed(np.tile(-mean * self.inv_std, (n_trs, 1)), self.delays) @ coef
+        # the TRs each word reaches: its Lanczos support, shifted by every delay
+        self.rows = []
+        for j in range(self.L.shape[1]):
+            support = np.flatnonzero(self.L[:, j])
+            rows = np.unique(np.concatenate([support + dl for dl in self.delays])) if support.size else support
+            self.rows.append(rows[(rows >= 0) & (rows < n_trs)])
+
+    @property
+    def n_words(self) -> int:
+        return self.L.shape[1]
+
+    def lanczos_weights(self, j: int) -> list[np.ndarray]:
+        """Per delay, the Lanczos weight with which word ``j`` reaches each of its rows ``(len(rows),)``."""
+        rows = self.rows[j]
+        out = []
+        for dl in self.delays:
+            lw = self.L[rows - dl, j] if rows.size else np.zeros(0)  # Lanczos weight reaching row t from t - dl
+            valid = (rows - dl >= 0) & (rows - dl < self.L.shape[0])
+            out.append(np.where(valid, lw, 0.0))
+        return out
+
+    def effect(self, j: int, features) -> tuple[np.ndarray, np.ndarray]:
+        """Word ``j``'s contribution to the predicted responses.
+
+        Parameters
+        ----------
+        j : int
+            The word's position.
+        features : ndarray of shape (B, d)
+            Candidate features of word ``j``.
+
+        Returns
+        -------
+        rows : ndarray of shape (n_rows,)
+            The TRs the word reaches.
+        effect : ndarray of shape (B, n_rows, V)
+        """
+        return self.rows[j], _effect(_NUMPY, self, self.W, self.inv_std, j, np.asarray(features, dtype=np.float64))
+
+    def whitened(self, M) -> "LinearEncoder":
+        """The same encoder with its predictions right-multiplied by ``M`` ``(V, V')`` (e.g. a whitening)."""
+        import copy
+
+        out = copy.copy(self)
+        out.W = np.einsum("kfv,vw->kfw", self.W, M)
+        out.baseline = self.baseline @ M
+        return out
+
+    def predict(self, features) -> np.ndarray:
+        """Full prediction ``(n_trs, V)`` for all words' features ``(n_words, d)`` (a reference path)."""
+        pred = self.baseline.copy()
+        for j in range(self.n_words):
+            rows, eff = self.effect(j, np.asarray(features)[j: j + 1])
+            pred[rows] += eff[0]
+        return pred
+
+
+def _effect(xp, encoder: LinearEncoder, W, inv_std, j: int, features):
+    """Word ``j``'s effect ``(B, n_rows, V)`` for candidate features ``(B, d)`` (arrays of backend ``xp``)."""
+    rows = encoder.rows[j]
+    f = features * inv_std
+    g = xp.einsum("bf,kfv->bkv", f, W)  # (B, delays, V)
+    out = xp.zeros((f.shape[0], rows.size, W.shape[2]))
+    for k, lw in enumerate(encoder.lanczos_weights(j)):
+        out += xp.asarray(lw)[None, :, None] * g[:, k][:, None, :]
+    return out
+
+
+class _Numpy:
+    """numpy arrays (float64): the reference arithmetic."""
+
+    name = "numpy"
+    einsum = staticmethod(np.einsum)
+
+    @staticmethod
+    def asarray(x):
+        return np.asarray(x, dtype=np.float64)
+
+    @staticmethod
+    def zeros(shape):
+        return np.zeros(shape)
+
+    @staticmethod
+    def concat(xs, axis=0):
+        return np.concatenate(xs, axis=axis)
+
+    @staticmethod
+    def index(idx):
+        return np.asarray(idx, dtype=np.int64)
+
+    @staticmethod
+    def numpy(x):
+        return x
+
+    @staticmethod
+    def loglik(preds, observed):
+        return gaussian_loglik(preds, observed, None)
+
+
+class _Torch:
+    """torch tensors (float64) on a device: the same arithmetic on a GPU."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.name = f"torch:{self.device}"
+
+    def einsum(self, eq, *ops):
+        return self.torch.einsum(eq, *ops)
+
+    def asarray(self, x):
+        if isinstance(x, self.torch.Tensor):
+            return x.to(device=self.device, dtype=self.torch.float64)
+        return self.torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+
+    def zeros(self, shape):
+        return self.torch.zeros(shape, dtype=self.torch.float64, device=self.device)
+
+    def concat(self, xs, axis=0):
+        return self.torch.cat(xs, dim=axis)
+
+    def index(self, idx):
+        return self.torch.as_tensor(np.asarray(idx, dtype=np.int64), device=self.device)
+
+    @staticmethod
+    def numpy(x):
+        return x.cpu().numpy()
+
+    def loglik(self, preds, observed):
+        r = observed[None] - preds
+        return self.numpy(-0.5 * self.torch.einsum("btv,btv->b", r, r))
+
+
+_NUMPY = _Numpy()
+
+
+def _backend(device):
+    return _NUMPY if device is None else _Torch(device)
+
+
+def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_width: int = 10,
+                progress: bool = True, checkpoint=None, checkpoint_every: int = 100,
+                checkpoint_key: str = "", content_window: int | None = None, bigram_window: int | None = None,
+                device=None,
+                max_batch_bytes: int = 256 * 2 ** 20) -> tuple[list[str], float]:
+    """Beam search over word sequences for the recorded responses (Tang et al. 2023).
+
+    At each word time the language model (``proposer``) proposes continuations of every hypothesis,
+    the :class:`~lmbrain.decoding.proposer.RepetitionFilter` drops repeated bigrams (and, with
+    ``content_window``, repeated content-word stems; when it drops every proposal, all are kept), and
+    the ``beam_width`` candidates whose predicted responses best explain ``observed`` are kept. A
+    candidate's score is the :func:`~lmbrain.decoding.noise.gaussian_loglik` of every TR reached so far:
+    TRs no later word can reach are final and accumulate in the hypothesis; the TRs the newest word
+    reaches, which later words will still change, are added at their current prediction.
+
+    Memory does not grow with the story: a hypothesis holds its words, its final score and the
+    predictions of the open TRs only (those a later word can still change; a few TRs), and the
+    candidates are scored in batches of at most ``max_batch_bytes`` of arrays.
+
+    Parameters
+    ----------
+    encoder : LinearEncoder
+    observed : ndarray of shape (n_trs, V)
+    precision : ndarray of shape (V, V)
+        Noise precision (the responses are whitened with its Cholesky factor once).
+    proposer : object with ``propose(contexts)`` and ``features(windows)``
+    beam_width : int, default 10
+    progress : bool
+    checkpoint : path or None
+        A JSON file where the beam (each hypothesis's words and final score) is saved every
+        ``checkpoint_every`` words; a search started with an existing checkpoint of the same
+        ``checkpoint_key`` (any string naming the inputs and settings) resumes from it, rebuilding the
+        open predictions from the words. The file is removed when the search finishes.
+    checkpoint_every : int, default 100
+    checkpoint_key : str
+    content_window : int or None
+        Refuse content words whose stem is among the last ``content_window`` words' stems; None = off.
+    bigram_window : int or None
+        Refuse repeated bigrams within the last ``bigram_window`` words; None = the whole hypothesis.
+    device : str or None
+        None: the candidate arithmetic in numpy (the reference). A torch device (``"cpu"``, ``"cuda"``):
+        in torch, float64, on that device (the same results up to float rounding).
+    max_batch_bytes : int
+        Memory budget of one batch of candidates.
+
+    Returns
+    -------
+    words : list of str, length n_words
+        The best hypothesis.
+    score : float
+        Its log-likelihood over all TRs.
+    """
+    import json
+
+    from ..io import progress_bar as tqdm
+    from ..io import write_text
+
+    observed = np.asarray(observed, dtype=np.float64)
+    n_trs = encoder.baseline.shape[0]
+    if observed.shape != encoder.baseline.shape:
+        raise DecodingError(f"observed responses {observed.shape} do not match the encoder's {encoder.baseline.shape}")
+    filt = RepetitionFilter(content_window=content_window, bigram_window=bigram_window)
+    filt.allowed([], [])  # checks the windows
+    xp = _backend(device)
+    # whiten once (P = L L'): every candidate's log-likelihood is then -1/2 its squared residual, with no
+    # (voxels x voxels) product per candidate
+    chol = np.linalg.cholesky(np.asarray(precision, dtype=np.float64))
+    if xp is _NUMPY:
+        white = encoder.whitened(chol)
+        W, baseline, obs = white.W, white.baseline, observed @ chol
+    else:
+        c = xp.asarray(chol)
+        W = xp.einsum("kfv,vw->kfw", xp.asarray(encoder.W), c)
+        baseline, obs = xp.asarray(encoder.baseline) @ c, xp.asarray(observed) @ c
+    inv_std = xp.asarray(encoder.inv_std)
+    n_vox = W.shape[2]
+    n = encoder.n_words
+    # rows below first[j] are reached by no word from j on (word times are sorted)
+    first = [min((int(r.min()) for r in encoder.rows[j:] if r.size), default=n_trs) for j in range(n)] + [n_trs]
+    first = np.minimum.accumulate(np.asarray(first)[::-1])[::-1]
+    reach = np.maximum.accumulate([int(r.max()) + 1 if r.size else 0 for r in encoder.rows])
+
+    def bounds(j):  # rows [done, lo) become final after word j; [lo, hi) stay open
+        lo = int(first[j + 1])
+        return lo, max(int(reach[j]), lo)
+
+    def loglik(preds, lo, hi):  # rows [lo, hi) of the data; preds hold rows [done, ...)
+        if hi <= lo:
+            return np.zeros(preds.shape[0])
+        return xp.loglik(preds[:, lo - done: hi - done], obs[lo:hi])
+
+    # the beam: words, final log-likelihood (rows [0, done)), open predictions (rows [done, top))
+    hyps: list[list[str]] = [[]]
+    final = np.zeros(1)
+    done = top = 0
+    opened = xp.zeros((1, 0, n_vox))
+    start = 0
+    key = f"{checkpoint_key}|words={n}|trs={n_trs}|beam={beam_width}" + (
+        f"|content={content_window}" if content_window is not None else "") + (
+        f"|bigrams={bigram_window}" if bigram_window is not None else "")
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            state = json.loads(Path(checkpoint).read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("key") == key:
+            hyps, final = state["words"], np.asarray(state["final"], dtype=np.float64)
+            start, done = int(state["next"]), int(state["done"])
+            top = bounds(start - 1)[1]
+            opened = _rebuild_open(xp, encoder, W, inv_std, baseline, proposer, hyps, done, top)
+            log.info("resuming the beam search from %s at word %d of %d", checkpoint, start, n)
+        else:
+            log.info("ignoring checkpoint %s: it was written for other inputs or settings", checkpoint)
+    for j in tqdm(range(start, n), desc="decoding", unit="word", disable=not progress, initial=start, total=n):
+        proposals = proposer.propose(hyps)
+        flat = [(bi, w) for bi, ws in enumerate(proposals) for w, ok in zip(ws, filt.allowed(hyps[bi], ws)) if ok]
+        if not flat:  # every proposal is refused: keep them anyway
+            flat = [(bi, w) for bi, ws in enumerate(proposals) for w in ws]
+        feats = xp.asarray(proposer.features([hyps[bi] + [w] for bi, w in flat]))
+        parents = np.asarray([bi for bi, _ in flat], dtype=np.int64)
+        rows = encoder.rows[j]
+        lo, hi = bounds(j)
+        if hi > top:  # rows no word had reached yet join the open rows at the baseline
+            fresh = baseline[top:hi][None]
+            opened = xp.concat([opened, xp.concat([fresh] * opened.shape[0], 0)], 1)
+            top = hi
+        # a candidate's arrays: its open rows and their residuals, the word's effect and one row per delay
+        per_candidate = 8 * n_vox * (2 * (hi - done) + rows.size + len(encoder.delays))
+        size = max(1, int(max_batch_bytes) // max(per_candidate, 1))
+        scores, finals, kept = [], [], None
+        for s in range(0, len(flat), size):
+            part = slice(s, s + size)
+            preds = opened[xp.index(parents[part])]
+            preds[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[part])
+            fin = final[parents[part]] + loglik(preds, done, lo)
+            finals.append(fin)
+            scores.append(fin + loglik(preds, lo, hi))
+            if size >= len(flat):
+                kept = preds
+        scores, fin = np.concatenate(scores), np.concatenate(finals)
+        best = np.argsort(-scores, kind="stable")[:beam_width]
+        held = best if j + 1 < n else best[:1]  # after the last word only the best one's open rows are needed
+        if kept is None:  # several batches: recompute the kept candidates' open rows
+            kept = opened[xp.index(parents[held])]
+            kept[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[xp.index(held)])
+        else:
+            kept = kept[xp.index(held)]
+        opened = kept[:, lo - done:]
+        hyps = [hyps[parents[c]] + [flat[c][1]] for c in best]
+        final = fin[best]
+        done = lo
+        if checkpoint is not None and (j + 1) % max(int(checkpoint_every), 1) == 0 and j + 1 < n:
+            write_text(checkpoint, json.dumps({"key": key, "next": j + 1, "done": done, "words": hyps,
+                                               "final": [float(f) for f in final]}))
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    score = float(final[0])
+    if done < n_trs:  # the open rows of the best hypothesis, then rows no word reached
+        rest = xp.concat([opened[0], baseline[top:]], 0)
+        score += float(xp.loglik(rest[None], obs[done:])[0])
+    return hyps[0], score
+
+
+def _rebuild_open(xp, encoder: LinearEncoder, W, inv_std, baseline, proposer, hyps, done: int, top: int):
+    """The open predictions ``(B, top - done, V)`` of hypotheses (word lists of equal length) from their
+    words: the baseline plus every word's effect on those rows, added in word order (words that reach
+    none of them need no features)."""
+    opened = xp.concat([baseline[done:top][None]] * len(hyps), 0)
+    for j in range(len(hyps[0]) if hyps else 0):
+        rows = encoder.rows[j]
+        sel = (rows >= done) & (rows < top)
+        if not sel.any():
+            continue
+        eff = _effect(xp, encoder, W, inv_std, j, xp.asarray(proposer.features([h[: j + 1] for h in hyps])))
+        opened[:, xp.index(rows[sel] - done)] += eff[:, xp.index(np.flatnonzero(sel))]
+    return opened
