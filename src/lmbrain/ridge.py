@@ -1,7 +1,8 @@
 """Ridge regression with one regularisation per voxel, chosen by grouped cross-validation.
 
 :class:`RidgeCV` follows scikit-learn/himalaya conventions (``fit``/``predict``/``score``, fitted
-attributes with a trailing underscore) over a torch backend, so the same code runs on CUDA.
+attributes with a trailing underscore, ``__init__`` only stores its parameters) over a torch backend,
+so the same code runs on CUDA.
 
 Conventions
 -----------
@@ -12,12 +13,24 @@ Conventions
   is reported in the convention the estimator was given.
 - **Cross-validation** never shuffles time points: folds are whole groups (stories) when
   ``groups`` is given to :meth:`RidgeCV.fit` (leave-one-group-out, or ``cv`` contiguous sets of
-  groups), else ``cv`` contiguous blocks of samples.
-- **Selection score** (``score=``): ``"r2"`` (default), ``"corr"`` or ``"neg_mse"`` (himalaya's
-  default), computed per fold and averaged over folds; ties go to the larger alpha. R2 is the
-  default because it penalises over-fitted, high-variance predictions: on pure-noise voxels
-  correlation-based selection often picks the smallest alpha (a noisy fit whose correlation is
-  positive by chance), while R2 picks the largest (predictions shrunk towards zero).
+  groups), else ``cv`` contiguous blocks of samples. ``cv`` may also be an explicit list of
+  ``(train_idx, test_idx)`` pairs (as scikit-learn and himalaya accept), e.g. another study's splits;
+  samples in neither set of a fold are left out of that fold.
+- **Selection score** (``score=``), computed per fold and averaged over folds; ties go to the larger
+  alpha:
+
+  - ``"r2"`` (default): ``1 - SSE / SST`` with SST around the validation mean (sklearn, himalaya);
+  - ``"corr"``: Pearson correlation (Huth-lab ``bootstrap_ridge`` default);
+  - ``"neg_mse"``: ``-SSE / n`` (himalaya's default);
+  - ``"huth_r2"``: the Huth lab's ``ridge_corr(use_corr=False)`` (deep-fMRI-dataset): with
+    ``R = 1 - var(y - pred) / ((1 + var(y)) / 2)`` (population variances, the residual centred),
+    the score is ``sign(R) sqrt(|R|)``; the ``(1 + var) / 2`` denominator assumes z-scored responses;
+  - ``"r2_clipped"``: semantic-decoding's ``ridge_corr(use_corr=False)``:
+    ``clip(1 - var(y - pred) / var(y), 0, 1)`` (0 for a constant ``y``).
+
+  R2 is the default because it penalises over-fitted, high-variance predictions: on pure-noise
+  voxels correlation-based selection often picks the smallest alpha (a noisy fit whose correlation
+  is positive by chance), while R2 picks the largest (predictions shrunk towards zero).
 - No intercept: centre (z-score) X and Y per story first, as the pipeline does.
 
 Speed and memory
@@ -39,7 +52,9 @@ Work is shared wherever it is exact:
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +62,8 @@ import torch
 
 from . import LmbrainError
 
-SCORES = ("r2", "corr", "neg_mse")
+SCORES = ("r2", "corr", "neg_mse", "huth_r2", "r2_clipped")
+DEFAULT_ALPHAS = tuple(np.logspace(0, 6, 13))
 
 
 class RidgeError(LmbrainError, ValueError):
@@ -91,6 +107,66 @@ def make_folds(n_samples: int, groups=None, cv: int | None = None):
     return [(np.setdiff1d(idx, b), b) for b in np.array_split(idx, k)]
 
 
+def check_folds(folds, n_samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validate explicit ``(train_idx, test_idx)`` pairs: 1-D integer indices in ``[0, n_samples)``,
+    neither set empty nor with repeats, no sample in both sets of a fold. Returns int64 arrays."""
+    try:
+        folds = list(folds)
+    except TypeError:
+        raise RidgeError(f"cv must be None, an int or a list of (train_idx, test_idx) pairs, got {folds!r}") from None
+    if not folds:
+        raise RidgeError("cv is an empty list of folds")
+    out = []
+    for i, fold in enumerate(folds):
+        try:
+            train, test = fold
+        except (TypeError, ValueError):
+            raise RidgeError(f"fold {i} of cv is not a (train_idx, test_idx) pair") from None
+        pair = []
+        for name, idx in (("train", train), ("test", test)):
+            a = np.asarray(idx)
+            if a.ndim != 1:
+                raise RidgeError(f"fold {i}: {name} indices must be 1-D, got shape {a.shape}")
+            if a.size == 0:
+                raise RidgeError(f"fold {i}: the {name} set is empty")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise RidgeError(f"fold {i}: {name} indices must be integers, got dtype {a.dtype}")
+            if a.min() < 0 or a.max() >= n_samples:
+                raise RidgeError(f"fold {i}: {name} indices out of range: [{a.min()}, {a.max()}] for "
+                                 f"{n_samples} samples")
+            if np.unique(a).size != a.size:
+                raise RidgeError(f"fold {i}: repeated {name} indices")
+            pair.append(a.astype(np.int64))
+        both = np.intersect1d(pair[0], pair[1])
+        if both.size:
+            raise RidgeError(f"fold {i}: {both.size} samples are in both train and test (first: {both[0]})")
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def resolve_folds(n_samples: int, groups=None, cv=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds of a fit: ``cv`` None or an int goes to :func:`make_folds` (with ``groups``); any other
+    ``cv`` is a list of explicit ``(train_idx, test_idx)`` pairs (:func:`check_folds`)."""
+    if cv is None or (isinstance(cv, numbers.Integral) and not isinstance(cv, bool)):
+        return make_folds(n_samples, groups, cv)
+    if isinstance(cv, (str, bytes, float, bool)):
+        raise RidgeError(f"cv must be None, an int or a list of (train_idx, test_idx) pairs, got {cv!r}")
+    if groups is not None:
+        raise RidgeError("give either groups or explicit folds in cv, not both: explicit folds already say "
+                         "which samples are held out")
+    return check_folds(cv, n_samples)
+
+
+def _left_out(train: np.ndarray, val: np.ndarray, n: int) -> np.ndarray | None:
+    """Samples in neither set of a fold (None when train and val cover every sample)."""
+    if len(train) + len(val) == n:
+        return None
+    keep = np.zeros(n, dtype=bool)
+    keep[train] = True
+    keep[val] = True
+    return np.flatnonzero(~keep)
+
+
 def story_folds(cv_folds: int | None, n_groups: int) -> int | None:
     """The ``cv`` of :class:`RidgeCV` for a ``cv_folds`` setting: None = leave-one-story-out, else that
     many contiguous sets of stories (at most one per story)."""
@@ -103,7 +179,9 @@ def story_folds(cv_folds: int | None, n_groups: int) -> int | None:
 
 def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, y_mean: torch.Tensor,
             inplace: bool = False) -> torch.Tensor:
-    """Per-column scores of ``pred`` (n, t) against ``y`` (n, t); ``inplace`` lets it overwrite ``pred``."""
+    """Per-column scores of ``pred`` (n, t) against ``y`` (n, t); ``inplace`` lets it overwrite ``pred``.
+
+    ``y_ss`` (t,) is the sum of squares of ``y`` around its mean ``y_mean`` (1, t)."""
     # column sums of products as (a * b).sum(0): torch's einsum "ij,ij->j" runs as a batched matmul of
     # one column per batch, ~50x slower on CPU (it was most of the CV time at real size)
     n = y.shape[0]
@@ -114,6 +192,15 @@ def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, 
         den = torch.sqrt(pp * y_ss)
         return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
     resid = pred.sub_(y) if inplace else pred - y
+    if kind in ("huth_r2", "r2_clipped"):
+        # both Huth-lab variants use the variance of the residual (centred), not its mean square
+        res_ss = resid.sub_(resid.mean(dim=0, keepdim=True)).square_().sum(dim=0)
+        if kind == "huth_r2":
+            r = 1 - (res_ss / n) / ((1 + y_ss / n) / 2)
+            return torch.sign(r) * torch.sqrt(torch.abs(r))
+        ok = y_ss > 0
+        r = torch.where(ok, 1 - res_ss / torch.where(ok, y_ss, torch.ones_like(y_ss)), torch.zeros_like(res_ss))
+        return r.clamp_(0, 1)
     sse = resid.square_().sum(dim=0)
     if kind == "neg_mse":
         return -sse / n
@@ -121,24 +208,188 @@ def _scores(y: torch.Tensor, pred: torch.Tensor, kind: str, y_ss: torch.Tensor, 
     return torch.where(y_ss > 0, 1 - sse / torch.where(y_ss > 0, y_ss, torch.ones_like(y_ss)), torch.zeros_like(sse))
 
 
+def _coarse(search: str, n_alpha: int) -> list[int]:
+    """Alphas evaluated for every voxel; search='refine' then climbs to each voxel's best neighbour."""
+    if search == "grid" or n_alpha <= 4:
+        return list(range(n_alpha))
+    stride = max(2, int(round(math.sqrt(n_alpha) * 0.9)))
+    return sorted(set(range(0, n_alpha, stride)) | {n_alpha - 1})
+
+
+def _val_data(Yb: torch.Tensor, val_rows) -> list:
+    """Per fold: the validation rows of the batch, their mean and sum of squares around it."""
+    out = []
+    for va in val_rows:
+        yv = Yb[va]
+        y_mean = yv.mean(dim=0, keepdim=True)
+        out.append((yv, y_mean, ((yv - y_mean) ** 2).sum(dim=0)))
+    return out
+
+
+def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean CV score (n_alpha, batch) float64 (NaN where not evaluated) and each voxel's best alpha index.
+
+    ``predict(i, a, cols)``: fold ``i``'s validation predictions at (sorted) alpha index ``a`` for the
+    voxels ``cols`` (None = all). The ``coarse`` alphas are evaluated for every voxel, then each voxel
+    climbs to its best neighbour until no neighbour of its best is unevaluated; ties go to the larger
+    alpha."""
+
+    def evaluate(a: int, cols):
+        acc = None
+        for i, (yv, y_mean, y_ss) in enumerate(val_data):
+            pred = predict(i, a, cols)
+            if cols is not None:
+                yv, y_mean, y_ss = yv[:, cols], y_mean[:, cols], y_ss[cols]
+            sc = _scores(yv, pred, kind, y_ss, y_mean, inplace=True).double()
+            acc = sc if acc is None else acc + sc
+        return acc / len(val_data)
+
+    tb = val_data[0][0].shape[1]
+    mean = torch.full((n_alpha, tb), math.nan, dtype=torch.float64, device=dev)
+    all_cols = torch.arange(tb, device=dev)
+    for a in coarse:
+        mean[a] = evaluate(a, None)
+    log_pen = torch.arange(n_alpha, device=dev, dtype=torch.float64)[:, None] * 1e-10  # ties -> larger alpha
+    while True:
+        choice = torch.where(torch.isnan(mean), torch.full_like(mean, -math.inf), mean) + log_pen
+        best = choice.argmax(dim=0)
+        todo = []
+        for cand in (best - 1, best + 1):
+            ok = (cand >= 0) & (cand < n_alpha)
+            cand_c = cand.clamp(0, n_alpha - 1)
+            need = ok & torch.isnan(mean[cand_c, all_cols])
+            todo.append((cand_c, need))
+        if not any(need.any() for _, need in todo):
+            break
+        for cand_c, need in todo:
+            for a in torch.unique(cand_c[need]).tolist():
+                cols = all_cols[need & (cand_c == a)]
+                mean[a, cols] = evaluate(a, cols)
+    return mean, best
+
+
 @dataclass
 class _Fold:
     train: torch.Tensor
     val: torch.Tensor
     hat: torch.Tensor  # (n_alphas, n_val, p): X_val V diag(1 / (s^2 + alpha)) V^T, one per alpha
+    drop: torch.Tensor | None = None  # samples in neither set (explicit folds only)
 
 
-class RidgeCV:
+class _Estimator:
+    """Shared parameter handling (sklearn's get_params/set_params), device setup and prediction."""
+
+    #: constructor parameter -> attribute where a method already has the parameter's name
+    _attr_of = {"score": "score_kind"}
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor parameters as stored (scikit-learn convention; ``clone`` works)."""
+        return {name: getattr(self, self._attr_of.get(name, name)) for name in self._param_names()}
+
+    def set_params(self, **params):
+        names = self._param_names()
+        for name, value in params.items():
+            if name not in names:
+                raise RidgeError(f"{type(self).__name__} has no parameter {name!r} (it has {names})")
+            setattr(self, self._attr_of.get(name, name), value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def _setup(self):
+        if self.score_kind not in SCORES:
+            raise RidgeError(f"score must be one of {SCORES}, got {self.score_kind!r}")
+        if self.search not in ("grid", "refine"):
+            raise RidgeError("search must be 'grid' or 'refine'")
+        self._dt = {"float32": torch.float32, "float64": torch.float64}.get(self.dtype)
+        if self._dt is None:
+            raise RidgeError("dtype must be 'float32' or 'float64'")
+        try:
+            mem = float(self.memory_gb)
+        except (TypeError, ValueError):
+            mem = math.nan
+        if not mem > 0:
+            raise RidgeError(f"memory_gb must be a positive number, got {self.memory_gb!r}")
+        self._dev = _device(self.device)
+
+    @staticmethod
+    def _check_alphas(alphas) -> np.ndarray:
+        try:
+            a = np.asarray(DEFAULT_ALPHAS if alphas is None else alphas, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise RidgeError(f"alphas must be positive finite numbers, got {alphas!r}") from None
+        if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise RidgeError("alphas must be positive finite numbers")
+        return a
+
+    def _check_xy(self, X, Y):
+        X_np, Y_np = np.asarray(X), np.asarray(Y)
+        if Y_np.ndim == 1:
+            Y_np = Y_np[:, None]
+        if X_np.ndim != 2 or X_np.shape[0] != Y_np.shape[0]:
+            raise RidgeError(f"X {X_np.shape} and Y {Y_np.shape} must be 2-D with the same number of samples")
+        if not np.isfinite(X_np).all():
+            raise RidgeError("X contains NaN or infinite values")
+        return X_np, Y_np
+
+    def _tensor(self, x, name: str) -> torch.Tensor:
+        arr = np.asarray(x)
+        if arr.ndim != 2:
+            raise RidgeError(f"{name} must be 2-D (samples, features/targets), got shape {arr.shape}")
+        t = torch.as_tensor(arr)
+        return t.to(device=self._dev, dtype=self._dt)
+
+    def _y_batch(self, Y_np, sl) -> torch.Tensor:
+        Yb = self._tensor(Y_np[:, sl], "Y")
+        if not torch.isfinite(Yb).all():
+            where = f"targets {sl.start}..{sl.stop - 1}" if isinstance(sl, slice) else "some targets"
+            raise RidgeError(f"Y contains NaN or infinite values ({where}); "
+                             "replace them (the dataset readers zero them) before fitting")
+        return Yb
+
+    def _check_fitted_x(self, X) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise RidgeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise RidgeError(f"X must have shape (n_samples, {self.n_features_in_}), got {X.shape}")
+        return X
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions (n_samples, n_targets) for X (n_samples, n_features)."""
+        X = self._check_fitted_x(X)
+        return X.astype(self.coef_.dtype, copy=False) @ self.coef_
+
+    def score(self, X, Y, metric: str = "corr") -> np.ndarray:
+        """Per-target test score of the predictions for X against Y: ``"corr"`` (default) or ``"r2"``."""
+        pred = torch.as_tensor(self.predict(X), dtype=torch.float64)
+        y = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
+        if y.ndim == 1:
+            y = y[:, None]
+        y_mean = y.mean(dim=0, keepdim=True)
+        if metric not in ("corr", "r2"):
+            raise RidgeError(f"metric must be 'corr' or 'r2', got {metric!r}")
+        return _scores(y, pred, metric, ((y - y_mean) ** 2).sum(dim=0), y_mean).numpy()
+
+
+class RidgeCV(_Estimator):
     """Ridge regression with one alpha per target (voxel), chosen by grouped cross-validation.
 
     Parameters
     ----------
-    alphas : array-like of shape (n_alphas,)
-        Candidate regularisation strengths (see ``alpha_convention``). Default ``logspace(0, 6, 13)``.
-    cv : int or None
-        Number of folds (see :func:`make_folds`); ``None`` = leave-one-group-out when groups are given.
-    score : {"r2", "corr", "neg_mse"}
-        Cross-validation score used to pick each voxel's alpha (see the module notes).
+    alphas : array-like of shape (n_alphas,) or None
+        Candidate regularisation strengths (see ``alpha_convention``). None: ``logspace(0, 6, 13)``.
+    cv : int, None or list of (train_idx, test_idx) pairs
+        Number of folds (see :func:`make_folds`); ``None`` = leave-one-group-out when groups are given;
+        or explicit folds (:func:`check_folds`), then without ``groups``.
+    score : {"r2", "corr", "neg_mse", "huth_r2", "r2_clipped"}
+        Cross-validation score used to pick each voxel's alpha (see the module notes). Stored as
+        ``score_kind`` (``score`` is the method); ``get_params`` reports it as ``score``.
     alpha_convention : {"penalty", "huth"}
         ``"penalty"``: sklearn/himalaya alpha; ``"huth"``: Huth-lab alpha, squared into the penalty.
     search : {"grid", "refine"}
@@ -152,18 +403,21 @@ class RidgeCV:
     progress : bool
         Show a progress bar over voxel batches.
 
+    Parameters are stored as given; they are converted and checked by :meth:`fit`.
+
     Attributes
     ----------
     coef_ : ndarray (n_features, n_targets)
     best_alphas_ : ndarray (n_targets,) in the given convention
-    cv_scores_ : ndarray (n_alphas, n_targets); NaN where ``search="refine"`` did not evaluate an alpha
+    cv_scores_ : ndarray (n_alphas, n_targets); rows in increasing alpha; NaN where ``search="refine"``
+        did not evaluate an alpha
     best_scores_ : ndarray (n_targets,) CV score at the chosen alpha
     """
 
-    def __init__(self, alphas=None, cv: int | None = None, score: str = "r2", alpha_convention: str = "penalty",
+    def __init__(self, alphas=None, cv=None, score: str = "r2", alpha_convention: str = "penalty",
                  search: str = "grid", device: str = "auto", dtype: str = "float32", memory_gb: float = 2.0,
                  progress: bool = False):
-        self.alphas = np.logspace(0, 6, 13) if alphas is None else np.asarray(alphas, dtype=np.float64)
+        self.alphas = alphas
         self.cv = cv
         self.score_kind = score
         self.alpha_convention = alpha_convention
@@ -175,26 +429,14 @@ class RidgeCV:
 
     # ----------------------------------------------------------------------------------------
     def _check(self):
-        if self.score_kind not in SCORES:
-            raise RidgeError(f"score must be one of {SCORES}, got {self.score_kind!r}")
+        self._setup()
         if self.alpha_convention not in ("penalty", "huth"):
             raise RidgeError("alpha_convention must be 'penalty' or 'huth'")
-        if self.search not in ("grid", "refine"):
-            raise RidgeError("search must be 'grid' or 'refine'")
-        a = np.asarray(self.alphas, dtype=np.float64).ravel()
-        if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-            raise RidgeError("alphas must be positive finite numbers")
+        a = self._check_alphas(self.alphas)
         order = np.argsort(a)
         self._alphas_sorted = a[order]
         penalties = a[order] ** 2 if self.alpha_convention == "huth" else a[order]
         return penalties
-
-    def _tensor(self, x, name: str) -> torch.Tensor:
-        arr = np.asarray(x)
-        if arr.ndim != 2:
-            raise RidgeError(f"{name} must be 2-D (samples, features/targets), got shape {arr.shape}")
-        t = torch.as_tensor(arr)
-        return t.to(device=self._dev, dtype=self._dt)
 
     def fit(self, X, Y, groups=None):
         """Fit on X (n_samples, n_features) and Y (n_samples, n_targets), choosing one alpha per target.
@@ -202,20 +444,10 @@ class RidgeCV:
         ``groups`` (n_samples,): the story (or block) of each sample; folds never split a group.
         """
         penalties = self._check()
-        self._dev = _device(self.device)
-        self._dt = {"float32": torch.float32, "float64": torch.float64}.get(self.dtype)
-        if self._dt is None:
-            raise RidgeError("dtype must be 'float32' or 'float64'")
-        X_np, Y_np = np.asarray(X), np.asarray(Y)
-        if Y_np.ndim == 1:
-            Y_np = Y_np[:, None]
-        if X_np.ndim != 2 or X_np.shape[0] != Y_np.shape[0]:
-            raise RidgeError(f"X {X_np.shape} and Y {Y_np.shape} must be 2-D with the same number of samples")
-        if not np.isfinite(X_np).all():
-            raise RidgeError("X contains NaN or infinite values")
+        X_np, Y_np = self._check_xy(X, Y)
         n, p = X_np.shape
         t = Y_np.shape[1]
-        folds_idx = make_folds(n, groups, self.cv)
+        folds_idx = resolve_folds(n, groups, self.cv)
         pen = torch.as_tensor(penalties, device=self._dev, dtype=torch.float64)
         Xt = self._tensor(X_np, "X")
         n_alpha = len(penalties)
@@ -228,14 +460,19 @@ class RidgeCV:
         for train, val in folds_idx:
             tr = torch.as_tensor(train, device=self._dev)
             va = torch.as_tensor(val, device=self._dev)
+            drop = _left_out(train, val, n)
             xv = X64[va]
-            evals, evecs = torch.linalg.eigh(gram - xv.T @ xv)
+            g = gram - xv.T @ xv
+            if drop is not None:
+                drop = torch.as_tensor(drop, device=self._dev)
+                g = g - X64[drop].T @ X64[drop]
+            evals, evecs = torch.linalg.eigh(g)
             evals = evals.clamp_min(0)
             q = (xv @ evecs).to(self._dt)  # (n_val, p)
             inv = (1.0 / (evals[None, :] + pen[:, None])).to(self._dt)  # (n_alpha, p)
             vt = evecs.T.to(self._dt)
             hat = torch.stack([(q * inv[a]) @ vt for a in range(n_alpha)])
-            folds.append(_Fold(tr, va, hat))
+            folds.append(_Fold(tr, va, hat, drop))
         evals_all, evecs_all = torch.linalg.eigh(gram)
         evals_all = evals_all.clamp_min(0)
         evecs_t = evecs_all.to(self._dt)
@@ -243,7 +480,7 @@ class RidgeCV:
 
         max_val = max(len(v) for _, v in folds_idx)
         batch = self._batch_size(n, p, max_val, n_alpha, len(folds))
-        coarse = self._coarse(n_alpha)
+        coarse = _coarse(self.search, n_alpha)
 
         coef = np.empty((p, t), dtype=np.float32 if self._dt == torch.float32 else np.float64)
         cv_scores = np.full((n_alpha, t), np.nan)
@@ -253,10 +490,7 @@ class RidgeCV:
         starts = range(0, t, batch)
         for start in tqdm(starts, desc="ridge voxel batches", disable=not self.progress):
             sl = slice(start, min(start + batch, t))
-            Yb = self._tensor(Y_np[:, sl], "Y")
-            if not torch.isfinite(Yb).all():
-                raise RidgeError(f"Y contains NaN or infinite values (targets {sl.start}..{sl.stop - 1}); "
-                                 "replace them (the dataset readers zero them) before fitting")
+            Yb = self._y_batch(Y_np, sl)
             xty = Xt.T @ Yb  # (p, tb), shared by every fold and the refit
             scores_b, idx_b = self._cv_batch(folds, Xt, Yb, xty, coarse)
             cv_scores[:, sl] = scores_b
@@ -278,77 +512,22 @@ class RidgeCV:
         # the batch of Y and its per-fold validation rows (together 2 n), each fold's X_tr'Y_tr and the
         # shared X'Y (n_folds + 1) p, the refit's two p-vectors, and one fold's prediction and copies
         per_target = item * (2 * n + (n_folds + 3) * p + 3 * n_val) + 8 * 3 * n_alpha
-        return max(1, int(self.memory_gb * 2**30 // per_target))
-
-    def _coarse(self, n_alpha: int) -> list[int]:
-        """Alphas evaluated for every voxel; search='refine' then climbs to each voxel's best neighbour."""
-        if self.search == "grid" or n_alpha <= 4:
-            return list(range(n_alpha))
-        stride = max(2, int(round(math.sqrt(n_alpha) * 0.9)))
-        return sorted(set(range(0, n_alpha, stride)) | {n_alpha - 1})
-
-    def _eval(self, folds, val_data, ztr, a: int, cols: torch.Tensor | None) -> torch.Tensor:
-        """Mean CV score over folds of alpha index ``a`` for the voxels ``cols`` (None = all), float64."""
-        acc = None
-        for fold, z, (yv, y_mean, y_ss) in zip(folds, ztr, val_data):
-            if cols is None:
-                pred = fold.hat[a] @ z
-            else:
-                pred = fold.hat[a] @ z[:, cols]
-                yv, y_mean, y_ss = yv[:, cols], y_mean[:, cols], y_ss[cols]
-            sc = _scores(yv, pred, self.score_kind, y_ss, y_mean, inplace=True).double()
-            acc = sc if acc is None else acc + sc
-        return acc / len(folds)
+        return max(1, int(float(self.memory_gb) * 2**30 // per_target))
 
     def _cv_batch(self, folds, Xt, Yb, xty, coarse):
         n_alpha = folds[0].hat.shape[0]
-        tb = Yb.shape[1]
         # X_tr' Y_tr for each fold from the shared sum: X'Y - X_val' Y_val
-        ztr, val_data = [], []
+        ztr = []
         for f in folds:
-            yv = Yb[f.val]
-            ztr.append(xty - Xt[f.val].T @ yv)
-            y_mean = yv.mean(dim=0, keepdim=True)
-            val_data.append((yv, y_mean, ((yv - y_mean) ** 2).sum(dim=0)))
-        mean = torch.full((n_alpha, tb), math.nan, dtype=torch.float64, device=self._dev)
-        all_cols = torch.arange(tb, device=self._dev)
-        for a in coarse:
-            mean[a] = self._eval(folds, val_data, ztr, a, None)
-        log_pen = torch.arange(n_alpha, device=self._dev, dtype=torch.float64)[:, None] * 1e-10  # ties -> larger alpha
-        while True:
-            choice = torch.where(torch.isnan(mean), torch.full_like(mean, -math.inf), mean) + log_pen
-            best = choice.argmax(dim=0)
-            todo = []
-            for cand in (best - 1, best + 1):
-                ok = (cand >= 0) & (cand < n_alpha)
-                cand_c = cand.clamp(0, n_alpha - 1)
-                need = ok & torch.isnan(mean[cand_c, all_cols])
-                todo.append((cand_c, need))
-            if not any(need.any() for _, need in todo):
-                break
-            for cand_c, need in todo:
-                for a in torch.unique(cand_c[need]).tolist():
-                    cols = all_cols[need & (cand_c == a)]
-                    mean[a, cols] = self._eval(folds, val_data, ztr, a, cols)
+            z = xty - Xt[f.val].T @ Yb[f.val]
+            if f.drop is not None:
+                z -= Xt[f.drop].T @ Yb[f.drop]
+            ztr.append(z)
+        val_data = _val_data(Yb, [f.val for f in folds])
+
+        def predict(i, a, cols):
+            return folds[i].hat[a] @ (ztr[i] if cols is None else ztr[i][:, cols])
+
+        mean, best = _search(predict, val_data, n_alpha, coarse, self.score_kind, self._dev)
         return mean.cpu().numpy(), best.cpu().numpy()
 
-    # ----------------------------------------------------------------------------------------
-    def predict(self, X) -> np.ndarray:
-        """Predictions (n_samples, n_targets) for X (n_samples, n_features)."""
-        if not hasattr(self, "coef_"):
-            raise RidgeError("this RidgeCV is not fitted yet: call fit(X, Y, groups) first")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise RidgeError(f"X must have shape (n_samples, {self.n_features_in_}), got {X.shape}")
-        return X.astype(self.coef_.dtype, copy=False) @ self.coef_
-
-    def score(self, X, Y, metric: str = "corr") -> np.ndarray:
-        """Per-target test score of the predictions for X against Y: ``"corr"`` (default) or ``"r2"``."""
-        pred = torch.as_tensor(self.predict(X), dtype=torch.float64)
-        y = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
-        if y.ndim == 1:
-            y = y[:, None]
-        y_mean = y.mean(dim=0, keepdim=True)
-        if metric not in ("corr", "r2"):
-            raise RidgeError(f"metric must be 'corr' or 'r2', got {metric!r}")
-        return _scores(y, pred, metric, ((y - y_mean) ** 2).sum(dim=0), y_mean).numpy()
