@@ -2,7 +2,8 @@
 
 :class:`RidgeCV` follows scikit-learn/himalaya conventions (``fit``/``predict``/``score``, fitted
 attributes with a trailing underscore, ``__init__`` only stores its parameters) over a torch backend,
-so the same code runs on CUDA.
+so the same code runs on CUDA. :class:`BandedRidgeCV` adds one penalty per feature band and voxel
+(Dupré la Tour et al. 2022), on the same machinery.
 
 Conventions
 -----------
@@ -48,6 +49,25 @@ Work is shared wherever it is exact:
   It returns the full grid's choice whenever a voxel's CV curve is unimodal over the grid (checked
   in the tests) at about 60-70% of the alpha products for 10 alphas, less for finer grids.
 - Voxels are processed in batches sized from ``memory_gb``; the responses are never copied to float64.
+
+Banded ridge
+------------
+Band ``b`` of the features is scaled by ``sqrt(gamma_b)`` (``gamma`` on the simplex), which turns each
+``gamma`` candidate into an ordinary ridge with penalty ``alpha``: band ``b``'s effective penalty is
+``alpha / gamma_b``. :class:`BandedRidgeCV` searches ``gamma`` candidates x ``alphas`` per voxel:
+
+- Per fold, the training Gram ``X'X - X_val'X_val`` (float64) is scaled per candidate
+  (``D G D``, ``D = diag(sqrt(gamma))`` per column) and eigendecomposed once, ``D G D = Q S Q'``; the
+  fold keeps ``A = X_val D Q`` (n_val x p) and ``M = Q' D`` (p x p). Validation predictions for a
+  voxel batch are ``A diag(1/(s + alpha)) T`` with ``T = M X_tr'Y_tr``: one ``p x p`` product per
+  (fold, candidate, batch) and one ``(n_val x p) @ (p x batch)`` product per evaluated alpha, the
+  same floor as :class:`RidgeCV`; ``X_tr'Y_tr`` is shared by every candidate. (himalaya works with
+  ``n_val x n_train`` resolution matrices instead, which costs ``n_train / p`` times more per alpha.)
+- Candidates are processed in chunks whose factors fit in half of ``memory_gb``; ``search="refine"``
+  climbs alphas per candidate as in :class:`RidgeCV`.
+- Candidate choice follows himalaya: candidates in order, each at its best alpha; a later candidate
+  replaces the current best only if its mean CV score is higher by more than the float epsilon of
+  ``dtype``. Integer ``gammas`` are himalaya's ``n_iter`` candidates (:func:`gamma_candidates`).
 """
 
 from __future__ import annotations
@@ -266,6 +286,24 @@ def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev) 
                 cols = all_cols[need & (cand_c == a)]
                 mean[a, cols] = evaluate(a, cols)
     return mean, best
+
+
+def r2_score_split(Y, preds) -> np.ndarray:
+    """Per-band R2 contributions (n_bands, n_targets) that sum to the joint R2 (float64).
+
+    himalaya's ``r2_score_split`` (product measure, correlations between bands included):
+    ``r2_b = sum_t (2 y * p_b - p_b * sum_c p_c) / sum_t y^2``, which assumes ``Y`` zero-mean over
+    samples (z-score each story first). ``preds`` (n_bands, n_samples, n_targets)."""
+    y = np.asarray(Y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    P = np.asarray(preds, dtype=np.float64)
+    if P.ndim != 3 or P.shape[1:] != y.shape:
+        raise RidgeError(f"per-band predictions must have shape (n_bands, {y.shape[0]}, {y.shape[1]}), got {P.shape}")
+    total = P.sum(axis=0)
+    sst = (y**2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ((2 * y[None] - total[None]) * P).sum(axis=1) / sst
 
 
 @dataclass
@@ -531,3 +569,385 @@ class RidgeCV(_Estimator):
         mean, best = _search(predict, val_data, n_alpha, coarse, self.score_kind, self._dev)
         return mean.cpu().numpy(), best.cpu().numpy()
 
+
+# ------------------------------------------------------------------------------------------------
+# Banded ridge
+
+def gamma_candidates(n_candidates: int, n_bands: int, random_state=None, concentration=(0.1, 1.0)) -> np.ndarray:
+    """himalaya's ``n_iter`` band-weight candidates (n_candidates, n_bands), rows on the simplex.
+
+    Exactly ``himalaya.kernel_ridge.generate_dirichlet_samples`` followed by its first row set to the
+    centre ``1 / n_bands`` (as himalaya's ``solve_group_ridge_random_search`` does): Dirichlet samples,
+    alternating between the ``concentration`` values (0.1: near the corners and edges; 1: uniform on
+    the simplex), drawn from ``numpy.random.RandomState(random_state)`` (the global one when None).
+    himalaya adds no exact corners; prepend ``np.eye(n_bands)`` to an explicit array for them.
+    """
+    if random_state is None:
+        rng = np.random.mtrand._rand
+    elif isinstance(random_state, np.random.RandomState):
+        rng = random_state
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        rng = np.random.RandomState(int(random_state))
+    else:
+        raise RidgeError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}")
+    conc = np.atleast_1d(np.asarray(concentration, dtype=np.float64))
+    per = int(np.ceil(n_candidates / len(conc)))
+    draws = [np.tile(np.full(n_bands, 1.0 / n_bands), (per, 1)) if c == np.inf else rng.dirichlet([c] * n_bands, per)
+             for c in conc]
+    g = np.vstack(draws).reshape(len(conc), per, n_bands).swapaxes(0, 1).reshape(-1, n_bands)[:n_candidates]
+    g[0] = 1.0 / n_bands
+    return g
+
+
+def check_bands(bands, n_features: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Validate ``bands`` (a list of column-index arrays, boolean masks or slices of ``X``, one per band):
+    every column of ``X`` in exactly one band, no band empty. Returns the int64 index arrays and the band
+    of each column (n_features,)."""
+    if isinstance(bands, (slice, np.ndarray, str)) or not hasattr(bands, "__len__"):
+        raise RidgeError("bands must be a list with one column-index array (or slice) per band")
+    if len(bands) == 0:
+        raise RidgeError("bands is empty: give at least one band of columns")
+    cols = np.arange(n_features)
+    col_band = np.full(n_features, -1, dtype=np.int64)
+    out = []
+    for b, band in enumerate(bands):
+        if isinstance(band, slice):
+            idx = cols[band]
+        else:
+            idx = np.asarray(band)
+            if idx.ndim != 1:
+                raise RidgeError(f"band {b} must be a 1-D array of column indices or a slice, got shape {idx.shape}")
+            if idx.dtype == bool:
+                if idx.size != n_features:
+                    raise RidgeError(f"band {b}: a boolean mask needs one entry per column ({n_features})")
+                idx = np.flatnonzero(idx)
+            elif idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise RidgeError(f"band {b}: column indices must be integers, got dtype {idx.dtype}")
+        if idx.size == 0:
+            raise RidgeError(f"band {b} has width 0 (no columns)")
+        idx = idx.astype(np.int64)
+        if idx.min() < 0 or idx.max() >= n_features:
+            raise RidgeError(f"band {b}: column indices out of range [{idx.min()}, {idx.max()}] for X with "
+                             f"{n_features} columns")
+        if np.unique(idx).size != idx.size:
+            raise RidgeError(f"band {b} lists a column twice")
+        taken = idx[col_band[idx] >= 0]
+        if taken.size:
+            raise RidgeError(f"bands overlap: column {taken[0]} of X is in band {col_band[taken[0]]} and band {b} "
+                             f"({taken.size} shared columns)")
+        col_band[idx] = b
+        out.append(idx)
+    missing = np.flatnonzero(col_band < 0)
+    if missing.size:
+        raise RidgeError(f"{missing.size} columns of X are in no band (first: {missing[:5].tolist()}); "
+                         "every column must belong to exactly one band")
+    return out, col_band
+
+
+def check_gammas(gammas, n_bands: int, random_state=None) -> np.ndarray:
+    """Band-weight candidates (n_candidates, n_bands) float64 from an int (:func:`gamma_candidates`) or
+    an explicit array whose rows lie on the simplex (non-negative, summing to 1 within 1e-5)."""
+    if isinstance(gammas, numbers.Integral) and not isinstance(gammas, bool):
+        if gammas < 1:
+            raise RidgeError(f"gammas must be a positive number of candidates or an array, got {gammas}")
+        return gamma_candidates(int(gammas), n_bands, random_state)
+    try:
+        g = np.atleast_2d(np.asarray(gammas, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise RidgeError(f"gammas must be an int or an array (n_candidates, n_bands), got {gammas!r}") from None
+    if g.ndim != 2 or g.shape[1] != n_bands or g.shape[0] == 0:
+        raise RidgeError(f"gammas must have shape (n_candidates, {n_bands}) for {n_bands} bands, got {np.shape(gammas)}")
+    if not np.isfinite(g).all() or (g < 0).any() or (np.abs(g.sum(axis=1) - 1) > 1e-5).any():
+        bad = np.flatnonzero(~np.isfinite(g).all(axis=1) | (g < 0).any(axis=1) | (np.abs(g.sum(axis=1) - 1) > 1e-5))
+        raise RidgeError(f"gammas must lie on the simplex (non-negative, each row summing to 1): row {bad[0]} is "
+                         f"{g[bad[0]].tolist()}")
+    return g
+
+
+@dataclass
+class _BandFold:
+    val: torch.Tensor
+    drop: torch.Tensor | None
+    A: torch.Tensor  # (n_val, p): X_val D Q
+    M: torch.Tensor  # (p, p): Q' D
+    inv: torch.Tensor  # (n_alpha, p): 1 / (s + alpha)
+
+
+class BandedRidgeCV(_Estimator):
+    """Banded ridge: per voxel, an overall ``alpha`` and band weights ``gamma`` on the simplex, chosen by
+    grouped cross-validation; band ``b``'s effective penalty is ``alpha / gamma_b``.
+
+    Parameters
+    ----------
+    alphas : array-like of shape (n_alphas,) or None
+        Candidate overall penalties (sklearn/himalaya convention). None: ``logspace(0, 6, 13)``.
+    gammas : int or array-like of shape (n_candidates, n_bands)
+        Band-weight candidates: an int is that many of himalaya's ``n_iter`` candidates
+        (:func:`gamma_candidates`: the centre, then Dirichlet samples from ``random_state``); an array
+        is used as given (rows on the simplex; a zero weight switches a band off).
+    cv : int, None or list of (train_idx, test_idx) pairs
+        As :class:`RidgeCV`: folds of whole groups (``fit(..., groups=)``), ``cv`` contiguous sets of
+        them, or explicit folds.
+    score : {"r2", "corr", "neg_mse", "huth_r2", "r2_clipped"}
+        CV score (module notes); ``"neg_mse"`` is himalaya's default. Stored as ``score_kind``.
+    search : {"grid", "refine"}
+        Per candidate, every alpha or :class:`RidgeCV`'s coarse grid plus climbing.
+    device, dtype, memory_gb, progress
+        As :class:`RidgeCV`; ``memory_gb`` bounds the candidate factors plus the voxel-batch arrays.
+    random_state : None, int or numpy RandomState
+        Seed of the Dirichlet candidates when ``gammas`` is an int (himalaya's ``random_state``).
+
+    Parameters are stored as given; they are converted and checked by :meth:`fit`.
+
+    Attributes
+    ----------
+    coef_ : ndarray (n_features, n_targets)
+        Weights on the unscaled columns of X (original column order).
+    best_alphas_ : ndarray (n_targets,)
+        Overall penalty ``alpha``.
+    best_gammas_ : ndarray (n_bands, n_targets)
+        Band weights (rows of ``gammas_``).
+    band_alphas_ : ndarray (n_bands, n_targets)
+        Effective per-band penalties ``alpha / gamma`` (himalaya's ``exp(-deltas_)``; inf for a zero weight).
+    cv_scores_ : ndarray (n_candidates, n_targets)
+        Each candidate's mean CV score at its best alpha (himalaya's ``cv_scores_``).
+    best_scores_ : ndarray (n_targets,)
+        CV score of the chosen (gamma, alpha).
+    best_candidates_ : ndarray (n_targets,)
+        Row of ``gammas_`` chosen per voxel.
+    gammas_ : ndarray (n_candidates, n_bands)
+        The candidates searched.
+    bands_ : list of ndarray
+        Column indices of each band.
+    folds_ : list of (train_idx, val_idx)
+        The CV folds used (for :meth:`cv_score_split`).
+    """
+
+    def __init__(self, alphas=None, gammas=20, cv=None, score: str = "r2", search: str = "grid",
+                 device: str = "auto", dtype: str = "float32", memory_gb: float = 2.0, random_state=None,
+                 progress: bool = False):
+        self.alphas = alphas
+        self.gammas = gammas
+        self.cv = cv
+        self.score_kind = score
+        self.search = search
+        self.device = device
+        self.dtype = dtype
+        self.memory_gb = memory_gb
+        self.random_state = random_state
+        self.progress = progress
+
+    # ----------------------------------------------------------------------------------------
+    def _plan(self, n: int, p: int, n_val_sum: int, max_val: int, n_folds: int, n_alpha: int, n_cand: int):
+        """Candidates per chunk (their factors in at most half of ``memory_gb``) and voxels per batch."""
+        item = 4 if self._dt == torch.float32 else 8
+        budget = float(self.memory_gb) * 2**30
+        per_cand = item * (n_val_sum * p + n_folds * p * p + n_folds * n_alpha * p)  # A, M, 1/(s + alpha)
+        chunk = int(max(1, min(n_cand, (budget / 2) // per_cand)))
+        # the batch of Y and its validation rows (2 n), X'Y, each fold's X_tr'Y_tr and T = M X_tr'Y_tr
+        # ((2 n_folds + 1) p), one fold's prediction and its copies (3 n_val); float64 scores
+        per_target = item * (2 * n + (2 * n_folds + 1) * p + 3 * max_val) + 8 * (3 * n_alpha + 4)
+        batch = max(1, int(max(budget - chunk * per_cand, budget / 2) // per_target))
+        return chunk, batch, per_cand, per_target
+
+    def fit(self, X, Y, bands, groups=None):
+        """Fit on X (n_samples, n_features) and Y (n_samples, n_targets).
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+            All bands side by side (z-scored per story; no intercept is fitted).
+        Y : array (n_samples, n_targets) or (n_samples,)
+        bands : list of index arrays, boolean masks or slices
+            The columns of X in each band; every column in exactly one band.
+        groups : array (n_samples,) or None
+            The story (or block) of each sample; folds never split a group.
+        """
+        self._setup()
+        a = self._check_alphas(self.alphas)
+        order = np.argsort(a)
+        alphas_sorted = a[order]
+        X_np, Y_np = self._check_xy(X, Y)
+        n, p = X_np.shape
+        t = Y_np.shape[1]
+        band_idx, col_band = check_bands(bands, p)
+        cand = check_gammas(self.gammas, len(band_idx), self.random_state)
+        folds_idx = resolve_folds(n, groups, self.cv)
+        n_cand, n_alpha, n_folds = len(cand), len(alphas_sorted), len(folds_idx)
+        dev, dt = self._dev, self._dt
+        pen = torch.as_tensor(alphas_sorted, device=dev, dtype=torch.float64)
+        col_band_t = torch.as_tensor(col_band, device=dev)
+        sqrt_g = torch.sqrt(torch.as_tensor(cand, device=dev, dtype=torch.float64))
+
+        Xt = self._tensor(X_np, "X")
+        X64 = Xt.double()
+        gram = X64.T @ X64  # float64 (p, p), shared by every fold and candidate
+        del X64
+        parts = []
+        for train, val in folds_idx:
+            drop = _left_out(train, val, n)
+            parts.append((torch.as_tensor(val, device=dev), None if drop is None else torch.as_tensor(drop, device=dev)))
+
+        chunk, batch, _, _ = self._plan(n, p, sum(len(v) for _, v in folds_idx), max(len(v) for _, v in folds_idx),
+                                        n_folds, n_alpha, n_cand)
+        coarse = _coarse(self.search, n_alpha)
+        eps = float(np.finfo(np.float32 if dt == torch.float32 else np.float64).eps)
+        cv_scores = np.full((n_cand, t), np.nan)
+        best_score = np.full(t, -np.inf)
+        best_cand = np.zeros(t, dtype=np.int64)
+        best_alpha = np.zeros(t, dtype=np.int64)
+        from .io import progress_bar as tqdm
+
+        chunks = [list(range(s, min(s + chunk, n_cand))) for s in range(0, n_cand, chunk)]
+        bar = tqdm(total=len(chunks) * math.ceil(t / batch), desc="banded ridge batches", disable=not self.progress)
+        for cands in chunks:
+            factors = self._factors(Xt, gram, parts, cands, sqrt_g, col_band_t, pen)
+            for start in range(0, t, batch):
+                sl = slice(start, min(start + batch, t))
+                Yb = self._y_batch(Y_np, sl)
+                xty = Xt.T @ Yb
+                ztr = []
+                for va, drop in parts:  # X_tr'Y_tr = X'Y - X_val'Y_val (- left-out rows), shared by candidates
+                    z = xty - Xt[va].T @ Yb[va]
+                    if drop is not None:
+                        z -= Xt[drop].T @ Yb[drop]
+                    ztr.append(z)
+                del xty
+                val_data = _val_data(Yb, [va for va, _ in parts])
+                for c in cands:
+                    fc = factors[c]
+                    T = [f.M @ z for f, z in zip(fc, ztr)]
+
+                    def predict(i, a, cols, fc=fc, T=T):
+                        return (fc[i].A * fc[i].inv[a]) @ (T[i] if cols is None else T[i][:, cols])
+
+                    mean, best = _search(predict, val_data, n_alpha, coarse, self.score_kind, dev)
+                    sc = mean[best, torch.arange(mean.shape[1], device=dev)].cpu().numpy()
+                    best_np = best.cpu().numpy()
+                    cv_scores[c, sl] = sc
+                    # himalaya's rule: candidates in order, replace only when better by more than eps
+                    better = sc > best_score[sl] + eps
+                    best_score[sl] = np.where(better, sc, best_score[sl])
+                    best_cand[sl] = np.where(better, c, best_cand[sl])
+                    best_alpha[sl] = np.where(better, best_np, best_alpha[sl])
+                    del T, mean, best
+                del Yb, ztr, val_data
+                bar.update(1)
+            del factors
+        bar.close()
+
+        self.gammas_ = cand
+        self.bands_ = band_idx
+        self.folds_ = [(tr, va) for tr, va in folds_idx]
+        self.n_features_in_ = p
+        self._n_samples_fit = n
+        self._col_band = col_band
+        self._alphas_sorted = alphas_sorted
+        self.best_candidates_ = best_cand
+        self._best_alpha_idx = best_alpha
+        self.best_alphas_ = alphas_sorted[best_alpha]
+        self.best_gammas_ = cand[best_cand].T.copy()
+        with np.errstate(divide="ignore"):
+            self.band_alphas_ = self.best_alphas_[None, :] / self.best_gammas_
+        self.cv_scores_ = cv_scores
+        self.best_scores_ = np.where(np.isfinite(best_score), best_score, np.nan)
+        self.coef_ = self._fixed_coef(Xt, Y_np, gram, None, batch)
+        return self
+
+    def _factors(self, Xt, gram, parts, cands, sqrt_g, col_band_t, pen) -> dict:
+        """Per candidate of the chunk, per fold: A = X_val D Q, M = Q' D and 1/(s + alpha), from one
+        eigendecomposition of the scaled training Gram D (X'X - X_val'X_val) D (float64)."""
+        dt = self._dt
+        factors = {c: [] for c in cands}
+        for va, drop in parts:
+            xv = Xt[va].double()
+            g = gram - xv.T @ xv
+            if drop is not None:
+                xd = Xt[drop].double()
+                g = g - xd.T @ xd
+            for c in cands:
+                d = sqrt_g[c][col_band_t]
+                evals, Q = torch.linalg.eigh(g * d[:, None] * d[None, :])
+                evals = evals.clamp_min(0)
+                A = ((xv * d) @ Q).to(dt)
+                M = (Q.T * d[None, :]).to(dt)
+                inv = (1.0 / (evals[None, :] + pen[:, None])).to(dt)
+                factors[c].append(_BandFold(va, drop, A, M, inv))
+                del evals, Q
+            del g, xv
+        return factors
+
+    def _fixed_fits(self, Xt, Y_np, gram, rows, batch):
+        """Weights at each voxel's chosen (gamma, alpha), fitted on ``rows`` (None = all samples), voxel
+        group by voxel group: yields (voxel indices, W (p, n) tensor). ``gram`` is X[rows]'X[rows]."""
+        dev, dt = self._dev, self._dt
+        pen = torch.as_tensor(self._alphas_sorted, device=dev, dtype=torch.float64)
+        col_band_t = torch.as_tensor(self._col_band, device=dev)
+        sqrt_g = torch.sqrt(torch.as_tensor(self.gammas_, device=dev, dtype=torch.float64))
+        Xr = Xt if rows is None else Xt[torch.as_tensor(rows, device=dev)]
+        for c in np.unique(self.best_candidates_):
+            d = sqrt_g[c][col_band_t]
+            evals, Q = torch.linalg.eigh(gram * d[:, None] * d[None, :])
+            evals = evals.clamp_min(0)
+            M = (Q.T * d[None, :]).to(dt)  # W = D Q diag(1/(s + alpha)) Q' D X'Y = M' diag(.) M X'Y
+            del Q
+            vox = np.flatnonzero(self.best_candidates_ == c)
+            for s in range(0, len(vox), batch):
+                cols = vox[s: s + batch]
+                Yc = Y_np[:, cols] if rows is None else Y_np[np.ix_(rows, cols)]
+                Yb = self._y_batch(Yc, slice(None))
+                g = 1.0 / (evals[:, None] + pen[torch.as_tensor(self._best_alpha_idx[cols], device=dev)][None, :])
+                yield cols, M.T @ (g.to(dt) * (M @ (Xr.T @ Yb)))
+                del Yb, Yc
+
+    def _fixed_coef(self, Xt, Y_np, gram, rows, batch) -> np.ndarray:
+        coef = np.empty((Xt.shape[1], Y_np.shape[1]), dtype=np.float32 if self._dt == torch.float32 else np.float64)
+        for cols, W in self._fixed_fits(Xt, Y_np, gram, rows, batch):
+            coef[:, cols] = W.cpu().numpy()
+        return coef
+
+    # ----------------------------------------------------------------------------------------
+    def predict(self, X, split: bool = False) -> np.ndarray:
+        """Predictions (n_samples, n_targets) for X (n_samples, n_features); with ``split=True`` the
+        per-band predictions (n_bands, n_samples, n_targets), which sum to the joint prediction."""
+        X = self._check_fitted_x(X)
+        X = X.astype(self.coef_.dtype, copy=False)
+        if not split:
+            return X @ self.coef_
+        return np.stack([X[:, b] @ self.coef_[b] for b in self.bands_])
+
+    def score_split(self, X, Y) -> np.ndarray:
+        """Per-band R2 (n_bands, n_targets) of the predictions for X against Y, summing to the joint R2
+        (:func:`r2_score_split`, himalaya's product measure; Y zero-mean over samples)."""
+        return r2_score_split(Y, self.predict(X, split=True))
+
+    def cv_score_split(self, X, Y) -> np.ndarray:
+        """Per-band split R2 (n_bands, n_targets) on the CV folds of the fit, averaged over folds.
+
+        For each fold of ``folds_``, the weights are refitted on its training rows at each voxel's chosen
+        (gamma, alpha) and the per-band predictions of its validation rows are scored with
+        :func:`r2_score_split`: a per-band estimate that never uses data outside ``X``, ``Y`` (the
+        training set the model was fitted on, passed again)."""
+        if not hasattr(self, "coef_"):
+            raise RidgeError("this BandedRidgeCV is not fitted yet: call fit first")
+        self._setup()
+        X_np, Y_np = self._check_xy(X, Y)
+        if X_np.shape != (self._n_samples_fit, self.n_features_in_) or Y_np.shape[1] != len(self.best_alphas_):
+            raise RidgeError(f"cv_score_split needs the X {(self._n_samples_fit, self.n_features_in_)} and Y "
+                             f"{(self._n_samples_fit, len(self.best_alphas_))} the model was fitted on, got X "
+                             f"{X_np.shape} and Y {Y_np.shape}")
+        Xt = self._tensor(X_np, "X")
+        n, p = X_np.shape
+        n_bands = len(self.bands_)
+        out = np.zeros((n_bands, Y_np.shape[1]))
+        batch = self._plan(n, p, n, max(len(v) for _, v in self.folds_), 1, len(self._alphas_sorted), 1)[1]
+        for train, val in self.folds_:
+            xtr = Xt[torch.as_tensor(train, device=self._dev)].double()
+            gram = xtr.T @ xtr
+            del xtr
+            xv = X_np[val].astype(np.float64)
+            for cols, W in self._fixed_fits(Xt, Y_np, gram, train, batch):
+                W = W.double().cpu().numpy()
+                preds = np.stack([xv[:, b] @ W[b] for b in self.bands_])
+                out[:, cols] += r2_score_split(Y_np[np.ix_(val, cols)], preds)
+        return out / len(self.folds_)
