@@ -246,3 +246,54 @@ def test_bad_input():
         BandedRidgeCV(score="auc", device="cpu").fit(X, Y, bands, groups)
     m = BandedRidgeCV(alphas=ALPHAS, gammas=2, device="cpu")
     assert m.get_params()["gammas"] == 2 and m.alphas is ALPHAS  # stored as given
+
+
+def planted_context(n_train=8, n_test=2, story_len=60, seed=0, per_kind=12):
+    """Stories of nuisance (3), shortest-context (8) and context-k (8) features, where the k features share
+    the short ones' signal (K = 0.6 S + 0.8 U); voxels driven by K, by S or by the nuisance only."""
+    rng = np.random.default_rng(seed)
+    T = (n_train + n_test) * story_len
+    N, S, U = rng.standard_normal((T, 3)), rng.standard_normal((T, 8)), rng.standard_normal((T, 8))
+    K = 0.6 * S + 0.8 * U
+    Y = []
+    for drive in (K, S, N):
+        sig = drive @ rng.standard_normal((drive.shape[1], per_kind))
+        Y.append(sig / sig.std(0) + rng.standard_normal((T, per_kind)))
+    Y = np.concatenate(Y, axis=1)
+    story = np.repeat(np.arange(n_train + n_test), story_len)
+
+    def z(a):  # z-score per story, as the pipeline does
+        out = np.empty_like(a)
+        for s in range(n_train + n_test):
+            blk = a[story == s]
+            out[story == s] = (blk - blk.mean(0)) / blk.std(0)
+        return out.astype(np.float32)
+
+    N, S, K, Y = z(N), z(S), z(K), z(Y)
+    tr = story < n_train
+    return [a[tr] for a in (N, S, K, Y)], [a[~tr] for a in (N, S, K, Y)], story[tr]
+
+
+def test_context_unique_r2_on_a_planted_problem():
+    from lmbrain.partition import context_unique_r2
+
+    (N, S, K, Y), (Nt, St, Kt, Yt), groups = planted_context()
+    res = context_unique_r2(N, S, K, Y, groups, X_nuisance_test=Nt, X_short_test=St, X_k_test=Kt, Y_test=Yt,
+                            alphas=np.logspace(-1, 4, 11), gammas=20, random_state=0, device="cpu")
+    kinds = np.repeat(["k", "short", "nuisance"], 12)
+    for est in (res.unique_r2_test, res.unique_r2_cv):
+        assert est[kinds == "k"].mean() > 0.25  # K explains all; S only 0.36 of the planted signal
+        assert np.abs(est[kinds != "k"]).max() < 0.08  # measured <= 0.04 over seeds 0-2
+    assert res.bands == ("nuisance", "short", "k") and res.split_r2_test.shape == (3, 36)
+    # the planted driver is the band with the largest share, out of sample and in CV
+    for split in (res.split_r2_test, res.split_r2_cv):
+        assert np.mean(np.argmax(split, axis=0) == np.repeat([2, 1, 0], 12)) > 0.9
+    np.testing.assert_allclose(res.joint_r2_test, res.model.score(
+        np.concatenate([Nt, St, Kt], 1), Yt, metric="r2"), atol=1e-4)  # Yt is zero-mean: split R2 sums to R2
+    assert np.corrcoef(res.unique_r2_cv, res.unique_r2_test)[0, 1] > 0.9
+    with pytest.raises(RidgeError, match="X_k equals X_short"):
+        context_unique_r2(N, S, S.copy(), Y, groups, device="cpu")
+    with pytest.raises(RidgeError, match="every test array"):
+        context_unique_r2(N, S, K, Y, groups, X_k_test=Kt, Y_test=Yt, device="cpu")
+    two = context_unique_r2(None, S, K, Y, groups, gammas=5, random_state=0, device="cpu")  # no nuisance band
+    assert two.bands == ("short", "k") and two.unique_r2_test is None and two.split_r2_cv.shape == (2, 36)
