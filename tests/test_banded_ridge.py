@@ -178,6 +178,7 @@ def test_refine_batches_and_chunks_do_not_change_the_choice():
         np.testing.assert_allclose(m.coef_, grid.coef_, rtol=1e-4, atol=1e-5 * np.abs(grid.coef_).max())
     chunk, batch = tiny._plan(300, 30, 300, 50, 6, 15, 8)[:2]
     assert chunk == 1 and batch < 120
+    assert grid._n_evaluated == 8 * 15 * 120 and fine._n_evaluated < 0.7 * grid._n_evaluated  # refine skipped work
 
 
 def test_split_predictions_and_scores():
@@ -297,3 +298,29 @@ def test_context_unique_r2_on_a_planted_problem():
         context_unique_r2(N, S, K, Y, groups, X_k_test=Kt, Y_test=Yt, device="cpu")
     two = context_unique_r2(None, S, K, Y, groups, gammas=5, random_state=0, device="cpu")  # no nuisance band
     assert two.bands == ("short", "k") and two.unique_r2_test is None and two.split_r2_cv.shape == (2, 36)
+
+
+def test_refine_gammas_never_lowers_the_cv_score():
+    X, Y, bands, groups = planted_bands(seed=7)
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    kw = dict(alphas=ALPHAS, gammas=6, random_state=0, cv=3, device="cpu", dtype="float64")
+    base = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
+    m = BandedRidgeCV(refine_gammas=2, **kw).fit(X, Y, bands, groups)
+    assert np.all(m.best_scores_ >= base.best_scores_)
+    assert np.mean(m.best_scores_ > base.best_scores_ + 1e-6) > 0.3  # it found better points for many voxels
+    assert m.gammas_.shape[0] > 6 and m.cv_scores_.shape == (6, Y.shape[1])
+    np.testing.assert_array_equal(m.gammas_[:6], base.gammas_)
+    np.testing.assert_allclose(m.best_gammas_.sum(0), 1)
+    # the reported CV score and the weights are those of the chosen (gamma, alpha): float64 closed form
+    folds = make_folds(len(X), groups, cv=3)
+    col_band = np.concatenate([np.full(len(b), i) for i, b in enumerate(bands)])
+    for j in range(0, Y.shape[1], 5):
+        d = np.sqrt(m.best_gammas_[:, j])[col_band]
+        Z, eye = X * d, np.eye(X.shape[1])
+        cv = np.mean([numpy_score(Y[va, j:j + 1], Z[va] @ np.linalg.solve(
+            Z[tr].T @ Z[tr] + m.best_alphas_[j] * eye, Z[tr].T @ Y[tr, j:j + 1]), "r2")[0] for tr, va in folds])
+        assert abs(cv - m.best_scores_[j]) < 1e-9
+        w = d * np.linalg.solve(Z.T @ Z + m.best_alphas_[j] * eye, Z.T @ Y[:, j])
+        np.testing.assert_allclose(m.coef_[:, j], w, rtol=1e-7, atol=1e-10)
+    with pytest.raises(RidgeError, match="refine_gammas"):
+        BandedRidgeCV(refine_gammas=-1, device="cpu").fit(X, Y, bands, groups)

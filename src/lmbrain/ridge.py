@@ -64,7 +64,10 @@ Band ``b`` of the features is scaled by ``sqrt(gamma_b)`` (``gamma`` on the simp
   same floor as :class:`RidgeCV`; ``X_tr'Y_tr`` is shared by every candidate. (himalaya works with
   ``n_val x n_train`` resolution matrices instead, which costs ``n_train / p`` times more per alpha.)
 - Candidates are processed in chunks whose factors fit in half of ``memory_gb``; ``search="refine"``
-  climbs alphas per candidate as in :class:`RidgeCV`.
+  evaluates :class:`RidgeCV`'s coarse alphas per candidate, then climbs with one alpha per voxel in a
+  single product per fold and step (``A @ (diag(1/(s + alpha_v)) T)`` column by column), the full
+  grid's choice wherever a candidate's CV curve is unimodal (banded curves can have two modes near the
+  corners of the simplex, where the coarse grid is what finds the better one).
 - Candidate choice follows himalaya: candidates in order, each at its best alpha; a later candidate
   replaces the current best only if its mean CV score is higher by more than the float epsilon of
   ``dtype``. Integer ``gammas`` are himalaya's ``n_iter`` candidates (:func:`gamma_candidates`).
@@ -246,21 +249,36 @@ def _val_data(Yb: torch.Tensor, val_rows) -> list:
     return out
 
 
-def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev) -> tuple[torch.Tensor, torch.Tensor]:
+def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev,
+            predict_each=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean CV score (n_alpha, batch) float64 (NaN where not evaluated) and each voxel's best alpha index.
 
     ``predict(i, a, cols)``: fold ``i``'s validation predictions at (sorted) alpha index ``a`` for the
     voxels ``cols`` (None = all). The ``coarse`` alphas are evaluated for every voxel, then each voxel
     climbs to its best neighbour until no neighbour of its best is unevaluated; ties go to the larger
-    alpha."""
+    alpha. The result is the full grid's choice wherever a voxel's CV curve is unimodal.
+
+    ``predict_each(i, a_vec, cols)``, when given, predicts with one alpha index per voxel (``a_vec``,
+    one per column of ``cols``): the start and every climbing step are then one product per fold for all
+    the voxels that need it, whatever their alphas (``predict`` serves only the coarse alphas)."""
+
+    def scores(i, pred, cols):
+        yv, y_mean, y_ss = val_data[i]
+        if cols is not None:
+            yv, y_mean, y_ss = yv[:, cols], y_mean[:, cols], y_ss[cols]
+        return _scores(yv, pred, kind, y_ss, y_mean, inplace=True).double()
 
     def evaluate(a: int, cols):
         acc = None
-        for i, (yv, y_mean, y_ss) in enumerate(val_data):
-            pred = predict(i, a, cols)
-            if cols is not None:
-                yv, y_mean, y_ss = yv[:, cols], y_mean[:, cols], y_ss[cols]
-            sc = _scores(yv, pred, kind, y_ss, y_mean, inplace=True).double()
+        for i in range(len(val_data)):
+            sc = scores(i, predict(i, a, cols), cols)
+            acc = sc if acc is None else acc + sc
+        return acc / len(val_data)
+
+    def evaluate_each(a_vec: torch.Tensor, cols):
+        acc = None
+        for i in range(len(val_data)):
+            sc = scores(i, predict_each(i, a_vec, cols), cols)
             acc = sc if acc is None else acc + sc
         return acc / len(val_data)
 
@@ -282,6 +300,11 @@ def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev) 
         if not any(need.any() for _, need in todo):
             break
         for cand_c, need in todo:
+            if predict_each is not None:
+                if need.any():
+                    cols = all_cols[need]
+                    mean[cand_c[cols], cols] = evaluate_each(cand_c[cols], None if len(cols) == tb else cols)
+                continue
             for a in torch.unique(cand_c[need]).tolist():
                 cols = all_cols[need & (cand_c == a)]
                 mean[a, cols] = evaluate(a, cols)
@@ -664,6 +687,23 @@ def check_gammas(gammas, n_bands: int, random_state=None) -> np.ndarray:
     return g
 
 
+def _gamma_neighbours(g: np.ndarray, factor: float, mix: float) -> list[np.ndarray]:
+    """Points of the simplex next to ``g``: each band's weight multiplied and divided by ``factor`` (then
+    renormalised); a band at zero weight instead gets the share ``mix``. Points equal to ``g`` are dropped."""
+    out = []
+    for b in range(len(g)):
+        if g[b] > 0:
+            for f in (factor, 1 / factor):
+                w = g.copy()
+                w[b] *= f
+                out.append(w / w.sum())
+        else:
+            e = np.zeros_like(g)
+            e[b] = 1
+            out.append((1 - mix) * g + mix * e)
+    return [w for w in out if not np.allclose(w, g, rtol=0, atol=1e-9)]
+
+
 @dataclass
 class _BandFold:
     val: torch.Tensor
@@ -696,6 +736,13 @@ class BandedRidgeCV(_Estimator):
         As :class:`RidgeCV`; ``memory_gb`` bounds the candidate factors plus the voxel-batch arrays.
     random_state : None, int or numpy RandomState
         Seed of the Dirichlet candidates when ``gammas`` is an int (himalaya's ``random_state``).
+    refine_gammas : int
+        Rounds of local search after the candidates (default 0: himalaya's random search only). In
+        round ``r`` the voxels that share a best gamma try its neighbours on the simplex (each band's
+        weight multiplied and divided by ``4 ** (1 / 2**r)``; a band at weight 0 gets the share
+        ``0.1 / 2**r``), each at its best alpha; a neighbour is kept only when its CV score is higher
+        (himalaya's rule), so no voxel's CV score decreases. Costs ``2 n_bands`` eigendecompositions per
+        fold and shared gamma, and about ``2 n_bands / n_candidates`` of the search's products per round.
 
     Parameters are stored as given; they are converted and checked by :meth:`fit`.
 
@@ -715,8 +762,9 @@ class BandedRidgeCV(_Estimator):
         CV score of the chosen (gamma, alpha).
     best_candidates_ : ndarray (n_targets,)
         Row of ``gammas_`` chosen per voxel.
-    gammas_ : ndarray (n_candidates, n_bands)
-        The candidates searched.
+    gammas_ : ndarray (n_candidates + n_refined, n_bands)
+        The candidates searched, then the points tried by ``refine_gammas`` (``cv_scores_`` has rows for
+        the candidates only).
     bands_ : list of ndarray
         Column indices of each band.
     folds_ : list of (train_idx, val_idx)
@@ -725,12 +773,13 @@ class BandedRidgeCV(_Estimator):
 
     def __init__(self, alphas=None, gammas=20, cv=None, score: str = "r2", search: str = "grid",
                  device: str = "auto", dtype: str = "float32", memory_gb: float = 2.0, random_state=None,
-                 progress: bool = False):
+                 refine_gammas: int = 0, progress: bool = False):
         self.alphas = alphas
         self.gammas = gammas
         self.cv = cv
         self.score_kind = score
         self.search = search
+        self.refine_gammas = refine_gammas
         self.device = device
         self.dtype = dtype
         self.memory_gb = memory_gb
@@ -744,9 +793,9 @@ class BandedRidgeCV(_Estimator):
         budget = float(self.memory_gb) * 2**30
         per_cand = item * (n_val_sum * p + n_folds * p * p + n_folds * n_alpha * p)  # A, M, 1/(s + alpha)
         chunk = int(max(1, min(n_cand, (budget / 2) // per_cand)))
-        # the batch of Y and its validation rows (2 n), X'Y, each fold's X_tr'Y_tr and T = M X_tr'Y_tr
-        # ((2 n_folds + 1) p), one fold's prediction and its copies (3 n_val); float64 scores
-        per_target = item * (2 * n + (2 * n_folds + 1) * p + 3 * max_val) + 8 * (3 * n_alpha + 4)
+        # the batch of Y and its validation rows (2 n), X'Y, each fold's X_tr'Y_tr and T = M X_tr'Y_tr, one
+        # scaled copy of T ((2 n_folds + 2) p), one fold's prediction and its copies (3 n_val); float64 scores
+        per_target = item * (2 * n + (2 * n_folds + 2) * p + 3 * max_val) + 8 * (3 * n_alpha + 4)
         batch = max(1, int(max(budget - chunk * per_cand, budget / 2) // per_target))
         return chunk, batch, per_cand, per_target
 
@@ -764,6 +813,7 @@ class BandedRidgeCV(_Estimator):
             The story (or block) of each sample; folds never split a group.
         """
         self._setup()
+        self._check_refine_gammas()
         a = self._check_alphas(self.alphas)
         order = np.argsort(a)
         alphas_sorted = a[order]
@@ -777,7 +827,6 @@ class BandedRidgeCV(_Estimator):
         dev, dt = self._dev, self._dt
         pen = torch.as_tensor(alphas_sorted, device=dev, dtype=torch.float64)
         col_band_t = torch.as_tensor(col_band, device=dev)
-        sqrt_g = torch.sqrt(torch.as_tensor(cand, device=dev, dtype=torch.float64))
 
         Xt = self._tensor(X_np, "X")
         X64 = Xt.double()
@@ -788,53 +837,30 @@ class BandedRidgeCV(_Estimator):
             drop = _left_out(train, val, n)
             parts.append((torch.as_tensor(val, device=dev), None if drop is None else torch.as_tensor(drop, device=dev)))
 
-        chunk, batch, _, _ = self._plan(n, p, sum(len(v) for _, v in folds_idx), max(len(v) for _, v in folds_idx),
-                                        n_folds, n_alpha, n_cand)
         coarse = _coarse(self.search, n_alpha)
         eps = float(np.finfo(np.float32 if dt == torch.float32 else np.float64).eps)
         cv_scores = np.full((n_cand, t), np.nan)
-        best_score = np.full(t, -np.inf)
-        best_cand = np.zeros(t, dtype=np.int64)
-        best_alpha = np.zeros(t, dtype=np.int64)
-        from .io import progress_bar as tqdm
-
-        chunks = [list(range(s, min(s + chunk, n_cand))) for s in range(0, n_cand, chunk)]
-        bar = tqdm(total=len(chunks) * math.ceil(t / batch), desc="banded ridge batches", disable=not self.progress)
-        for cands in chunks:
-            factors = self._factors(Xt, gram, parts, cands, sqrt_g, col_band_t, pen)
-            for start in range(0, t, batch):
-                sl = slice(start, min(start + batch, t))
-                Yb = self._y_batch(Y_np, sl)
-                xty = Xt.T @ Yb
-                ztr = []
-                for va, drop in parts:  # X_tr'Y_tr = X'Y - X_val'Y_val (- left-out rows), shared by candidates
-                    z = xty - Xt[va].T @ Yb[va]
-                    if drop is not None:
-                        z -= Xt[drop].T @ Yb[drop]
-                    ztr.append(z)
-                del xty
-                val_data = _val_data(Yb, [va for va, _ in parts])
-                for c in cands:
-                    fc = factors[c]
-                    T = [f.M @ z for f, z in zip(fc, ztr)]
-
-                    def predict(i, a, cols, fc=fc, T=T):
-                        return (fc[i].A * fc[i].inv[a]) @ (T[i] if cols is None else T[i][:, cols])
-
-                    mean, best = _search(predict, val_data, n_alpha, coarse, self.score_kind, dev)
-                    sc = mean[best, torch.arange(mean.shape[1], device=dev)].cpu().numpy()
-                    best_np = best.cpu().numpy()
-                    cv_scores[c, sl] = sc
-                    # himalaya's rule: candidates in order, replace only when better by more than eps
-                    better = sc > best_score[sl] + eps
-                    best_score[sl] = np.where(better, sc, best_score[sl])
-                    best_cand[sl] = np.where(better, c, best_cand[sl])
-                    best_alpha[sl] = np.where(better, best_np, best_alpha[sl])
-                    del T, mean, best
-                del Yb, ztr, val_data
-                bar.update(1)
-            del factors
-        bar.close()
+        state = (np.full(t, -np.inf), np.zeros(t, dtype=np.int64), np.zeros(t, dtype=np.int64))  # score, cand, alpha
+        ctx = dict(Xt=Xt, Y_np=Y_np, gram=gram, parts=parts, col_band_t=col_band_t, pen=pen, coarse=coarse, eps=eps,
+                   evaluated=0,
+                   shape=(n, p, sum(len(v) for _, v in folds_idx), max(len(v) for _, v in folds_idx), n_folds, n_alpha))
+        self._run_candidates(ctx, cand, np.arange(n_cand), None, state, cv_scores, progress=self.progress)
+        rounds = self._check_refine_gammas()
+        for r in range(rounds):  # local search around each voxel's best gamma, shared by the voxels of a gamma
+            factor = 4.0 ** (0.5**r)
+            jobs, rows = [], []
+            for g in np.unique(state[1]):
+                nb = _gamma_neighbours(cand[g], factor, 0.1 * 0.5**r)
+                if len(nb):
+                    jobs.append((len(cand) + len(rows) + np.arange(len(nb)), np.flatnonzero(state[1] == g)))
+                    rows.extend(nb)
+            if not rows:
+                break
+            cand = np.vstack([cand, np.asarray(rows)])
+            for ids, vox in jobs:
+                self._run_candidates(ctx, cand, ids, vox, state, None)
+        best_score, best_cand, best_alpha = state
+        self._n_evaluated = ctx["evaluated"]  # (candidate, alpha, voxel) CV scores computed
 
         self.gammas_ = cand
         self.bands_ = band_idx
@@ -851,10 +877,78 @@ class BandedRidgeCV(_Estimator):
             self.band_alphas_ = self.best_alphas_[None, :] / self.best_gammas_
         self.cv_scores_ = cv_scores
         self.best_scores_ = np.where(np.isfinite(best_score), best_score, np.nan)
-        self.coef_ = self._fixed_coef(Xt, Y_np, gram, None, batch)
+        item = 4 if dt == torch.float32 else 8
+        # the refit per voxel: its column of Y (copy and tensor) and four p-vectors (X'Y, M X'Y, scaled, W)
+        self.coef_ = self._fixed_coef(Xt, Y_np, gram, None, max(1, int(float(self.memory_gb) * 2**30 //
+                                                                           (item * (2 * n + 4 * p)))))
         return self
 
-    def _factors(self, Xt, gram, parts, cands, sqrt_g, col_band_t, pen) -> dict:
+    def _check_refine_gammas(self) -> int:
+        r = self.refine_gammas
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 0:
+            raise RidgeError(f"refine_gammas must be a number of rounds (0 or more), got {r!r}")
+        return int(r)
+
+    def _run_candidates(self, ctx, cand, ids, vox, state, cv_scores, progress=False):
+        """Evaluate the candidates ``cand[ids]`` (each at its best alpha) for the voxels ``vox`` (None = all)
+        and update ``state`` (best score, candidate and alpha index per voxel) by himalaya's rule:
+        candidates in order, one replaces the current best only when better by more than ``eps``."""
+        Xt, Y_np, parts, dev = ctx["Xt"], ctx["Y_np"], ctx["parts"], self._dev
+        n, p, n_val_sum, max_val, n_folds, n_alpha = ctx["shape"]
+        t = Y_np.shape[1] if vox is None else len(vox)
+        chunk, batch, _, _ = self._plan(n, p, n_val_sum, max_val, n_folds, n_alpha, len(ids))
+        best_score, best_cand, best_alpha = state
+        from .io import progress_bar as tqdm
+
+        chunks = [ids[s: s + chunk] for s in range(0, len(ids), chunk)]
+        bar = tqdm(total=len(chunks) * math.ceil(t / batch), desc="banded ridge batches", disable=not progress)
+        for cands in chunks:
+            factors = self._factors(Xt, ctx["gram"], parts, cand, cands, ctx["col_band_t"], ctx["pen"])
+            for start in range(0, t, batch):
+                sl = slice(start, min(start + batch, t)) if vox is None else vox[start: start + batch]
+                Yb = self._y_batch(Y_np, sl)
+                xty = Xt.T @ Yb
+                ztr = []
+                for va, drop in parts:  # X_tr'Y_tr = X'Y - X_val'Y_val (- left-out rows), shared by candidates
+                    z = xty - Xt[va].T @ Yb[va]
+                    if drop is not None:
+                        z -= Xt[drop].T @ Yb[drop]
+                    ztr.append(z)
+                del xty
+                val_data = _val_data(Yb, [va for va, _ in parts])
+                for c in cands:
+                    fc = factors[c]
+                    # T' = (M X_tr'Y_tr)' (batch x p): voxels in rows, so that a subset of voxels is a cheap gather
+                    Tt = [z.T @ f.M.T for f, z in zip(fc, ztr)]
+
+                    def predict(i, a, cols, fc=fc, Tt=Tt):
+                        return (fc[i].A * fc[i].inv[a]) @ (Tt[i] if cols is None else Tt[i][cols]).T
+
+                    def predict_each(i, a_vec, cols, fc=fc, Tt=Tt):  # one alpha per voxel: scale T's columns
+                        return fc[i].A @ (fc[i].inv[a_vec] * (Tt[i] if cols is None else Tt[i][cols])).T
+
+                    # refine: the coarse grid, then each voxel climbs, one product per fold and step for all
+                    # the voxels that climb (a warm start from another candidate's alpha was no faster on CPU
+                    # and missed the best alpha of ~5% of (voxel, candidate) pairs: banded CV curves can have
+                    # two modes, e.g. near a corner of the simplex)
+                    mean, best = _search(predict, val_data, n_alpha, ctx["coarse"], self.score_kind, dev,
+                                         predict_each=predict_each if self.search == "refine" else None)
+                    sc = mean[best, torch.arange(mean.shape[1], device=dev)].cpu().numpy()
+                    best_np = best.cpu().numpy()
+                    ctx["evaluated"] += int((~torch.isnan(mean)).sum())
+                    if cv_scores is not None:
+                        cv_scores[c, sl] = sc
+                    better = sc > best_score[sl] + ctx["eps"]
+                    best_score[sl] = np.where(better, sc, best_score[sl])
+                    best_cand[sl] = np.where(better, c, best_cand[sl])
+                    best_alpha[sl] = np.where(better, best_np, best_alpha[sl])
+                    del Tt, mean, best
+                del Yb, ztr, val_data
+                bar.update(1)
+            del factors
+        bar.close()
+
+    def _factors(self, Xt, gram, parts, cand, cands, col_band_t, pen) -> dict:
         """Per candidate of the chunk, per fold: A = X_val D Q, M = Q' D and 1/(s + alpha), from one
         eigendecomposition of the scaled training Gram D (X'X - X_val'X_val) D (float64)."""
         dt = self._dt
@@ -866,7 +960,7 @@ class BandedRidgeCV(_Estimator):
                 xd = Xt[drop].double()
                 g = g - xd.T @ xd
             for c in cands:
-                d = sqrt_g[c][col_band_t]
+                d = torch.sqrt(torch.as_tensor(cand[c], device=self._dev, dtype=torch.float64))[col_band_t]
                 evals, Q = torch.linalg.eigh(g * d[:, None] * d[None, :])
                 evals = evals.clamp_min(0)
                 A = ((xv * d) @ Q).to(dt)
@@ -940,7 +1034,12 @@ class BandedRidgeCV(_Estimator):
         n, p = X_np.shape
         n_bands = len(self.bands_)
         out = np.zeros((n_bands, Y_np.shape[1]))
-        batch = self._plan(n, p, n, max(len(v) for _, v in self.folds_), 1, len(self._alphas_sorted), 1)[1]
+        item = 4 if self._dt == torch.float32 else 8
+        max_val = max(len(v) for _, v in self.folds_)
+        # per voxel: its training rows (copy and tensor), X'Y and the weights (item); in float64 the weights,
+        # the validation rows and the per-band predictions with r2_score_split's temporaries
+        per_target = item * (2 * n + 4 * p) + 8 * (p + (2 * n_bands + 4) * max_val)
+        batch = max(1, int(float(self.memory_gb) * 2**30 // per_target))
         for train, val in self.folds_:
             xtr = Xt[torch.as_tensor(train, device=self._dev)].double()
             gram = xtr.T @ xtr
