@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_ridge import numpy_score
+from test_ridge import gapped_folds, numpy_score
 
 from lmbrain.ridge import BandedRidgeCV, RidgeCV, RidgeError, gamma_candidates, make_folds, r2_score_split
 
@@ -112,6 +112,27 @@ def test_float64_mode_is_tight():
     np.testing.assert_array_equal(m.best_candidates_, ref_c)
     np.testing.assert_array_equal(m.best_alphas_, ref_alpha)
     np.testing.assert_allclose(m.coef_, ref_coef, rtol=1e-7, atol=1e-9)
+
+
+def test_explicit_folds():
+    """cv as (train, test) pairs: the groups' folds give the same fit; folds that leave samples out of both
+    sets (a buffer around the held-out story) match the float64 closed form on those folds."""
+    from sklearn.base import clone
+
+    X, Y, bands, groups = planted_bands(seed=8)
+    a = BandedRidgeCV(alphas=ALPHAS, gammas=GAMMAS, device="cpu").fit(X, Y, bands, groups)
+    b = clone(a).set_params(cv=make_folds(len(X), groups)).fit(X, Y, bands)
+    np.testing.assert_array_equal(a.cv_scores_, b.cv_scores_)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    folds = gapped_folds(groups)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    ref_scores, ref_c, ref_alpha, _ = banded_closed_form(X64, Y64, bands, folds, ALPHAS, GAMMAS, "r2",
+                                                         np.finfo(np.float64).eps)
+    m = BandedRidgeCV(alphas=ALPHAS, gammas=GAMMAS, cv=folds, device="cpu", dtype="float64").fit(X64, Y64, bands)
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-10)
+    np.testing.assert_array_equal(m.best_candidates_, ref_c)
+    with pytest.raises(RidgeError, match="both train and test"):
+        BandedRidgeCV(cv=[(np.arange(100), np.arange(90, 240))], device="cpu").fit(X, Y, bands)
 
 
 def test_gamma_candidates_are_himalayas():
