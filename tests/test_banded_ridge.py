@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_ridge import gapped_folds, numpy_score
+from test_ridge import gapped_folds, numpy_score, one_thread  # noqa: F401 (fixture)
 
 from lmbrain.ridge import BandedRidgeCV, RidgeCV, RidgeError, gamma_candidates, make_folds, r2_score_split
 
@@ -15,15 +15,9 @@ GAMMAS = np.array([[1 / 3, 1 / 3, 1 / 3], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6,
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def _one_thread(one_thread):
     """Tiny problems: BLAS threads only contend (on a busy 2-core machine, 100x slower for himalaya)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+    yield
 
 
 def planted_bands(n=240, widths=(4, 10, 16), t=48, seed=0, n_groups=6):

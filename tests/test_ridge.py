@@ -9,6 +9,18 @@ from lmbrain.ridge import SCORES, RidgeCV, RidgeError, _scores, make_folds
 ALPHAS = np.logspace(-1, 4, 11)
 
 
+@pytest.fixture
+def one_thread():
+    """Small problems: on a busy 2-core machine, BLAS/OpenMP threads only wait for each other."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 def planted(n=300, p=40, t=60, seed=0, noise_frac=0.3):
     """Structured data: correlated features, sparse-ish weights, varied SNR, some pure-noise targets."""
     rng = np.random.default_rng(seed)
@@ -61,6 +73,7 @@ def closed_form_cv(X, Y, groups, alphas, kind, folds=None):
 
 
 @pytest.mark.parametrize("kind", SCORES)
+@pytest.mark.usefixtures("one_thread")
 def test_matches_float64_closed_form(kind):
     X, Y, groups = planted()
     ref_scores, ref_best, ref_coef = closed_form_cv(X, Y, groups, ALPHAS, kind)
@@ -162,6 +175,7 @@ def test_bad_input():
         RidgeCV(device="cpu").fit(X, Y, np.zeros(len(X)))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_huth_scores_match_numpy_formulas():
     """The Huth-lab selection scores on one validation set, including a constant response (var 0), a
     prediction worse than zero (negative R before the signed square root) and a perfect one."""
@@ -180,6 +194,7 @@ def test_huth_scores_match_numpy_formulas():
     assert numpy_score(y, P, "r2_clipped")[3] == numpy_score(y, P - 0.25, "r2_clipped")[3]
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_init_stores_parameters_as_given():
     from sklearn.base import clone
 
@@ -212,6 +227,7 @@ def gapped_folds(groups, gap=5):
     return out
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_explicit_folds():
     X, Y, groups = planted(seed=9)
     folds = make_folds(len(X), groups)
@@ -227,6 +243,7 @@ def test_explicit_folds():
     assert not np.allclose(m.cv_scores_, a.cv_scores_, atol=1e-4)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_bad_explicit_folds():
     X, Y, groups = planted(n=60, t=5)
     tr, va = np.arange(30, 60), np.arange(30)
