@@ -2,10 +2,23 @@
 
 import numpy as np
 import pytest
+import torch
 
-from lmbrain.ridge import RidgeCV, RidgeError, make_folds
+from lmbrain.ridge import SCORES, RidgeCV, RidgeError, _scores, make_folds
 
 ALPHAS = np.logspace(-1, 4, 11)
+
+
+@pytest.fixture
+def one_thread():
+    """Small problems: on a busy 2-core machine, BLAS/OpenMP threads only wait for each other."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
 
 
 def planted(n=300, p=40, t=60, seed=0, noise_frac=0.3):
@@ -24,30 +37,43 @@ def planted(n=300, p=40, t=60, seed=0, noise_frac=0.3):
     return X.astype(np.float32), Y.astype(np.float32), groups
 
 
-def closed_form_cv(X, Y, groups, alphas, kind):
+def numpy_score(y, P, kind):
+    """Hand-written float64 selection scores, one per column (the Huth-lab variants as in their code:
+    population variances, the residual centred)."""
+    if kind == "r2":
+        return 1 - ((y - P) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    if kind == "corr":
+        pc, yc = P - P.mean(0), y - y.mean(0)
+        return (pc * yc).sum(0) / np.sqrt((pc**2).sum(0) * (yc**2).sum(0))
+    if kind == "neg_mse":
+        return -((y - P) ** 2).mean(0)
+    if kind == "huth_r2":  # deep-fMRI-dataset ridge_corr(use_corr=False)
+        r = 1 - (y - P).var(0) / ((1 + y.var(0)) / 2)
+        return np.sign(r) * np.sqrt(np.abs(r))
+    if kind == "r2_clipped":  # semantic-decoding ridge_corr(use_corr=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.clip(1 - (y - P).var(0) / y.var(0), 0, 1)
+        return np.nan_to_num(r, nan=0.0)
+    raise ValueError(kind)
+
+
+def closed_form_cv(X, Y, groups, alphas, kind, folds=None):
     """float64 reference: explicit (X'X + a I)^-1 X'Y per fold and alpha, scores averaged over folds."""
     X, Y = X.astype(np.float64), Y.astype(np.float64)
     scores = np.zeros((len(alphas), Y.shape[1]))
-    folds = make_folds(len(X), groups)
+    folds = make_folds(len(X), groups) if folds is None else folds
     for tr, va in folds:
         for i, a in enumerate(alphas):
             W = np.linalg.solve(X[tr].T @ X[tr] + a * np.eye(X.shape[1]), X[tr].T @ Y[tr])
-            P, y = X[va] @ W, Y[va]
-            if kind == "r2":
-                s = 1 - ((y - P) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
-            elif kind == "corr":
-                pc, yc = P - P.mean(0), y - y.mean(0)
-                s = (pc * yc).sum(0) / np.sqrt((pc**2).sum(0) * (yc**2).sum(0))
-            else:
-                s = -((y - P) ** 2).mean(0)
-            scores[i] += s / len(folds)
+            scores[i] += numpy_score(Y[va], X[va] @ W, kind) / len(folds)
     best = np.argmax(scores + np.log(alphas)[:, None] * 1e-10, axis=0)
     coef = np.stack([np.linalg.solve(X.T @ X + alphas[b] * np.eye(X.shape[1]), X.T @ Y[:, j])
                      for j, b in enumerate(best)], axis=1)
     return scores, best, coef
 
 
-@pytest.mark.parametrize("kind", ["r2", "corr", "neg_mse"])
+@pytest.mark.parametrize("kind", SCORES)
+@pytest.mark.usefixtures("one_thread")
 def test_matches_float64_closed_form(kind):
     X, Y, groups = planted()
     ref_scores, ref_best, ref_coef = closed_form_cv(X, Y, groups, ALPHAS, kind)
@@ -147,3 +173,93 @@ def test_bad_input():
         RidgeCV().predict(X)
     with pytest.raises(RidgeError, match="at least two groups"):
         RidgeCV(device="cpu").fit(X, Y, np.zeros(len(X)))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_huth_scores_match_numpy_formulas():
+    """The Huth-lab selection scores on one validation set, including a constant response (var 0), a
+    prediction worse than zero (negative R before the signed square root) and a perfect one."""
+    rng = np.random.default_rng(7)
+    y = rng.standard_normal((50, 6))
+    P = 0.5 * y + 0.5 * rng.standard_normal((50, 6))
+    y[:, 1] = 3.0
+    P[:, 2] = -3 * y[:, 2]
+    P[:, 3] = y[:, 3] + 0.25  # an offset leaves the residual variance (and both scores) untouched
+    yt, Pt = torch.as_tensor(y), torch.as_tensor(P)
+    y_mean = yt.mean(0, keepdim=True)
+    for kind in ("huth_r2", "r2_clipped"):
+        got = _scores(yt, Pt, kind, ((yt - y_mean) ** 2).sum(0), y_mean).numpy()
+        np.testing.assert_allclose(got, numpy_score(y, P, kind), rtol=1e-12, atol=1e-12)
+    assert numpy_score(y, P, "huth_r2")[2] < 0 and numpy_score(y, P, "r2_clipped")[1] == 0
+    assert numpy_score(y, P, "r2_clipped")[3] == numpy_score(y, P - 0.25, "r2_clipped")[3]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_init_stores_parameters_as_given():
+    from sklearn.base import clone
+
+    alphas = [10.0, 1.0, 100.0]
+    m = RidgeCV(alphas=alphas, cv=3, score="corr")
+    assert m.alphas is alphas and RidgeCV().alphas is None
+    params = m.get_params()
+    assert params["alphas"] is alphas and params["score"] == "corr" and params["cv"] == 3
+    c = clone(m)
+    assert c is not m and c.get_params()["score"] == "corr" and c.alphas == alphas
+    assert m.set_params(score="r2").score_kind == "r2"
+    with pytest.raises(RidgeError, match="no parameter"):
+        m.set_params(alpha=1.0)
+    X, Y, groups = planted(seed=8)
+    a = RidgeCV(device="cpu").fit(X, Y, groups)  # None: the default grid, applied in fit
+    b = RidgeCV(alphas=np.logspace(0, 6, 13), device="cpu").fit(X, Y, groups)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    with pytest.raises(RidgeError, match="positive"):
+        RidgeCV(alphas="many", device="cpu").fit(X, Y, groups)
+
+
+def gapped_folds(groups, gap=5):
+    """Leave-one-story-out folds that also drop ``gap`` training samples on each side of the held-out story."""
+    n = len(groups)
+    out = []
+    for _, va in make_folds(n, groups):
+        lo, hi = va.min() - gap, va.max() + gap
+        tr = np.array([i for i in range(n) if i < lo or i > hi])
+        out.append((tr, va))
+    return out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_explicit_folds():
+    X, Y, groups = planted(seed=9)
+    folds = make_folds(len(X), groups)
+    a = RidgeCV(alphas=ALPHAS, device="cpu").fit(X, Y, groups)
+    b = RidgeCV(alphas=ALPHAS, cv=[(list(tr), list(va)) for tr, va in folds], device="cpu").fit(X, Y)
+    np.testing.assert_array_equal(a.cv_scores_, b.cv_scores_)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    # folds that leave samples out of both sets (a buffer around the held-out story) are exact too
+    gapped = gapped_folds(groups)
+    ref_scores, ref_best, _ = closed_form_cv(X, Y, None, ALPHAS, "r2", folds=gapped)
+    m = RidgeCV(alphas=ALPHAS, cv=gapped, device="cpu", dtype="float64").fit(X.astype(np.float64), Y)
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-10)
+    assert not np.allclose(m.cv_scores_, a.cv_scores_, atol=1e-4)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_bad_explicit_folds():
+    X, Y, groups = planted(n=60, t=5)
+    tr, va = np.arange(30, 60), np.arange(30)
+    cases = {
+        "out of range": [(tr, np.arange(25, 61))],
+        "empty": [(tr, np.array([], dtype=int))],
+        "both train and test": [(np.arange(20, 60), va)],
+        "repeated": [(np.r_[tr, 31], va)],
+        "integers": [(tr.astype(float), va)],
+        "not a .train_idx, test_idx. pair": [(tr, va, va)],
+        "either groups or explicit folds": None,
+        "must be None, an int": "five",
+    }
+    for message, cv in cases.items():
+        with pytest.raises(RidgeError, match=message):
+            if cv is None:
+                RidgeCV(cv=[(tr, va)], device="cpu").fit(X, Y, groups)
+            else:
+                RidgeCV(cv=cv, device="cpu").fit(X, Y)
