@@ -124,6 +124,9 @@ def _cross_checks(config: dict, source: str) -> None:
     if trw["sentence_gap"] > trw["paragraph_gap"]:
         raise ConfigError(f"{source}: trw.sentence_gap ({trw['sentence_gap']}) must not exceed trw.paragraph_gap "
                           f"({trw['paragraph_gap']}): a paragraph break is the longer pause")
+    if "pooled" in config["encoding"]["features"] and not config["features"]["pooled"]:
+        raise ConfigError(f"{source}: encoding.features lists pooled, but features.pooled is false: the feature files "
+                          "would not hold the window means; set features.pooled: true")
     from .modelspec import ModelError, check_models
 
     try:
@@ -268,6 +271,7 @@ class FeatureSettings:
     dtype: str
     precision: str
     max_batch_tokens: int
+    pooled: bool = False  # also save window means of the hidden states (feature kind "pooled")
 
 
 @dataclass(frozen=True)

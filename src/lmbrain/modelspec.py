@@ -28,6 +28,9 @@ _COMMON = {
     "layers": None,  # layers whose hidden states become features (None = every layer)
     "attention_features": True,  # transformers: per-head outputs and attention statistics
     "context_lengths": None,  # None = features.context_lengths
+    # each word's state is read from at most this many words of the window (None = the whole window);
+    # pooled features still average the whole window, so long windows cost passes of this length only
+    "state_context": None,
 }
 _TRAIN = {
     "min_count": 2,
@@ -70,6 +73,9 @@ def model_spec(name: str, spec: dict) -> dict:
             f"allowed: {', '.join(sorted(DEFAULTS[kind]))}"
         )
     out = {**DEFAULTS[kind], **spec}
+    sc = out["state_context"]
+    if sc is not None and not (isinstance(sc, (int, np.integer)) and not isinstance(sc, bool) and sc >= 1):
+        raise ModelError(f"model '{name}': state_context must be a positive number of words or null, not {sc!r}")
     ks = out["context_lengths"]
     if ks is not None:
         check_context_lengths(ks, f"model '{name}'")
