@@ -251,3 +251,23 @@ def test_window_seconds_and_conversion():
     assert words_to_seconds([1, 2, 4, 0.5, 100], [1, 2, 4, 16], sec).tolist() == pytest.approx([0.5, 1.5, 3.5, 0.5, 9.5])
     mid = words_to_seconds([np.sqrt(2)], [1, 2], [0.5, 2.0])[0]
     assert mid == pytest.approx(1.0)  # geometric mean: log-log interpolation
+
+
+def test_centroid_window_against_a_loop():
+    from lmbrain.trw import centroid_window
+
+    ks = np.array([1, 2, 4, 8, 16])
+    rng = np.random.default_rng(5)
+    curves = rng.standard_normal((5, 30))
+    curves[2, 3] = np.nan
+    got = centroid_window(ks, curves)
+    for v in range(30):
+        c = curves[:, v]
+        ok = ~np.isnan(c)
+        w = np.where(ok, np.maximum(c - c[ok].mean(), 0), 0.0)
+        assert got[v] == pytest.approx(np.exp((w * np.log(ks)).sum() / w.sum()), rel=1e-12)
+    # a symmetric bump in log k is centred on its peak; a flat curve gives the shortest k
+    assert centroid_window(ks, np.array([[0.0], [1.0], [2.0], [1.0], [0.0]]))[0] == pytest.approx(4.0)
+    assert centroid_window(ks, np.array([[0.0], [0.0], [3.0], [1.0], [0.0]]))[0] == pytest.approx(
+        np.exp((2.2 * np.log(4) + 0.2 * np.log(8)) / 2.4))
+    assert centroid_window(ks, np.full((5, 1), 0.3))[0] == 1

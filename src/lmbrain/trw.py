@@ -14,6 +14,9 @@ curve. Per voxel:
 - ``trw_peak``: where the CV curve peaks in log k, between grid points: the vertex of the parabola
   through the best k and its two neighbours in ``log k`` (the best k itself at either end of the
   grid, or when the three points do not make a peak; the shortest k when there is no gain);
+- ``trw_centroid``: the centre of mass in ``log k`` of the above-average part of the CV curve
+  (:func:`centroid_window`): a whole-curve location that one noisy point moves only a little, the
+  primary estimate for language-model features (README, TRW recovery);
 - ``test_gain``: the same gain on the test correlation (reported, never used to choose).
 
 :func:`window_seconds` gives the time (s) that windows of k words span in the stories, and
@@ -88,6 +91,26 @@ def peak_window(ks, curves) -> np.ndarray:
     return np.exp(out)
 
 
+def centroid_window(ks, curves) -> np.ndarray:
+    """Centre of mass in ``log k`` of the above-average part of each curve: ``(V,)`` in words.
+
+    ``exp(sum_j w_j log k_j / sum_j w_j)`` with ``w_j = max(s_j - mean(s), 0)``: every point above the
+    curve's own mean votes for its k with its excess, so the estimate sits where the curve is high as a
+    whole, and one noisy point moves it by its share of the excess only (the argmax jumps to it). A
+    constant curve gives the shortest k. NaN scores are left out (of the mean and of the votes).
+    """
+    ks, c = _check(ks, curves, "curves")
+    ok = ~np.isnan(c)
+    n = ok.sum(axis=0)
+    mean = np.where(n > 0, np.where(ok, c, 0.0).sum(axis=0) / np.maximum(n, 1), 0.0)
+    w = np.where(ok, np.clip(c - mean[None, :], 0, None), 0.0)
+    total = w.sum(axis=0)
+    logk = np.log(ks)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com = np.exp((w * logk).sum(axis=0) / total)
+    return np.where(total > 0, com, ks[0])
+
+
 def window_seconds(stories_words, ks) -> np.ndarray:
     """Median time (s) from the first word's onset to the last word's offset of every full window of k
     words in the stories (``stories_words``: word tables with ``onset`` and ``offset``): ``(n_k,)``.
@@ -148,6 +171,7 @@ def context_sweep(ks, cv, test_r, fraction: float = 0.9) -> pd.DataFrame:
         "gain": np.clip(cv[ib, v] - cv[0], 0, None),
         "trw_words": robust_window(ks, cv, fraction).astype(int),
         "trw_peak": np.where(cv[ib, v] - cv[0] > 0, peak_window(ks, cv), ks[0]),
+        "trw_centroid": centroid_window(ks, cv),
         "com_words": centre_of_mass(ks, cv),
         "cv_best": cv[ib, v],
         "test_r_best": test_r[ib, v],

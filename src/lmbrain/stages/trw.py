@@ -7,12 +7,15 @@ LSTM's unit timescales, and the model's context use). Science: :mod:`lmbrain.trw
 unit timescales, seconds), :mod:`lmbrain.context_use` (how far the features resolve context),
 :mod:`lmbrain.scrambling`, :mod:`lmbrain.recovery` (scoring against a planted answer).
 
-Beside the window estimates, ``voxels.tsv`` has ``trw_seconds`` and ``trw_peak_seconds`` (the
-estimates in seconds, from the median time k-word windows span in the subject's stories),
-``context_ceiling`` (the longest window the fitted features resolve, the same for every voxel) and
-``at_ceiling`` (the voxel's best k or peak reaches that ceiling: its window is *at least* the
-ceiling as far as this model can tell, not a measured window). ``context_use.tsv`` and
-``context_use.png`` hold the model's context-use curve of every saved layer of the feature's kind.
+Beside the window estimates, ``voxels.tsv`` has ``trw_seconds``, ``trw_peak_seconds`` and
+``trw_centroid_seconds`` (the estimates in seconds, from the median time k-word windows span in the
+subject's stories), ``context_ceiling`` (the longest window the fitted features resolve, the same
+for every voxel: features at longer k repeat those at the ceiling, so every estimate is read from
+the curve up to it) and ``at_ceiling`` (the voxel's best k is that ceiling: its window is *at least*
+the ceiling as far as this model can tell, not a measured window; such voxels are left out of the
+TRW map when the ceiling is below the longest k). ``context_use.tsv`` and ``context_use.png`` hold
+the model's context-use curve of every saved layer of the feature's kind. The map and the primary
+estimate is ``trw_centroid``.
 
 Writes ``voxels.tsv``, NIfTI maps of each estimate and the figures into the output folder, which
 appears only when complete (:func:`lmbrain.io.atomic_dir`). With a planted-truth file
@@ -63,15 +66,22 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
 
     tc, model = job.trw, job.model.name
     encoding_dir = Path(encoding_dir)
-    ks, cv, test_r, q = read_sweep(encoding_dir, list(job.model.context_lengths))
+    ks_all, cv_all, test_all, q_all = read_sweep(encoding_dir, list(job.model.context_lengths))
+    ds = open_job_dataset(job.dataset)
+    train, test = split_stories(ds, subject, job.dataset)
+    # the longest window the model's features resolve: longer k repeat the same features (within the
+    # tolerance), so their scores are repeated measurements, not evidence for longer windows; every
+    # estimate is read from the curve up to the ceiling (at least the two shortest k)
+    use = _context_use(job, layout, test, ks_all)  # the test stories' features (the rule's inputs)
+    ceiling = int(use.attrs["ceiling"]) if use is not None else int(ks_all[-1])
+    keep = ks_all <= max(ceiling, ks_all[1])
+    ks, cv, test_r, q = ks_all[keep], cv_all[keep], test_all[keep], q_all[keep]
     table = context_sweep(ks, cv, test_r, tc.fraction)
     ib = np.nan_to_num(cv, nan=-np.inf).argmax(axis=0)
     v = np.arange(cv.shape[1])
     table["q_best"] = q[ib, v]
     table["significant"] = table["q_best"] < job.fdr
     # bootstrap interval of the test-curve estimate
-    ds = open_job_dataset(job.dataset)
-    train, test = split_stories(ds, subject, job.dataset)
     y = np.concatenate([ds.responses(subject, s) for s in test]).astype(np.float32)
     lo = np.empty(y.shape[1])
     hi = np.empty(y.shape[1])
@@ -88,25 +98,22 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
             f.close()
     table.insert(2, "trw_low", lo)
     table.insert(3, "trw_high", hi)
-    # the windows in seconds, and the longest window the model's features resolve
+    # the windows in seconds
     from ..trw import window_seconds, words_to_seconds
 
-    stories = train + test
-    seconds = window_seconds([ds.words(s) for s in stories], ks)
-    table.insert(table.columns.get_loc("trw_words") + 1, "trw_seconds", words_to_seconds(table["trw_words"], ks, seconds))
-    table.insert(table.columns.get_loc("trw_peak") + 1, "trw_peak_seconds",
-                 words_to_seconds(table["trw_peak"], ks, seconds))
-    use = _context_use(job, layout, test, ks)  # the test stories' features (the rule's inputs)
-    ceiling = int(use.attrs["ceiling"]) if use is not None else int(ks[-1])
+    seconds = window_seconds([ds.words(s) for s in train + test], ks_all)
+    for col in ("trw_words", "trw_peak", "trw_centroid"):
+        name = "trw_seconds" if col == "trw_words" else f"{col}_seconds"
+        table.insert(table.columns.get_loc(col) + 1, name, words_to_seconds(table[col], ks_all, seconds))
     table["context_ceiling"] = ceiling
-    table["at_ceiling"] = (table["k_best"] >= ceiling) | (table["trw_peak"] >= ceiling)
+    table["at_ceiling"] = table["k_best"] >= ceiling
     # multi-timescale LSTM: weight-averaged unit timescales at the longest context
     if job.model.type == "mtlstm":
-        with h5py.File(Path(k_folder(encoding_dir, ks[-1])) / "weights.h5", "r") as fh:
+        with h5py.File(Path(k_folder(encoding_dir, ks_all[-1])) / "weights.h5", "r") as fh:
             coef = fh["coef"][()].astype(np.float64)
             n_delays = len(fh["delays"][()])
         layer = int(job.feature.split("-L")[-1]) if "-L" in job.feature else None
-        path = Path(layout.feature_file(model, test[0], ks[-1]))
+        path = Path(layout.feature_file(model, test[0], ks_all[-1]))
         with h5py.File(path, "r") as fh:
             names = sorted(n for n in fh.get("timescales", {}))
             name = f"layer_{layer}" if layer is not None and f"layer_{layer}" in names else (names[-1] if names else None)
@@ -124,7 +131,7 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
             table.to_csv(path, sep="\t", index=False, float_format="%.6g")
         log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
                  subject, model, job.feature, int(table["significant"].sum()), len(table),
-                 float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
+                 float(table.loc[table["significant"], "trw_centroid"].median()) if table["significant"].any() else float("nan"))
         if use is not None:
             with atomic_path(tmp / "context_use.tsv") as path:
                 use.to_csv(path, sep="\t", index=False, float_format="%.6g")
@@ -132,7 +139,7 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
 
             plot_context_use(use, tmp / "context_use.png", fitted=use.attrs["layer"],
                              title=f"{subject} · {job.model.name} {job.feature} · context use")
-        _maps_and_figures(job, ds, subject, ks, cv, test_r, table, tmp)
+        _maps_and_figures(job, ds, subject, ks_all, cv_all, test_all, table, tmp)
         if job.trw.truth is not None:
             _score_planted(job, ds, subject, table, tmp, test)
     return table
@@ -203,7 +210,7 @@ def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: 
     scrambled = "scramble_class" in table
     code = table["scramble_class"].map({c: i for i, c in enumerate(SCRAMBLE_CLASSES)}) if scrambled else None
     if space is not None:
-        cols = ["trw_words", "trw_peak", "trw_seconds", "k_best", "gain"] + [
+        cols = ["trw_centroid", "trw_centroid_seconds", "trw_words", "trw_peak", "k_best", "gain"] + [
             c for c in ("timescale_words", "scramble_index") if c in table]
         for col in cols:
             space.save_nifti(table[col].to_numpy(dtype=np.float32), out_dir / f"{col}.nii.gz")
@@ -212,7 +219,7 @@ def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: 
         if job.maps:
             # a window at a ceiling below the sweep's longest k is a lower bound, not a window: not drawn
             capped = table["at_ceiling"].to_numpy(dtype=bool) & (table["context_ceiling"].to_numpy() < ks[-1])
-            vals = np.where(sig & ~capped, table["trw_peak"].to_numpy(dtype=np.float64), np.nan)
+            vals = np.where(sig & ~capped, table["trw_centroid"].to_numpy(dtype=np.float64), np.nan)
             what = "significant voxels" + (", not at the model's context ceiling" if capped.any() else "")
             brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW ({what})",
                       label="temporal receptive window (words, log scale)", vmin=float(ks[0]), vmax=float(ks[-1]),
