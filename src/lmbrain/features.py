@@ -135,12 +135,18 @@ def _pooled(out, word_ends: torch.Tensor, query_word: torch.Tensor, layers) -> d
     """
     res = {}
     bidx = torch.arange(word_ends.shape[0])[:, None]
-    count = (query_word + 1).to(torch.float64)[..., None]
+    top = int(query_word.max()) + 1  # words past the last query word are never needed
+    word_ends = word_ends[:, :top]
     for layer in layers:
-        h = out.hidden[layer][bidx, word_ends.to(out.hidden[layer].device)]  # (B, L, d)
-        csum = h.to(torch.float64).cumsum(dim=1)
-        picked = csum[bidx, query_word.to(csum.device)] / count.to(csum.device)
-        res[f"pooled/layer_{layer}"] = _np(picked if h.dtype == torch.float64 else picked.float())
+        hid = out.hidden[layer]
+        dev = hid.device
+        one_token = word_ends.shape[1] <= hid.shape[1] and bool(
+            (word_ends == torch.arange(word_ends.shape[1])[None]).all())
+        h = hid[:, :top] if one_token else hid[bidx, word_ends.to(dev)]  # (B, L, d): word-level states
+        csum = h.float().cumsum(dim=1) if h.dtype != torch.float64 else h.cumsum(dim=1)
+        q = query_word.to(dev)
+        picked = csum[bidx.to(dev), q] / (q + 1).to(csum.dtype)[..., None]
+        res[f"pooled/layer_{layer}"] = _np(picked)
     return res
 
 
