@@ -231,3 +231,49 @@ def test_gguf_conversion_to_safetensors_gives_the_same_features(smollm2, tmp_pat
     for k in a:
         for name in a[k]:
             assert np.array_equal(a[k][name], b[k][name]), name
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer", "attention"])
+def test_pooled_features_are_window_means_of_truncated_states(kind):
+    """Independent reference: the mean over the window's words j of word j's own features at context
+    j - start + 1 (each from its own one-window pass), i.e. every state computed inside the window."""
+    lm = word_lm(kind)
+    ks = [1, 2, 5, 16]
+    fast = extract_in_memory(lm, TEXT, ks, attention=False, pooled=True, max_batch_tokens=40)
+    for k in ks:
+        for i in (0, 3, 17, len(TEXT) - 1):
+            start = max(0, i - k + 1)
+            states = [reference_features(lm, TEXT, j, j - start + 1, attention=False) for j in range(start, i + 1)]
+            for layer in range(lm.n_layers + 1):
+                want = np.mean([st[f"hidden/layer_{layer}"] for st in states], axis=0)
+                assert rel_err(fast[k][f"pooled/layer_{layer}"][i], want) < 1e-5, (k, i, layer)
+    # k = 1: the pooled feature is the word's own state
+    assert np.allclose(fast[1]["pooled/layer_1"], fast[1]["hidden/layer_1"], atol=1e-6)
+    # the window is exact: a word k positions back does not change the pooled feature at context k
+    far = list(TEXT)
+    far[20 - 5] = "verona" if TEXT[15] != "verona" else "scene"
+    other = extract_in_memory(lm, far, [5], attention=False, pooled=True)[5]["pooled/layer_1"][20]
+    assert np.allclose(other, fast[5]["pooled/layer_1"][20], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_state_context_caps_the_states_and_pools_beyond(kind):
+    """state_context c: against the reference (every state from its own pass, read from at most c words
+    inside the window), the word's own features stop at c and the pooled mean runs to k."""
+    lm = word_lm(kind)
+    ks, c = [1, 2, 3, 8, 16, 64], 3
+    fast = extract_in_memory(lm, TEXT, ks, pooled=True, state_context=c, max_batch_tokens=20)
+    ref = extract_reference(lm, TEXT, ks, pooled=True, state_context=c)
+    for k in ks:
+        assert set(fast[k]) == set(ref[k]), k
+        for name, r in ref[k].items():
+            assert rel_err(fast[k][name], r) < 1e-5, (k, name)
+    assert np.array_equal(fast[16]["hidden/layer_1"], fast[3]["hidden/layer_1"])
+    assert not np.allclose(fast[16]["pooled/layer_1"], fast[8]["pooled/layer_1"])
+    # up to c, nothing changes; a cap at or above max(k) is the uncapped path
+    plain = extract_in_memory(lm, TEXT, ks, pooled=True)
+    for k in (1, 2, 3):
+        for name in plain[k]:
+            assert rel_err(fast[k][name], plain[k][name]) < 1e-6
+    same = extract_in_memory(lm, TEXT, ks, pooled=True, state_context=64)
+    assert all(np.array_equal(same[k][x], plain[k][x]) for k in ks for x in plain[k])

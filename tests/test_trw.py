@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from lmbrain.trw import TRWError, bootstrap_trw, centre_of_mass, context_sweep, robust_window
+from lmbrain.trw import (
+    TRWError, bootstrap_trw, centre_of_mass, context_sweep, peak_window, robust_window, window_seconds, words_to_seconds,
+)
 
 KS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
 
@@ -202,3 +204,70 @@ def test_bootstrap_from_block_sums_matches_resampling_the_series():
     ref_lo, ref_hi = _bootstrap_reference(KS, preds, y, 50, 10, 0.9, seed=3)
     np.testing.assert_array_equal(lo, ref_lo)
     np.testing.assert_array_equal(hi, ref_hi)
+
+
+def test_peak_window_against_polyfit():
+    """Independent reference: numpy's polyfit of a quadratic through the best point and its neighbours."""
+    ks = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])
+    rng = np.random.default_rng(3)
+    curves = rng.standard_normal((ks.size, 200))
+    got = peak_window(ks, curves)
+    x = np.log(ks)
+    for v in range(curves.shape[1]):
+        i = int(curves[:, v].argmax())
+        if 0 < i < ks.size - 1:
+            a, b, _ = np.polyfit(x[i - 1: i + 2], curves[i - 1: i + 2, v], 2)
+            want = np.exp(np.clip(-b / (2 * a), x[i - 1], x[i + 1]))
+        else:
+            want = ks[i]
+        assert got[v] == pytest.approx(want, rel=1e-9)
+    # a parabola in log k sampled on the grid peaks where it was planted; a symmetric peak is the grid point
+    planted = np.array([3.0, 10.0, 100.0])
+    parab = -(x[:, None] - np.log(planted)[None]) ** 2
+    assert np.allclose(peak_window(ks, parab), planted)
+    assert peak_window([1, 2, 4], np.array([[0.0], [1.0], [0.0]]))[0] == pytest.approx(2.0)
+    # NaN counts as -inf; the ends give the end values
+    assert peak_window([1, 2, 4], np.array([[np.nan], [1.0], [0.5]]))[0] == pytest.approx(2.0)
+    assert peak_window([1, 2, 4], np.array([[0.0], [0.5], [1.0]]))[0] == 4
+
+
+def test_context_sweep_trw_peak_is_the_shortest_k_without_gain():
+    ks = [1, 2, 4, 8]
+    cv = np.array([[0.3, 0.1], [0.2, 0.2], [0.1, 0.4], [0.0, 0.3]])
+    t = context_sweep(ks, cv, cv)
+    assert t["trw_peak"][0] == 1 and 2 < t["trw_peak"][1] < 8
+
+
+def test_window_seconds_and_conversion():
+    import pandas as pd
+
+    # words of 0.5 s every 1 s: a k-word window spans k - 0.5 s
+    a = pd.DataFrame({"onset": np.arange(10.0), "offset": np.arange(10.0) + 0.5})
+    b = pd.DataFrame({"onset": np.arange(4.0) * 2, "offset": np.arange(4.0) * 2 + 0.5})  # 2 s apart: 2k - 1.5
+    sec = window_seconds([a, b], [1, 2, 4, 16])
+    # k=1: medians of 14 spans of 0.5; k=2: 9 spans of 1.5 and 3 of 2.5 -> 1.5; k=4: 7 of 3.5, 1 of 6.5;
+    # k=16 is longer than every story: the longest story's span (9.5 s)
+    assert sec.tolist() == [0.5, 1.5, 3.5, 9.5]
+    assert words_to_seconds([1, 2, 4, 0.5, 100], [1, 2, 4, 16], sec).tolist() == pytest.approx([0.5, 1.5, 3.5, 0.5, 9.5])
+    mid = words_to_seconds([np.sqrt(2)], [1, 2], [0.5, 2.0])[0]
+    assert mid == pytest.approx(1.0)  # geometric mean: log-log interpolation
+
+
+def test_centroid_window_against_a_loop():
+    from lmbrain.trw import centroid_window
+
+    ks = np.array([1, 2, 4, 8, 16])
+    rng = np.random.default_rng(5)
+    curves = rng.standard_normal((5, 30))
+    curves[2, 3] = np.nan
+    got = centroid_window(ks, curves)
+    for v in range(30):
+        c = curves[:, v]
+        ok = ~np.isnan(c)
+        w = np.where(ok, np.maximum(c - c[ok].mean(), 0), 0.0)
+        assert got[v] == pytest.approx(np.exp((w * np.log(ks)).sum() / w.sum()), rel=1e-12)
+    # a symmetric bump in log k is centred on its peak; a flat curve gives the shortest k
+    assert centroid_window(ks, np.array([[0.0], [1.0], [2.0], [1.0], [0.0]]))[0] == pytest.approx(4.0)
+    assert centroid_window(ks, np.array([[0.0], [0.0], [3.0], [1.0], [0.0]]))[0] == pytest.approx(
+        np.exp((2.2 * np.log(4) + 0.2 * np.log(8)) / 2.4))
+    assert centroid_window(ks, np.full((5, 1), 0.3))[0] == 1

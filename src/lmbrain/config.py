@@ -124,6 +124,12 @@ def _cross_checks(config: dict, source: str) -> None:
     if trw["sentence_gap"] > trw["paragraph_gap"]:
         raise ConfigError(f"{source}: trw.sentence_gap ({trw['sentence_gap']}) must not exceed trw.paragraph_gap "
                           f"({trw['paragraph_gap']}): a paragraph break is the longer pause")
+    kinds = set(config["encoding"]["features"])
+    for spec in (config.get("models") or {}).values():
+        kinds |= set((spec or {}).get("encoding_features") or [])
+    if "pooled" in kinds and not config["features"]["pooled"]:
+        raise ConfigError(f"{source}: encoding features list pooled, but features.pooled is false: the feature files "
+                          "would not hold the window means; set features.pooled: true")
     from .modelspec import ModelError, check_models
 
     try:
@@ -268,6 +274,7 @@ class FeatureSettings:
     dtype: str
     precision: str
     max_batch_tokens: int
+    pooled: bool = False  # also save window means of the hidden states (feature kind "pooled")
 
 
 @dataclass(frozen=True)
@@ -612,8 +619,8 @@ def resolve(config: dict, source: str = "config") -> Settings:
     enc_features = {}
     for name, spec in models.items():
         try:
-            names = encoding_features(spec.type, spec.layers, tuple(enc["features"]), enc["layers"],
-                                      spec.attention_features)
+            kinds = spec.get("encoding_features") or enc["features"]  # a model's own list overrides
+            names = encoding_features(spec.type, spec.layers, tuple(kinds), enc["layers"], spec.attention_features)
         except EncodingError as exc:
             raise ConfigError(f"{source}: model '{name}': {exc}") from None
         if not names:

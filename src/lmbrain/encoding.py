@@ -36,8 +36,10 @@ from . import LmbrainError
 
 log = logging.getLogger(__name__)
 
-FEATURE_KINDS = ("hidden", "heads", "entropy", "distance")
-_FEATURE_RE = re.compile(r"^(hidden|heads|entropy|distance)-(L\d+|last)$")
+FEATURE_KINDS = ("hidden", "pooled", "heads", "entropy", "distance")
+#: feature kinds read from every layer (the others are per-head attention features, layers >= 1)
+STATE_KINDS = ("hidden", "pooled")
+_FEATURE_RE = re.compile(r"^(hidden|pooled|heads|entropy|distance)-(L\d+|last)$")
 
 
 class EncodingError(LmbrainError, ValueError):
@@ -93,7 +95,7 @@ def encoding_features(model_type: str, layers, kinds=("hidden",), mode: str = "l
         if kind not in FEATURE_KINDS:
             raise EncodingError(f"unknown feature kind {kind!r} (use {', '.join(FEATURE_KINDS)})")
         for layer in chosen:
-            if kind != "hidden" and (not has_attention or layer == 0):
+            if kind not in STATE_KINDS and (not has_attention or layer == 0):
                 continue
             out.append(f"{kind}-" + ("last" if layer == "last" else f"L{layer}"))
     return out
@@ -107,7 +109,7 @@ def story_tr_features(path: str | os.PathLike, kind: str, layer: int | None, tr_
 
     if layer is None:
         info = feature_info(path)
-        layers = list(info["attrs"].get("attention_layers" if kind != "hidden" else "layers", []))
+        layers = list(info["attrs"].get("attention_layers" if kind not in STATE_KINDS else "layers", []))
         if not layers:
             raise EncodingError(f"{path}: no {kind} features saved")
         layer = int(max(layers))

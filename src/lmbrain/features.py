@@ -8,6 +8,11 @@ banded attention mask is not equivalent: its receptive field grows with depth).
 What is read off at the word's last token:
 
 - ``hidden/layer_<l>``: the hidden state of layer ``l`` ``(n_words, d)``;
+- ``pooled/layer_<l>`` (when asked for, ``pooled=True``): the mean over the window's ``k`` words of
+  their layer-``l`` states, each word read at its last token within the same strictly truncated
+  window (the first word of the window with no context, the last with all ``k``): a bag of
+  contextual states whose content grows with ``k`` by construction, even for a model whose own
+  states stop changing after a few words;
 - for attention models, per layer ``l >= 1`` and head: ``attention/layer_<l>/heads`` the head's
   attention output before the output projection (Kumar et al.'s "transformations",
   ``(n_words, n_heads, d_head)``), ``attention/layer_<l>/entropy`` the entropy (nats) of the
@@ -121,6 +126,35 @@ def _read_off(lm, out, rows_tok, token_word, query_word, layers, attn_layers):
     return res
 
 
+def _pooled(out, word_ends: torch.Tensor, query_word: torch.Tensor, layers) -> dict:
+    """Mean of each layer's states over the window's words ``0..q`` for every query word ``q``.
+
+    word_ends: ``(B, L)`` token index of the last token of each of the window's words (padded by
+    repeating the last one); query_word: ``(B, Q)`` window word index read off. Returns
+    ``{"pooled/layer_<l>": (B, Q, d)}`` float32 numpy (float64 kept).
+    """
+    res = {}
+    bidx = torch.arange(word_ends.shape[0])[:, None]
+    top = int(query_word.max()) + 1  # words past the last query word are never needed
+    word_ends = word_ends[:, :top]
+    for layer in layers:
+        hid = out.hidden[layer]
+        dev = hid.device
+        one_token = word_ends.shape[1] <= hid.shape[1] and bool(
+            (word_ends == torch.arange(word_ends.shape[1])[None]).all())
+        h = hid[:, :top] if one_token else hid[bidx, word_ends.to(dev)]  # (B, L, d): word-level states
+        csum = h.float().cumsum(dim=1) if h.dtype != torch.float64 else h.cumsum(dim=1)
+        q = query_word.to(dev)
+        picked = csum[bidx.to(dev), q] / (q + 1).to(csum.dtype)[..., None]
+        res[f"pooled/layer_{layer}"] = _np(picked)
+    return res
+
+
+def _padded_ends(last: list[list[int]]) -> torch.Tensor:
+    L = max(len(e) for e in last)
+    return torch.stack([torch.as_tensor(e + [e[-1]] * (L - len(e))) for e in last])
+
+
 def _plan(lm: LanguageModel, layers, attention: bool):
     layers = resolve_layers(layers, lm.n_layers, f"model '{lm.name}'")
     attn_layers = [layer for layer in layers if layer >= 1] if (attention and lm.has_attention) else []
@@ -146,14 +180,82 @@ def _autocast(lm: LanguageModel, precision: str):
 
 
 def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention: bool = True,
-                  max_batch_tokens: int = 8192, precision: str = "float32", progress: bool = False):
+                  max_batch_tokens: int = 8192, precision: str = "float32", progress: bool = False,
+                  pooled: bool = False, state_context: int | None = None):
     """Fast exact path: yields ``(k, start_row, arrays)`` blocks covering every (word, k).
+
+    ``pooled``: also the window means of the hidden states (``pooled/layer_<l>``, module docstring),
+    from the same passes: the window that starts at word ``s`` holds every state its mean needs.
+
+    ``state_context``: the model reads each word with at most this many words of context (None = the
+    whole window). Every feature at ``k`` still depends on the last ``k`` words only: at ``k`` above
+    ``state_context`` the word's own state (hidden, attention) is the one at ``state_context``, and the
+    pooled feature averages the window's ``k`` states, each computed from at most ``state_context``
+    words *inside the window* (the window's first words see fewer). Passes are then
+    ``state_context`` words long instead of ``max(k)``, so a large model covers long windows through
+    pooling at a fraction of the cost; see :func:`_capped`.
 
     ``arrays`` maps feature names to ``(n_rows, ...)`` float32 arrays for words
     ``start_row : start_row + n_rows``; blocks of one k arrive in word order. Memory is bounded by
-    ``max_batch_tokens`` (window tokens per forward pass), never by the story length.
+    ``max_batch_tokens`` (window tokens per forward pass), never by the story length, except with
+    ``state_context`` below ``max(k)``: the features at ``state_context`` of the whole story are kept
+    to derive the longer contexts.
     """
     ks = check_context_lengths(list(context_lengths))
+    if state_context is not None:
+        state_context = int(state_context)
+        if state_context < 1:
+            raise ModelError(f"model '{lm.name}': state_context must be a positive number of words, not {state_context}")
+    if state_context is not None and state_context < max(ks) and len(words) > state_context:
+        yield from _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled,
+                           state_context)
+        return
+    yield from _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled)
+
+
+def _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled, L):
+    """:func:`iter_features` with states read from at most ``L`` words: the contexts up to ``L`` from
+    ``L``-word passes, the longer ones derived from the features at ``L``.
+
+    For word ``i`` at ``k > L`` with window start ``s = max(0, i - k + 1)`` and ``m = i - s + 1`` words:
+    the state features are those at ``L``; the pooled mean is ``P_L[i]`` when ``m <= L`` (the window
+    is the story's first ``m`` words), else ``(L * P_L[s + L - 1] + sum_{j = s + L .. i} H_L[j]) / m``:
+    the window's first ``L`` words (states from inside the window, the mean ``P_L`` of the window that
+    starts at ``s``) plus every later word's own state ``H_L`` at context ``L`` (which starts after
+    ``s``).
+    """
+    n = len(words)
+    core = sorted({k for k in ks if k < L} | {L})
+    kept: dict = {}
+    for k, start, arrays in _exact(lm, words, core, layers, attention, max_batch_tokens, precision, progress,
+                                   pooled):
+        if k == L:
+            for name, a in arrays.items():
+                kept.setdefault(name, np.empty((n,) + a.shape[1:], dtype=a.dtype))[start: start + a.shape[0]] = a
+        if k in ks:
+            yield k, start, arrays
+    i = np.arange(n)
+    for k in (k for k in ks if k > L):
+        s = np.maximum(0, i - k + 1)
+        m = (i - s + 1).astype(np.float64)
+        long_ = m > L
+        out = {}
+        for name, a in kept.items():
+            if not name.startswith("pooled/"):
+                out[name] = a
+                continue
+            H = kept["hidden/" + name.split("/", 1)[1]].astype(np.float64)
+            C = np.concatenate([np.zeros((1,) + H.shape[1:]), np.cumsum(H, axis=0)])
+            P = a.astype(np.float64)
+            head = L * P[np.minimum(s + L - 1, n - 1)]
+            tail = C[i + 1] - C[np.minimum(s + L, n)]
+            mean = (head + tail) / m.reshape((-1,) + (1,) * (P.ndim - 1))
+            out[name] = np.where(long_.reshape((-1,) + (1,) * (P.ndim - 1)), mean, P).astype(a.dtype)
+        yield k, 0, out
+
+
+def _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled):
+    """:func:`iter_features` with every state read from its whole window (passes of ``max(k)`` words)."""
     layers, attn_layers = _plan(lm, layers, attention)
     n = len(words)
     if n == 0:
@@ -180,6 +282,8 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
         out = lm.run(tokens, layers, attention=bool(attn_layers), query_rows=ends)
         tw = _token_words(word_ids, 0, K, n_prefix, tokens.shape[1])[None]
         got = _read_off(lm, out, ends, tw, torch.arange(len(last[0]))[None], layers, attn_layers)
+        if pooled:
+            got.update(_pooled(out, ends, torch.arange(len(last[0]))[None], layers))
         for k in ks:
             m = min(k, n)
             yield k, 0, {name: a[0, :m] for name, a in got.items()}
@@ -197,6 +301,8 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
             out = lm.run(tokens, layers, attention=bool(attn_layers), query_rows=rows_tok)
             tw = torch.stack([_token_words(word_ids, s, K, n_prefix, tokens.shape[1]) for s in starts])
             got = _read_off(lm, out, rows_tok, tw, qword, layers, attn_layers)
+            if pooled:
+                got.update(_pooled(out, _padded_ends(last), qword, layers))
             for qi, k in enumerate(ks):
                 first = s0 + k - 1
                 if first >= n:
@@ -208,8 +314,23 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
     bar.close()
 
 
-def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, layers=None, attention: bool = True):
-    """The simple reference: one forward pass over words ``max(0, i-k+1)..i`` read at word i's last token."""
+def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, layers=None, attention: bool = True,
+                       pooled: bool = False, state_context: int | None = None):
+    """The simple reference: one forward pass over words ``max(0, i-k+1)..i`` read at word i's last token
+    (``pooled``: also the plain mean of that pass's states at every word's last token).
+
+    ``state_context`` (slow, for tests): the word's features at context ``min(k, state_context)``, and the
+    pooled mean over the window's words ``j`` of each one's state at ``min(state_context, j - start + 1)``
+    words, every one from its own pass."""
+    if state_context is not None and k > state_context:
+        res = reference_features(lm, words, i, int(state_context), layers, attention)
+        if pooled:
+            start = max(0, i - k + 1)
+            states = [reference_features(lm, words, j, min(int(state_context), j - start + 1), layers, False)
+                      for j in range(start, i + 1)]
+            for name in [x for x in states[0] if x.startswith("hidden/")]:
+                res["pooled/" + name.split("/", 1)[1]] = np.mean([st[name] for st in states], axis=0)
+        return res
     layers, attn_layers = _plan(lm, layers, attention)
     start = max(0, i - k + 1)
     ids = lm.encode(words[start: i + 1])
@@ -220,15 +341,22 @@ def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, laye
     tw = _token_words(ids, 0, len(ids), len(lm.prefix), len(toks))[None]
     got = _read_off(lm, out, torch.as_tensor([[len(toks) - 1]]), tw, torch.as_tensor([[i - start]]), layers,
                     attn_layers)
-    return {name: a[0, 0] for name, a in got.items()}
+    res = {name: a[0, 0] for name, a in got.items()}
+    if pooled:
+        ends = np.cumsum([len(w) for w in ids]) + len(lm.prefix) - 1
+        for layer in layers:
+            res[f"pooled/layer_{layer}"] = _np(out.hidden[layer][0, torch.as_tensor(ends)].mean(dim=0))
+    return res
 
 
-def extract_reference(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention=True):
+def extract_reference(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention=True,
+                      pooled: bool = False, state_context: int | None = None):
     """Every (word, k) through :func:`reference_features`: ``{k: {name: (n_words, ...)}}`` (slow; for tests)."""
     ks = check_context_lengths(list(context_lengths))
     res = {}
     for k in ks:
-        rows = [reference_features(lm, words, i, k, layers, attention) for i in range(len(words))]
+        rows = [reference_features(lm, words, i, k, layers, attention, pooled, state_context)
+                for i in range(len(words))]
         res[k] = {name: np.stack([r[name] for r in rows]) for name in rows[0]} if rows else {}
     return res
 
@@ -256,7 +384,8 @@ def extract_in_memory(lm: LanguageModel, words: list[str], context_lengths, laye
 # ------------------------------------------------------------------------------------------
 def write_story_features(lm: LanguageModel, story: str, words_df, paths: dict, layers=None, attention=True,
                          dtype: str = "float32", max_batch_tokens: int = 8192, precision: str = "float32",
-                         progress: bool = False, attrs: dict | None = None) -> dict:
+                         progress: bool = False, attrs: dict | None = None, pooled: bool = False,
+                         state_context: int | None = None) -> dict:
     """Extract one story at every k and write ``paths[k]`` (HDF5) atomically; returns shapes.
 
     ``words_df`` has columns ``word``, ``onset``, ``offset`` (and ``midpoint``). Each file holds the
@@ -293,11 +422,13 @@ def write_story_features(lm: LanguageModel, story: str, words_df, paths: dict, l
                 "model": lm.name, "model_type": lm.kind, "story": story, "context_length": int(k),
                 "context_method": CONTEXT_METHOD, "layers": np.asarray(layers_r, dtype=np.int64),
                 "attention_layers": np.asarray(attn_layers, dtype=np.int64), "n_layers": int(lm.n_layers),
-                "n_words": n, "lmbrain_version": __version__, **(attrs or {}),
+                "n_words": n, "lmbrain_version": __version__, "pooled": bool(pooled),
+                "state_context": int(state_context) if state_context is not None else 0, **(attrs or {}),
             })
         filled = {k: 0 for k in ks}
         for k, start, arrays in iter_features(lm, words, ks, layers_r, attention, max_batch_tokens=max_batch_tokens,
-                                              precision=precision, progress=progress):
+                                              precision=precision, progress=progress, pooled=pooled,
+                                              state_context=state_context):
             fh = files[k]
             m = None
             for name, a in arrays.items():
@@ -319,7 +450,7 @@ def write_story_features(lm: LanguageModel, story: str, words_df, paths: dict, l
 def read_features(path: str | os.PathLike, layer: int | None = None, kind: str = "hidden", rows=None):
     """One array from a feature file without loading the others.
 
-    kind: ``hidden`` (needs ``layer``), ``heads``, ``entropy`` or ``distance`` (attention, needs
+    kind: ``hidden`` or ``pooled`` (needs ``layer``), ``heads``, ``entropy`` or ``distance`` (attention, needs
     ``layer``), ``words``/``onset``/``offset``/``time``, or a full dataset name. ``rows``: a slice or
     index array of words (default all).
     """
@@ -328,8 +459,8 @@ def read_features(path: str | os.PathLike, layer: int | None = None, kind: str =
     path = Path(path)
     if not path.exists():
         raise FeatureError(f"{path}: feature file not found (run the extract_features rule)")
-    if kind == "hidden":
-        name = f"hidden/layer_{layer}"
+    if kind in ("hidden", "pooled"):
+        name = f"{kind}/layer_{layer}"
     elif kind in ("heads", "entropy", "distance"):
         name = f"attention/layer_{layer}/{kind}"
     else:

@@ -28,6 +28,11 @@ _COMMON = {
     "layers": None,  # layers whose hidden states become features (None = every layer)
     "attention_features": True,  # transformers: per-head outputs and attention statistics
     "context_lengths": None,  # None = features.context_lengths
+    # each word's state is read from at most this many words of the window (None = the whole window);
+    # pooled features still average the whole window, so long windows cost passes of this length only
+    "state_context": None,
+    # feature kinds fitted for this model (None = encoding.features), e.g. [hidden] for the planted control
+    "encoding_features": None,
 }
 _TRAIN = {
     "min_count": 2,
@@ -70,6 +75,14 @@ def model_spec(name: str, spec: dict) -> dict:
             f"allowed: {', '.join(sorted(DEFAULTS[kind]))}"
         )
     out = {**DEFAULTS[kind], **spec}
+    sc = out["state_context"]
+    if sc is not None and not (isinstance(sc, (int, np.integer)) and not isinstance(sc, bool) and sc >= 1):
+        raise ModelError(f"model '{name}': state_context must be a positive number of words or null, not {sc!r}")
+    ef = out["encoding_features"]
+    if ef is not None and (not isinstance(ef, (list, tuple)) or not ef
+                           or not all(k in ("hidden", "pooled", "heads", "entropy", "distance") for k in ef)):
+        raise ModelError(f"model '{name}': encoding_features must be a non-empty list of feature kinds (hidden, pooled, "
+                         f"heads, entropy, distance) or null, not {ef!r}")
     ks = out["context_lengths"]
     if ks is not None:
         check_context_lengths(ks, f"model '{name}'")

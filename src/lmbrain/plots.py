@@ -177,6 +177,29 @@ def sweep_curves(ks, cv, test_r, table, png, title: str = "") -> list[Path]:
     return _finish_groups(fig, axes, sig.any(), png, f"{title} · significant voxels, median and interquartile range")
 
 
+def context_use(table, png, fitted=None, title: str = "") -> list[Path]:
+    """Context-use curves (:func:`lmbrain.context_use.feature_context_use`): 1 - r between the features at k
+    and at the longest k, one line per layer (the fitted layer bold), each layer's ceiling marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, (layer, rows) in enumerate(table.groupby("layer")):
+        bold = layer == fitted
+        ax.plot(rows["k"], rows["distance"], "o-", color=f"C{i % 10}", lw=2.5 if bold else 1.0,
+                label=f"layer {layer}" + (" (fitted)" if bold else "") + f": resolves up to {rows['ceiling'].iloc[0]} word(s)")
+        ax.axvline(rows["ceiling"].iloc[0], color=f"C{i % 10}", ls=":", lw=1)
+    ks = np.sort(table["k"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(int(k)) for k in ks])
+    ax.set_xlabel("context length k (words)")
+    ax.set_ylabel("1 - r with the longest context\n(mean over units)")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
 def _band(ax, x, values, i, label):
     """Median line and interquartile band of ``values`` (len(x), n) in colour ``C<i>``."""
     med = np.nanmedian(values, axis=1)

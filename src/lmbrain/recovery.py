@@ -106,13 +106,15 @@ def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Spearman correlation of planted windows with each recovered estimate, per voxel set.
 
     ``truth``: a planted-truth table (:func:`read_truth`); ``table``: the TRW table (``voxel``,
-    ``significant`` and the estimates). Voxel sets: :func:`planted_sets`. Estimates: ``trw_words``,
+    ``significant`` and the estimates). Voxel sets: :func:`planted_sets`. Estimates: ``trw_words``, ``trw_peak``, ``trw_centroid``,
     ``k_best``, ``com_words`` and, when present, ``scramble_index`` and ``timescale_words``.
     """
     from scipy.stats import spearmanr
 
     truth, sets = planted_sets(truth, table)
-    estimates = [c for c in ("trw_words", "k_best", "com_words", "scramble_index", "timescale_words") if c in table]
+    estimates = [c for c in ("trw_words", "trw_peak", "trw_centroid", "k_best", "com_words", "scramble_index",
+                             "timescale_words")
+                 if c in table]
     rows = []
     for name, m in sets.items():
         for col in estimates:

@@ -157,7 +157,7 @@ def unit_lengths(stories_words, sentence_gap: float = 0.3, paragraph_gap: float 
 
 def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best, seeds: int = 3, seed: int = 0,
                       sentence_gap: float = 0.3, paragraph_gap: float = 0.7, threshold: float = 0.7,
-                      progress: bool = False, label: str = "") -> pd.DataFrame:
+                      progress: bool = False, label: str = "", state_context: int | None = None) -> pd.DataFrame:
     """In-silico scrambling: how much of each voxel's predicted response to a word survives scrambling.
 
     Each story is scrambled at the word, sentence and paragraph level (``seeds`` seeds each, seeded
@@ -177,7 +177,7 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     layer : int
         The feature layer (resolved, >= 0).
     kind : str
-        ``hidden``, ``heads``, ``entropy`` or ``distance``.
+        ``hidden``, ``pooled``, ``heads``, ``entropy`` or ``distance``.
     stories : iterable of (name, words, tr_times)
         The test stories: their word tables (``word``, ``onset``, ``offset``, ``midpoint``) and TR times.
     weights : dict
@@ -187,6 +187,8 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     seeds, seed, sentence_gap, paragraph_gap, threshold
         Scrambles per level, base seed, pause lengths (s) ending a sentence / a paragraph, survival
         correlation a voxel must keep for its class (:func:`scramble_summary`).
+    state_context : int or None
+        The model's ``state_context`` (:func:`lmbrain.features.iter_features`), as for its features.
 
     Returns
     -------
@@ -205,10 +207,12 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     missing = sorted(set(np.unique(k_best).tolist()) - set(used))
     if missing:
         raise TRWError(f"no encoding weights for the context length(s) {missing} some voxels prefer")
-    name = f"hidden/layer_{layer}" if kind == "hidden" else f"attention/layer_{layer}/{kind}"
+    state = kind in ("hidden", "pooled")
+    name = f"{kind}/layer_{layer}" if state else f"attention/layer_{layer}/{kind}"
 
     def word_features(words):
-        f = extract_in_memory(lm, [str(w) for w in words["word"]], used, layers=[layer], attention=kind != "hidden")
+        f = extract_in_memory(lm, [str(w) for w in words["word"]], used, layers=[layer], attention=not state,
+                              pooled=kind == "pooled", state_context=state_context)
         return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in used}
 
     def predict(F, scale):

@@ -11,7 +11,16 @@ curve. Per voxel:
 - ``com_words``: the log-k centre of mass of the curve's positive increments,
   ``exp(sum_j max(s_j - s_{j-1}, 0) log k_j / sum_j max(s_j - s_{j-1}, 0))`` (the shortest k when
   the curve never rises);
+- ``trw_peak``: where the CV curve peaks in log k, between grid points: the vertex of the parabola
+  through the best k and its two neighbours in ``log k`` (the best k itself at either end of the
+  grid, or when the three points do not make a peak; the shortest k when there is no gain);
+- ``trw_centroid``: the centre of mass in ``log k`` of the above-average part of the CV curve
+  (:func:`centroid_window`): a whole-curve location that one noisy point moves only a little, the
+  primary estimate for language-model features (README, TRW recovery);
 - ``test_gain``: the same gain on the test correlation (reported, never used to choose).
+
+:func:`window_seconds` gives the time (s) that windows of k words span in the stories, and
+:func:`words_to_seconds` converts a window in words to seconds through it (``trw_seconds``).
 
 :func:`bootstrap_trw` gives an interval for ``trw_words`` computed on the test-correlation curve by
 resampling blocks of test TRs (the stored test predictions of every k and the test responses).
@@ -52,6 +61,90 @@ def robust_window(ks, curves, fraction: float = 0.9) -> np.ndarray:
     return np.where(best > 0, ks[first], ks[0])
 
 
+def peak_window(ks, curves) -> np.ndarray:
+    """Sub-grid peak of each curve in ``log k``: ``(V,)`` in words (module docstring).
+
+    With the best grid point ``i`` (argmax; NaN counts as -inf) strictly inside the grid, the parabola
+    through ``(log k_j, s_j)`` for ``j = i-1, i, i+1`` has its vertex at
+    ``x* = x_i - 1/2 [(x_i - x_{i-1})^2 (s_i - s_{i+1}) - (x_i - x_{i+1})^2 (s_i - s_{i-1})] /
+    [(x_i - x_{i-1}) (s_i - s_{i+1}) - (x_i - x_{i+1}) (s_i - s_{i-1})]``; it lies between the
+    neighbours whenever ``s_i`` is at least both of them. Curves whose best point is the shortest k with
+    no gain over it give the shortest k, as :func:`robust_window`.
+    """
+    ks, c = _check(ks, curves, "curves")
+    c = np.nan_to_num(c, nan=-np.inf)
+    x = np.log(ks)
+    i = c.argmax(axis=0)
+    v = np.arange(c.shape[1])
+    out = x[i].copy()
+    inner = (i > 0) & (i < ks.size - 1)
+    if inner.any():
+        ii, vv = i[inner], v[inner]
+        x0, x1, x2 = x[ii - 1], x[ii], x[ii + 1]
+        s0, s1, s2 = c[ii - 1, vv], c[ii, vv], c[ii + 1, vv]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = (x1 - x0) ** 2 * (s1 - s2) - (x1 - x2) ** 2 * (s1 - s0)
+            den = (x1 - x0) * (s1 - s2) - (x1 - x2) * (s1 - s0)
+            vertex = x1 - 0.5 * num / den
+        ok = np.isfinite(vertex) & (den != 0)
+        out[inner] = np.where(ok, np.clip(vertex, x0, x2), x1)
+    return np.exp(out)
+
+
+def centroid_window(ks, curves) -> np.ndarray:
+    """Centre of mass in ``log k`` of the above-average part of each curve: ``(V,)`` in words.
+
+    ``exp(sum_j w_j log k_j / sum_j w_j)`` with ``w_j = max(s_j - mean(s), 0)``: every point above the
+    curve's own mean votes for its k with its excess, so the estimate sits where the curve is high as a
+    whole, and one noisy point moves it by its share of the excess only (the argmax jumps to it). A
+    constant curve gives the shortest k. NaN scores are left out (of the mean and of the votes).
+    """
+    ks, c = _check(ks, curves, "curves")
+    ok = ~np.isnan(c)
+    n = ok.sum(axis=0)
+    mean = np.where(n > 0, np.where(ok, c, 0.0).sum(axis=0) / np.maximum(n, 1), 0.0)
+    w = np.where(ok, np.clip(c - mean[None, :], 0, None), 0.0)
+    total = w.sum(axis=0)
+    logk = np.log(ks)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com = np.exp((w * logk).sum(axis=0) / total)
+    return np.where(total > 0, com, ks[0])
+
+
+def window_seconds(stories_words, ks) -> np.ndarray:
+    """Median time (s) from the first word's onset to the last word's offset of every full window of k
+    words in the stories (``stories_words``: word tables with ``onset`` and ``offset``): ``(n_k,)``.
+
+    A k longer than every story gets the longest story's span (the whole story)."""
+    ks = np.asarray(ks, dtype=np.int64)
+    spans = []
+    for k in ks:
+        vals = []
+        for w in stories_words:
+            on, off = np.asarray(w["onset"], dtype=np.float64), np.asarray(w["offset"], dtype=np.float64)
+            if len(on) >= k:
+                vals.append(off[k - 1:] - on[: len(on) - k + 1])
+        if vals:
+            spans.append(float(np.median(np.concatenate(vals))))
+        else:
+            spans.append(max(float(np.max(w["offset"]) - np.min(w["onset"])) for w in stories_words))
+    out = np.asarray(spans)
+    if out.size > 1 and np.any(np.diff(out) < 0):  # medians of nested windows rise; keep it monotone
+        out = np.maximum.accumulate(out)
+    return out
+
+
+def words_to_seconds(windows, ks, seconds) -> np.ndarray:
+    """Windows in words to seconds by linear interpolation of ``log seconds`` against ``log k`` over the
+    grid (:func:`window_seconds`); windows outside the grid take the end values."""
+    ks = np.asarray(ks, dtype=np.float64)
+    sec = np.asarray(seconds, dtype=np.float64)
+    if ks.shape != sec.shape or np.any(sec <= 0):
+        raise TRWError("seconds must be positive, one per context length")
+    w = np.asarray(windows, dtype=np.float64)
+    return np.exp(np.interp(np.log(np.clip(w, ks[0], ks[-1])), np.log(ks), np.log(sec)))
+
+
 def centre_of_mass(ks, curves) -> np.ndarray:
     """Log-k centre of mass of the positive increments of each curve: (V,) in words."""
     ks, c = _check(ks, curves, "curves")
@@ -77,6 +170,8 @@ def context_sweep(ks, cv, test_r, fraction: float = 0.9) -> pd.DataFrame:
         "k_best": ks[ib].astype(int),
         "gain": np.clip(cv[ib, v] - cv[0], 0, None),
         "trw_words": robust_window(ks, cv, fraction).astype(int),
+        "trw_peak": np.where(cv[ib, v] - cv[0] > 0, peak_window(ks, cv), ks[0]),
+        "trw_centroid": centroid_window(ks, cv),
         "com_words": centre_of_mass(ks, cv),
         "cv_best": cv[ib, v],
         "test_r_best": test_r[ib, v],

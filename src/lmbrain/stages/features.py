@@ -42,9 +42,10 @@ def extract_features(job: FeatureJob, story: str, model_dir, out_dir, progress: 
         shapes = write_story_features(lm, story, words, paths,
                                       layers=None if spec.layers is None else list(spec.layers),
                                       attention=spec.attention_features, dtype=fc.dtype,
-                                      max_batch_tokens=fc.max_batch_tokens, precision=fc.precision, progress=progress)
+                                      max_batch_tokens=fc.max_batch_tokens, precision=fc.precision, progress=progress,
+                                      pooled=fc.pooled, state_context=spec.get("state_context"))
     dt = time.time() - t0
     log.info("story %s: %d words x %d context lengths in %.1f s (%.0f words/s, all k); arrays: %s", story, len(words),
              len(ks), dt, len(words) / max(dt, 1e-9), ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items()
-                                                                  if k.startswith(("hidden", "attention"))))
+                                                                  if k.startswith(("hidden", "pooled", "attention"))))
     return {"seconds": dt, "n_words": len(words), "context_lengths": ks, "shapes": shapes}

@@ -2,9 +2,20 @@
 
 Reads the context sweep of the model's TRW feature (the encoding folder's ``k<k>/voxels.tsv``,
 ``predictions.h5`` and, for scrambling and the multi-timescale LSTM, ``weights.h5``), the test
-responses, the model (in-silico scrambling) and, for ``mtlstm``, the unit timescales saved with the
-test story's features. Science: :mod:`lmbrain.trw` (curves, bootstrap, unit timescales),
+responses, the model (in-silico scrambling) and the test stories' features (the multi-timescale
+LSTM's unit timescales, and the model's context use). Science: :mod:`lmbrain.trw` (curves, bootstrap,
+unit timescales, seconds), :mod:`lmbrain.context_use` (how far the features resolve context),
 :mod:`lmbrain.scrambling`, :mod:`lmbrain.recovery` (scoring against a planted answer).
+
+Beside the window estimates, ``voxels.tsv`` has ``trw_seconds``, ``trw_peak_seconds`` and
+``trw_centroid_seconds`` (the estimates in seconds, from the median time k-word windows span in the
+subject's stories), ``context_ceiling`` (the longest window the fitted features resolve, the same
+for every voxel: features at longer k repeat those at the ceiling, so every estimate is read from
+the curve up to it) and ``at_ceiling`` (the voxel's best k is that ceiling: its window is *at least*
+the ceiling as far as this model can tell, not a measured window; such voxels are left out of the
+TRW map when the ceiling is below the longest k). ``context_use.tsv`` and ``context_use.png`` hold
+the model's context-use curve of every saved layer of the feature's kind. The map and the primary
+estimate is ``trw_centroid``.
 
 Writes ``voxels.tsv``, NIfTI maps of each estimate and the figures into the output folder, which
 appears only when complete (:func:`lmbrain.io.atomic_dir`). With a planted-truth file
@@ -55,15 +66,22 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
 
     tc, model = job.trw, job.model.name
     encoding_dir = Path(encoding_dir)
-    ks, cv, test_r, q = read_sweep(encoding_dir, list(job.model.context_lengths))
+    ks_all, cv_all, test_all, q_all = read_sweep(encoding_dir, list(job.model.context_lengths))
+    ds = open_job_dataset(job.dataset)
+    train, test = split_stories(ds, subject, job.dataset)
+    # the longest window the model's features resolve: longer k repeat the same features (within the
+    # tolerance), so their scores are repeated measurements, not evidence for longer windows; every
+    # estimate is read from the curve up to the ceiling (at least the two shortest k)
+    use = _context_use(job, layout, test, ks_all)  # the test stories' features (the rule's inputs)
+    ceiling = int(use.attrs["ceiling"]) if use is not None else int(ks_all[-1])
+    keep = ks_all <= max(ceiling, ks_all[1])
+    ks, cv, test_r, q = ks_all[keep], cv_all[keep], test_all[keep], q_all[keep]
     table = context_sweep(ks, cv, test_r, tc.fraction)
     ib = np.nan_to_num(cv, nan=-np.inf).argmax(axis=0)
     v = np.arange(cv.shape[1])
     table["q_best"] = q[ib, v]
     table["significant"] = table["q_best"] < job.fdr
     # bootstrap interval of the test-curve estimate
-    ds = open_job_dataset(job.dataset)
-    _, test = split_stories(ds, subject, job.dataset)
     y = np.concatenate([ds.responses(subject, s) for s in test]).astype(np.float32)
     lo = np.empty(y.shape[1])
     hi = np.empty(y.shape[1])
@@ -80,11 +98,20 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
             f.close()
     table.insert(2, "trw_low", lo)
     table.insert(3, "trw_high", hi)
+    # the windows in seconds
+    from ..trw import window_seconds, words_to_seconds
+
+    seconds = window_seconds([ds.words(s) for s in train + test], ks_all)
+    for col in ("trw_words", "trw_peak", "trw_centroid"):
+        name = "trw_seconds" if col == "trw_words" else f"{col}_seconds"
+        table.insert(table.columns.get_loc(col) + 1, name, words_to_seconds(table[col], ks_all, seconds))
+    table["context_ceiling"] = ceiling
+    table["at_ceiling"] = table["k_best"] >= ceiling
     # multi-timescale LSTM: weight-averaged unit timescales at the longest context
     if job.model.type == "mtlstm":
-        timescales = _unit_timescales(layout.feature_file(model, test[0], ks[-1]), job.feature)
+        timescales = _unit_timescales(layout.feature_file(model, test[0], ks_all[-1]), job.feature)
         if timescales is not None:
-            with h5py.File(Path(k_folder(encoding_dir, ks[-1])) / "weights.h5", "r") as fh:
+            with h5py.File(Path(k_folder(encoding_dir, ks_all[-1])) / "weights.h5", "r") as fh:
                 coef = fh["coef"][()].astype(np.float64)
                 n_delays = len(fh["delays"][()])
             table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays,
@@ -99,8 +126,15 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
             table.to_csv(path, sep="\t", index=False, float_format="%.6g")
         log.info("%s %s: TRW from %s, %d of %d voxels significant at their best k; median TRW %.0f words there",
                  subject, model, job.feature, int(table["significant"].sum()), len(table),
-                 float(table.loc[table["significant"], "trw_words"].median()) if table["significant"].any() else float("nan"))
-        _maps_and_figures(job, ds, subject, ks, cv, test_r, table, tmp)
+                 float(table.loc[table["significant"], "trw_centroid"].median()) if table["significant"].any() else float("nan"))
+        if use is not None:
+            with atomic_path(tmp / "context_use.tsv") as path:
+                use.to_csv(path, sep="\t", index=False, float_format="%.6g")
+            from ..plots import context_use as plot_context_use
+
+            plot_context_use(use, tmp / "context_use.png", fitted=use.attrs["layer"],
+                             title=f"{subject} · {job.model.name} {job.feature} · context use")
+        _maps_and_figures(job, ds, subject, ks_all, cv_all, test_all, table, tmp)
         if job.trw.truth is not None:
             _score_planted(job, ds, subject, table, tmp, test)
     return table
@@ -129,6 +163,34 @@ def _unit_timescales(path, feature: str):
     return timescales
 
 
+def _context_use(job: TRWJob, layout: Layout, stories, ks):
+    """The model's context-use curves (every saved layer of the TRW feature's kind) from its feature
+    files; ``attrs``: the fitted ``layer`` and its ``ceiling``. None (with a warning) when the files
+    cannot be read: the ceiling then defaults to the longest k."""
+    from ..context_use import ContextUseError, feature_context_use
+    from ..encoding import parse_feature
+    from ..features import FeatureError, feature_info
+
+    kind, layer = parse_feature(job.feature)
+    files = {s: {int(k): layout.feature_file(job.model.name, s, k) for k in ks} for s in stories}
+    try:
+        if layer is None:
+            attrs = feature_info(files[stories[0]][int(ks[0])])["attrs"]
+            saved = list(attrs.get("layers" if kind in ("hidden", "pooled") else "attention_layers", []))
+            layer = int(max(saved))
+        use = feature_context_use(files, kind)
+    except (ContextUseError, FeatureError, OSError, KeyError, ValueError) as exc:
+        log.warning("%s: context use not measured (%s); ceiling taken as the longest k", job.model.name, exc)
+        return None
+    rows = use[use["layer"] == layer]
+    use.attrs["layer"] = int(layer)
+    use.attrs["ceiling"] = int(rows["ceiling"].iloc[0]) if len(rows) else int(ks[-1])
+    log.info("%s %s: features at k differ from those at k = %d by %s (1 - r); longest window resolved: %d words",
+             job.model.name, job.feature, int(ks[-1]),
+             ", ".join(f"{d:.3f}" for d in rows["distance"]) if len(rows) else "?", use.attrs["ceiling"])
+    return use
+
+
 def _scrambling(job: TRWJob, ds, model_dir, encoding_dir, ks, k_best, test, progress) -> pd.DataFrame:
     """Read each used k's weights (summed over delays) and run :func:`lmbrain.scrambling.scramble_survival`."""
     import h5py
@@ -151,7 +213,8 @@ def _scrambling(job: TRWJob, ds, model_dir, encoding_dir, ks, k_best, test, prog
     stories = ((s, ds.words(s), ds.tr_times(s)) for s in test)
     return scramble_survival(lm, layer, kind, stories, weights, k_best, seeds=tc.scramble_seeds, seed=job.seed,
                              sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap,
-                             threshold=tc.scramble_threshold, progress=progress, label=job.model.name)
+                             threshold=tc.scramble_threshold, progress=progress, label=job.model.name,
+                             state_context=job.model.get("state_context"))
 
 
 def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: Path) -> None:
@@ -165,14 +228,18 @@ def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: 
     scrambled = "scramble_class" in table
     code = table["scramble_class"].map({c: i for i, c in enumerate(SCRAMBLE_CLASSES)}) if scrambled else None
     if space is not None:
-        cols = ["trw_words", "k_best", "gain"] + [c for c in ("timescale_words", "scramble_index") if c in table]
+        cols = ["trw_centroid", "trw_centroid_seconds", "trw_words", "trw_peak", "k_best", "gain"] + [
+            c for c in ("timescale_words", "scramble_index") if c in table]
         for col in cols:
             space.save_nifti(table[col].to_numpy(dtype=np.float32), out_dir / f"{col}.nii.gz")
         if scrambled:  # codes 0-3: word, sentence, paragraph, story
             space.save_nifti(code.to_numpy(dtype=np.float32), out_dir / "scramble_class.nii.gz")
         if job.maps:
-            vals = np.where(sig, table["trw_words"].to_numpy(dtype=np.float64), np.nan)
-            brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW (significant voxels)",
+            # a window at a ceiling below the sweep's longest k is a lower bound, not a window: not drawn
+            capped = table["at_ceiling"].to_numpy(dtype=bool) & (table["context_ceiling"].to_numpy() < ks[-1])
+            vals = np.where(sig & ~capped, table["trw_centroid"].to_numpy(dtype=np.float64), np.nan)
+            what = "significant voxels" + (", not at the model's context ceiling" if capped.any() else "")
+            brain_map(vals, space, surface, out_dir / "trw_map.png", title=f"{title} · TRW ({what})",
                       label="temporal receptive window (words, log scale)", vmin=float(ks[0]), vmax=float(ks[-1]),
                       cmap="viridis", log_scale=True)
             if scrambled:
