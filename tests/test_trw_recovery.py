@@ -20,7 +20,7 @@ from lmbrain.datasets import open_dataset
 from lmbrain.layout import Layout
 from lmbrain.models import load_model
 from lmbrain.stages.models import pretrained_model
-from lmbrain.recovery import planted_class, planted_recovery, read_truth
+from lmbrain.recovery import planted_class, planted_recovery, planted_sets, read_truth
 from lmbrain.scrambling import unit_lengths
 from lmbrain.stages.encoding import encoding_model
 from lmbrain.stages.features import extract_features
@@ -308,3 +308,20 @@ def test_recovery_table_handles_constant_estimates():
     assert np.isnan(rec[("signal voxels", "trw_words")])
     assert rec[("signal voxels", "k_best")] == pytest.approx(1.0)
     assert rec[("signal voxels", "com_words")] == pytest.approx(0.8285714, abs=1e-6)
+
+
+def test_low_level_driven_voxels_are_not_scored(tmp_path):
+    """Voxels whose ground-truth driver is low-level (word rate) or none carry no window: they leave the
+    signal sets, and a truth table without a driver column scores every non-noise voxel."""
+    truth = pd.DataFrame({"voxel": range(6), "trw_words": [1, 2, 4, 8, 16, 32], "snr": [1.0] * 6,
+                          "noise": [0, 0, 0, 0, 0, 1],
+                          "driver": ["topics", "topics", "word_rate", "topics", "topics", "none"]})
+    path = tmp_path / "truth.tsv"
+    truth.to_csv(path, sep="\t", index=False)
+    read = read_truth(path)
+    assert read["driver"].tolist() == truth["driver"].tolist()
+    table = pd.DataFrame({"voxel": range(6), "significant": [True] * 6})
+    _, sets = planted_sets(read, table)
+    assert sets["signal voxels"].tolist() == [True, True, False, True, True, False]
+    _, sets = planted_sets(read.drop(columns="driver"), table)
+    assert sets["signal voxels"].tolist() == [True, True, True, True, True, False]

@@ -203,6 +203,7 @@ class DemoSettings:
     snr_max: float
     noise_fraction: float
     noise_ar1: float
+    word_rate_fraction: float
     n_topics: int
     topic_temperature: float
     cache_dir: str

@@ -9,7 +9,7 @@ writes, under ``dataset.root``::
     derivative/respdict.json                              # story -> TRs (rows + 20)
     derivative/pycortex-db/<SUBJECT>/mask_thick.nii.gz    # the demo voxels inside pycortex S1's volume
     derivative/pycortex-db/<SUBJECT>/surface.json         # {"subject": "S1", "xfm": "fullhead"}
-    ground_truth.tsv                                      # voxel, trw_words, snr, noise (never read by the pipeline)
+    ground_truth.tsv                                      # voxel, trw_words, snr, noise, driver (scoring only)
     demo.json                                             # what was built, from which configuration
 
 How the responses are made (the generative model is deliberately *not* a language model, so that
@@ -323,26 +323,34 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
     snr[noise] = 0.0
     weights = rng.standard_normal((n_vox, d.n_topics))
     weights[noise] = 0.0
+    # word-rate voxels: a low-level control, drawn from their own stream so that every other voxel is unchanged
+    rate_rng = np.random.default_rng([seed, 1])
+    word_rate = ~noise & (rate_rng.random(n_vox) < d.word_rate_fraction)
+    weights[word_rate] = 0.0
     uniq, w_index = np.unique(windows, return_inverse=True)
-    log.info("voxels: %d (%d pure noise), windows %d..%d words", n_vox, int(noise.sum()), windows.min(), windows.max())
+    log.info("voxels: %d (%d pure noise, %d driven by word rate), windows %d..%d words", n_vox, int(noise.sum()),
+             int(word_rate.sum()), windows.min(), windows.max())
 
     # 4. per-story HRF-convolved topic states for each distinct window: G[story] (n_windows, TRs, K)
     evid = {n: topics.word_evidence(timings[n]["word"].tolist()) for n in names}
     states = {n: np.stack([window_states(evid[n], int(w), d.topic_temperature) for w in uniq]) for n in names}
     centre = np.concatenate([states[n] for n in names], axis=1).mean(axis=1, keepdims=True)
-    respdict, G = {}, {}
+    respdict, G, R = {}, {}, {}
     for n in names:
         rows = n_response_rows(float(timings[n]["offset"].iloc[-1]), tr)
         respdict[n] = rows + 20
         t_resp = lebel_response_times(respdict[n], tr)
         hrf = canonical_hrf(t_resp[:, None] - timings[n]["midpoint"].to_numpy()[None, :])  # (TRs, words)
         G[n] = np.einsum("tj,wjk->wtk", hrf, states[n] - centre)
+        R[n] = hrf.sum(axis=1)  # HRF-convolved word onsets: the word-rate signal
     # per-voxel signal variance over all stories, analytically: a^T Cov(G_w) a
     allg = np.concatenate([G[n] for n in names], axis=1)
     allg = allg - allg.mean(axis=1, keepdims=True)
     cov = np.einsum("wtk,wtl->wkl", allg, allg) / allg.shape[1]
     var = np.einsum("vk,vkl,vl->v", weights, cov[w_index], weights)
     scale = np.where(var > 0, 1 / np.sqrt(np.where(var > 0, var, 1)), 0.0)
+    rate_all = np.concatenate([R[n] for n in names])
+    rate_mean, rate_sd = float(rate_all.mean()), float(rate_all.std())
     noise_sd = np.where(noise, 1.0, 1 / np.sqrt(np.where(snr > 0, snr, 1))).astype(np.float32)
 
     # 5. write into a temporary folder, then move into place
@@ -356,6 +364,8 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
         db.mkdir(parents=True)
         for i, n in enumerate(tqdm(names, desc="demo stories", disable=not progress)):
             signal = voxel_signal(G[n], w_index, weights * scale[:, None])
+            if word_rate.any():
+                signal[:, word_rate] = ((R[n] - rate_mean) / rate_sd).astype(signal.dtype)[:, None]
             reps = d.n_repeats if n in test else 1
             presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, signal.shape[0], n_vox, d.noise_ar1))
                              for _ in range(reps)]
@@ -374,7 +384,8 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
         space.save_nifti(np.ones(n_vox, dtype=np.float32), db / "mask_thick.nii.gz", fill=0)
         with open(db / "surface.json", "w", encoding="utf-8") as fh:
             json.dump({"subject": "S1", "xfm": "fullhead", "mask": "thick", "note": "demo voxels are a sub-grid of this mask"}, fh, indent=1)
-        pd.DataFrame({"voxel": np.arange(n_vox), "trw_words": windows, "snr": np.round(snr, 6), "noise": noise.astype(int)}
+        pd.DataFrame({"voxel": np.arange(n_vox), "trw_words": windows, "snr": np.round(snr, 6), "noise": noise.astype(int),
+                      "driver": np.where(noise, "none", np.where(word_rate, "word_rate", "topics"))}
                      ).to_csv(tmp / "ground_truth.tsv", sep="\t", index=False)
         n_train_trs = sum(respdict[n] - 20 for n in names if n not in test)
         summary = {
@@ -384,6 +395,7 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
             "test_stories": test,
             "n_voxels": n_vox,
             "n_noise_voxels": int(noise.sum()),
+            "n_word_rate_voxels": int(word_rate.sum()),
             "n_words": int(sum(len(timings[n]) for n in names)),
             "n_train_trs": int(n_train_trs),
             "n_test_trs": int(sum(respdict[n] - 20 for n in test)),

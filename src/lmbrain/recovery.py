@@ -2,7 +2,9 @@
 
 A planted-truth table (``ground_truth.tsv`` of the demo, or a file named by ``trw.truth``) has the
 columns ``voxel`` and ``trw_words`` (the planted window in words), and optionally ``noise`` (1 for a
-pure-noise voxel) and ``snr`` (signal-to-noise ratio). :func:`read_truth` checks it;
+pure-noise voxel), ``snr`` (signal-to-noise ratio) and ``driver`` (text: what drives the voxel; voxels
+driven by ``none`` or by a low-level regressor, :data:`LOW_LEVEL`, carry no window and are not scored).
+:func:`read_truth` checks it;
 :func:`planted_recovery` gives Spearman correlations of planted windows with each recovered estimate
 over the voxel sets the columns allow.
 """
@@ -20,6 +22,7 @@ from .scrambling import SCRAMBLE_LEVELS
 
 REQUIRED = ("voxel", "trw_words")
 OPTIONAL = ("noise", "snr")
+LOW_LEVEL = ("none", "word_rate", "phoneme_rate", "silence")
 
 
 class RecoveryError(LmbrainError, ValueError):
@@ -29,8 +32,8 @@ class RecoveryError(LmbrainError, ValueError):
 def read_truth(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a planted-truth table (see the module docstring); errors name the file.
 
-    Returns the table with ``voxel`` (int), ``trw_words`` (float) and, when present, ``noise`` (bool)
-    and ``snr`` (float).
+    Returns the table with ``voxel`` (int), ``trw_words`` (float) and, when present, ``noise`` (bool),
+    ``snr`` (float) and ``driver`` (str).
     """
     path = Path(path)
     if not path.is_file():
@@ -50,6 +53,8 @@ def read_truth(path: str | os.PathLike) -> pd.DataFrame:
         if col in table.columns:
             out[col] = pd.to_numeric(table[col], errors="coerce")
     bad = out.isna().any(axis=1)
+    if "driver" in table.columns:
+        out["driver"] = table["driver"].astype(str).str.strip()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise RecoveryError(f"{path}: line {row + 2}: a value that is not a number")
@@ -81,7 +86,7 @@ def planted_class(windows, lengths: dict) -> np.ndarray:
 def planted_sets(truth: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Align ``truth`` (:func:`read_truth`) with the TRW table's voxels; the voxel sets to score over.
 
-    Returns ``(aligned truth, {name: mask})``: ``signal voxels`` (in the truth table, not pure noise;
+    Returns ``(aligned truth, {name: mask})``: ``signal voxels`` (in the truth table, not pure noise, not driven by a low-level regressor;
     every listed voxel without a ``noise`` column), ``high-SNR signal voxels`` (SNR at least the signal
     voxels' median; only with an ``snr`` column) and that set's voxels significant at their best k
     (``high-SNR significant``, or ``significant signal voxels`` without ``snr``). The last set is the
@@ -91,6 +96,8 @@ def planted_sets(truth: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame
     signal = aligned["trw_words"].notna().to_numpy().copy()
     if "noise" in aligned:
         signal &= ~aligned["noise"].fillna(True).astype(bool).to_numpy()
+    if "driver" in aligned:
+        signal &= ~aligned["driver"].isin(LOW_LEVEL).to_numpy()
     sig = table["significant"].to_numpy(dtype=bool)
     sets = {"signal voxels": signal}
     if "snr" in aligned and signal.any():
