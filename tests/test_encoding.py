@@ -58,8 +58,10 @@ def test_outputs_per_context_length(null_run):
     for k in (1, 8):
         folder = tmp / "out" / f"k{k}"
         table = pd.read_csv(folder / "voxels.tsv", sep="\t")
-        assert list(table.columns) == ["voxel", "alpha", "cv_score", "test_r", "noise_ceiling", "test_r_normalised",
-                                       "p", "q", "significant"]
+        bands = ["lm", "word_rate", "phoneme_rate", "silence"]  # banded: the default nuisance bands
+        assert list(table.columns) == ["voxel", "alpha", *[f"alpha_{b}" for b in bands], "cv_score", "test_r",
+                                       "noise_ceiling", "test_r_normalised", "p", "q", "significant",
+                                       *[f"r2_{b}" for b in bands]]
         assert len(table) == n_vox and table["voxel"].tolist() == list(range(n_vox))
         assert set(table["alpha"]) <= set(cfg["encoding"]["alphas"]) or table["alpha"].between(1, 1e6).all()
         with h5py.File(folder / "weights.h5") as fh:
@@ -162,8 +164,11 @@ def test_trw_stage_on_the_encoding_outputs(null_run):
     assert (table["trw_low"] <= table["trw_high"]).all()
     assert table["significant"].mean() <= 0.05  # pure noise
     for level in ("word", "sentence", "paragraph"):
-        assert table[f"survival_{level}"].between(-1, 1).all() and (table[f"variance_{level}"] > 0).all()
-    assert set(table["scramble_class"]) <= {"word", "sentence", "paragraph", "story"}
+        # voxels whose banded model switched the feature band off have no prediction to scramble
+        off = table["scramble_class"] == "none"
+        assert table.loc[~off, f"survival_{level}"].between(-1, 1).all() and (table.loc[~off, f"variance_{level}"] > 0).all()
+        assert table.loc[off, f"survival_{level}"].isna().all()
+    assert set(table["scramble_class"]) <= {"word", "sentence", "paragraph", "story", "none"}
     assert table["survival_word"].mean() < 0.9  # word scrambling changes the k = 8 predictions
 
 
@@ -179,10 +184,12 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
     k_best = np.where(np.arange(ds.n_voxels("DEMO01")) % 2, 8, 1)  # each voxel through its own best k
     out = _scrambling(resolve(cfg).trw_job("lstm"), ds, Layout(results=str(tmp)).model_dir("lstm"), tmp / "out",
                       [1, 8], k_best, cfg["stories"]["test"], progress=False)
+    on = out["scramble_class"] != "none"  # voxels whose banded model kept the feature band
+    assert on.mean() > 0.3
     for level in ("word", "sentence", "paragraph"):
-        assert np.allclose(out[f"survival_{level}"], 1, atol=1e-5)
-        assert np.allclose(out[f"variance_{level}"], 1, atol=1e-4)
-    assert (out["scramble_class"] == "word").all() and np.allclose(out["scramble_index"], 0, atol=1e-5)
+        assert np.allclose(out.loc[on, f"survival_{level}"], 1, atol=1e-5)
+        assert np.allclose(out.loc[on, f"variance_{level}"], 1, atol=1e-4)
+    assert (out.loc[on, "scramble_class"] == "word").all() and np.allclose(out.loc[on, "scramble_index"], 0, atol=1e-5)
     for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
                  "recovery.tsv", "planted_vs_recovered.png"):
         assert (tmp / "trw" / name).exists(), name
@@ -201,7 +208,14 @@ def test_cv_folds_groups_stories_into_fewer_folds(null_run, tmp_path, monkeypatc
         seen.append((self.cv, len(np.unique(groups))))
         return fit(self, X, Y, groups=groups)
 
+    fit_banded = ridge_mod.BandedRidgeCV.fit
+
+    def spy_banded(self, X, Y, bands, groups=None):
+        seen.append((self.cv, len(np.unique(groups))))
+        return fit_banded(self, X, Y, bands, groups=groups)
+
     monkeypatch.setattr(ridge_mod.RidgeCV, "fit", spy)
+    monkeypatch.setattr(ridge_mod.BandedRidgeCV, "fit", spy_banded)
     cfg = {**cfg, "encoding": {**cfg["encoding"], "cv_folds": 2, "maps": False}, "features": {**cfg["features"],
                                                                                         "context_lengths": [1]}}
     fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp)), tmp_path / "two")

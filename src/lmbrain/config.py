@@ -124,6 +124,11 @@ def _cross_checks(config: dict, source: str) -> None:
     if trw["sentence_gap"] > trw["paragraph_gap"]:
         raise ConfigError(f"{source}: trw.sentence_gap ({trw['sentence_gap']}) must not exceed trw.paragraph_gap "
                           f"({trw['paragraph_gap']}): a paragraph break is the longer pause")
+    enc = config["encoding"]
+    if enc["model"] == "banded" and not enc["nuisance"]:
+        raise ConfigError(f"{source}: encoding.model is banded but encoding.nuisance is empty: a banded model needs "
+                          "bands beside the language-model feature (list word_rate, phoneme_rate or silence), or set "
+                          "encoding.model: ridge")
     kinds = set(config["encoding"]["features"])
     for spec in (config.get("models") or {}).values():
         kinds |= set((spec or {}).get("encoding_features") or [])
@@ -293,6 +298,10 @@ class EncodingSettings:
     fdr: float
     weights_dtype: str
     maps: bool
+    nuisance: tuple[str, ...]  # low-level bands fitted beside the language-model feature
+    model: str  # resolved: "ridge" or "banded"
+    gammas: int
+    refine_gammas: int
 
 
 @dataclass(frozen=True)
@@ -662,7 +671,7 @@ def resolve(config: dict, source: str = "config") -> Settings:
     return Settings(
         seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(cfg["subjects"]),
         dataset=dataset, demo=_section(DemoSettings, demo_cfg), corpus=corpus,
-        features=_section(FeatureSettings, cfg["features"]), encoding=_section(EncodingSettings, enc),
+        features=_section(FeatureSettings, cfg["features"]), encoding=_section(EncodingSettings, enc, model=enc["model"] or ("banded" if enc["nuisance"] else "ridge")),
         trw=_section(TRWSettings, cfg["trw"], truth=truth),
         decoding=_section(DecodingSettings, dec, cache_dir=dec["cache_dir"] or cache),
         resources=_section(ResourceSettings, cfg["resources"]), models=models, decoding_models=decoding_models,

@@ -233,6 +233,28 @@ class Dataset:
         subject, story = (None, subject_or_story) if story is None else (subject_or_story, story)
         return self._tr_times(story, subject)
 
+    def phones(self, subject_or_story: str, story: str | None = None,
+               include_silence: bool = False) -> pd.DataFrame | None:
+        """A story's phone intervals (:func:`lmbrain.stimulus.read_phones`: ``phone``, ``onset``, ``offset``,
+        ``midpoint``), or None when its transcript has no phone tier (a word table, or a TextGrid with a
+        single tier that is not named like a phone tier). Arguments as :meth:`words`."""
+        subject, story = (None, subject_or_story) if story is None else (subject_or_story, story)
+        path = self._transcript(story, subject)
+        if path is None or path.suffix != ".TextGrid":
+            return None
+        from . import textgrid as _tg
+        from .stimulus import read_phones
+
+        grid = _tg.read(path, strict=False)
+        named = any(_tg._named(t.name, _tg.PHONE_TIER_NAMES) for t in grid.tiers)
+        if not named and sum(t.kind == "IntervalTier" for t in grid.tiers) < 2:
+            return None
+        return read_phones(path, include_silence=include_silence)
+
+    def _transcript(self, story: str, subject: str | None) -> Path | None:
+        """The file the story's words are read from (None where there is none)."""
+        return None
+
     def _words(self, story: str, subject: str | None) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -389,6 +411,13 @@ class Lebel2023Dataset(Dataset):
     def _hf5(self, subject: str, story: str) -> Path:
         self._check_story(subject, story)
         return self.preproc / subject / f"{story}.hf5"
+
+    def _transcript(self, story: str, subject: str | None = None) -> Path:
+        _plain_name(story, "story", self.root)
+        path = self.textgrids / f"{story}.TextGrid"
+        if not path.exists():
+            raise DatasetError(f"{path}: TextGrid for story {story!r} not found")
+        return path
 
     def _words(self, story: str, subject: str | None = None) -> pd.DataFrame:
         _plain_name(story, "story", self.root)
@@ -674,6 +703,10 @@ class BidsDataset(Dataset):
             f"{bold}: no word timings for this run: put {stem}_words.tsv (columns word, onset, offset) "
             f"or {stem}.TextGrid beside it, or stimuli/{story}.TextGrid at the dataset root"
         )
+
+    def _transcript(self, story: str, subject: str | None = None) -> Path:
+        subjects = self._subjects_of(story, subject)
+        return self._word_file(self.runs(subjects[0], story)[0], story)
 
     def _read_words(self, path: Path) -> pd.DataFrame:
         if path.suffix == ".TextGrid":

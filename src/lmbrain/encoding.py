@@ -14,6 +14,15 @@ context length k:
    the autocorrelation), Benjamini-Hochberg q-values across voxels, and the correlation normalised by
    the noise ceiling (Schoppe et al. 2016 ``CC_max`` from the repeated presentations of the test story).
 
+With low-level nuisance bands (``encoding.nuisance``: word rate, phoneme rate, silence; each
+z-scored per story and FIR-delayed like the feature, :func:`nuisance_design`) the model is banded
+(:class:`lmbrain.ridge.BandedRidgeCV`, one penalty per band and voxel, candidates
+:func:`banded_candidates`): ``voxels.tsv`` then also holds each band's effective penalty
+(``alpha_<band>``) and test split R2 (``r2_<band>``, himalaya's ``r2_score_split``: the bands' shares
+of the test R2, summing to it; the language-model band is ``lm``), the weights file holds the
+language-model band's coefficients as ``coef`` and the nuisance bands' as ``coef_nuisance``, and
+``r2_lm.nii.gz``/``.png`` map the language-model band's share.
+
 Outputs per k (``<out>/k<k>/``): ``voxels.tsv`` (columns ``voxel``, ``alpha``, ``cv_score``,
 ``test_r``, ``noise_ceiling``, ``test_r_normalised``, ``p``, ``q``, ``significant``), ``weights.h5``
 (coefficients ``(n_delays * d, n_voxels)`` in float16 by default, alphas, delays), ``predictions.h5``
@@ -135,6 +144,48 @@ def design(files: dict, kind: str, layer, tr_times: dict, delays) -> dict[str, n
             raise EncodingError(f"{path}: feature file missing (run extract_features for this model and story)")
         out[story] = tr_design(story_tr_features(path, kind, layer, tr_times[story]), delays=tuple(delays))
     return out
+
+
+NUISANCE = ("word_rate", "phoneme_rate", "silence")
+
+
+def nuisance_design(names, words: pd.DataFrame, phones: pd.DataFrame | None, tr_times: np.ndarray,
+                    delays) -> list[np.ndarray]:
+    """One story's low-level nuisance bands: for each name of ``names`` (:data:`NUISANCE`) an array
+    ``(n_trs, len(delays))`` float32: the regressor (:func:`lmbrain.stimulus.word_rate`,
+    :func:`~lmbrain.stimulus.phoneme_rate` from ``phones``, :func:`~lmbrain.stimulus.silence`), z-scored
+    per story and FIR-delayed exactly as the language-model features are (:func:`lmbrain.stimulus.tr_design`).
+    """
+    from . import stimulus
+
+    out = []
+    for name in names:
+        if name == "word_rate":
+            x = stimulus.word_rate(words, tr_times)
+        elif name == "phoneme_rate":
+            if phones is None:
+                raise EncodingError("phoneme_rate needs the story's phones (a TextGrid phone tier)")
+            x = stimulus.phoneme_rate(phones, tr_times)
+        elif name == "silence":
+            x = stimulus.silence(words, tr_times)
+        else:
+            raise EncodingError(f"unknown nuisance regressor {name!r}; known: {', '.join(NUISANCE)}")
+        out.append(stimulus.tr_design(x, delays=tuple(delays)))
+    return out
+
+
+def banded_candidates(n_candidates: int, n_bands: int, seed: int) -> np.ndarray:
+    """Band-weight candidates ``(max(n_candidates, n_bands + 1), n_bands)``: every band alone (the corners
+    of the simplex, so the feature-only model is always a candidate), the centre, then himalaya's
+    Dirichlet samples (:func:`lmbrain.ridge.gamma_candidates` from ``seed``) up to ``n_candidates``."""
+    from .ridge import gamma_candidates
+
+    fixed = np.vstack([np.eye(n_bands), np.full((1, n_bands), 1.0 / n_bands)])
+    extra = int(n_candidates) - len(fixed)
+    if extra <= 0:
+        return fixed
+    samples = gamma_candidates(extra + 1, n_bands, random_state=int(seed))[1:]  # row 0 is the centre again
+    return np.vstack([fixed, samples])
 
 
 def read_voxels(path: str | os.PathLike) -> pd.DataFrame:

@@ -195,7 +195,8 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     pandas.DataFrame
         Per voxel: ``survival_<level>`` (correlation over words of scrambled with intact predicted
         responses, mean over seeds), ``variance_<level>`` (variance ratio), ``scramble_index`` and
-        ``scramble_class``.
+        ``scramble_class`` (``none``, with NaN survival, where the voxel's weights on the features are all
+        zero: a banded model that switched the feature's band off).
     """
     from .features import extract_in_memory
     from .io import progress_bar as tqdm
@@ -258,4 +259,11 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     table = pd.DataFrame(out)
     table["scramble_index"] = summary["scramble_index"].to_numpy()
     table["scramble_class"] = summary["scramble_class"].to_numpy()
+    # a voxel whose weights on these features are all zero (a banded model that switched the band off)
+    # has a constant prediction: nothing to scramble, no class
+    flat = np.all([np.isnan(out[f"variance_{lv}"]) for lv in SCRAMBLE_LEVELS], axis=0)
+    if flat.any():
+        table.loc[flat, [f"survival_{lv}" for lv in SCRAMBLE_LEVELS] + ["scramble_index"]] = np.nan
+        table.loc[flat, "scramble_class"] = "none"
+        log.info("scrambling: %d voxels have no weight on the features (constant prediction): class none", flat.sum())
     return table

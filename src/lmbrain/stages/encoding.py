@@ -34,7 +34,8 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
     from ..datasets import stacked_responses
     from ..encoding import EncodingError, design, parse_feature
     from ..plots import brain_map
-    from ..ridge import RidgeCV, story_folds
+    from ..encoding import banded_candidates
+    from ..ridge import BandedRidgeCV, RidgeCV, story_folds
     from ..stats import block_permutation_pvalues, fdr_bh, noise_ceiling
 
     enc, model = job.encoding, job.model.name
@@ -58,17 +59,35 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
     ceiling = noise_ceiling(reps) if reps is not None else np.full(Ytr.shape[1], np.nan)
     space = ds.voxel_space(subject)
     surface = ds.pycortex_surface(subject) if hasattr(ds, "pycortex_surface") else None
+    banded = enc.model == "banded"
+    names, nuis = _nuisance(ds, subject, stories, tr_times, enc) if banded else ([], {})
+    if banded and not names:
+        raise EncodingError(f"encoding.model is banded but none of encoding.nuisance ({', '.join(enc.nuisance)}) can be "
+                            f"computed for subject {subject}: set encoding.model: ridge or list other bands")
+    band_names = ["lm", *names]
     rows = []
     with atomic_dir(out_dir) as tmp_dir:
         for k in ks:
             tk = time.time()
             files = {s: layout.feature_file(model, s, k) for s in stories}
             X = design(files, kind, layer, tr_times, enc.delays)
-            ridge = RidgeCV(alphas=np.asarray(enc.alphas, dtype=np.float64), cv=story_folds(enc.cv_folds, len(train)),
-                            score=enc.score, search=enc.search, device=job.device, memory_gb=enc.memory_gb,
-                            progress=False)
-            ridge.fit(np.concatenate([X[s] for s in train]), Ytr, groups=groups)
-            pred = ridge.predict(np.concatenate([X[s] for s in test]))
+            n_features = X[train[0]].shape[1]
+            alphas, cv = np.asarray(enc.alphas, dtype=np.float64), story_folds(enc.cv_folds, len(train))
+            if banded:
+                X = {s: np.hstack([X[s], *nuis[s]]) for s in stories}
+                bands = [np.arange(n_features)]
+                for j in range(len(names)):
+                    bands.append(n_features + len(enc.delays) * j + np.arange(len(enc.delays)))
+                ridge = BandedRidgeCV(alphas=alphas, gammas=banded_candidates(enc.gammas, len(bands), job.seed), cv=cv,
+                                      score=enc.score, search=enc.search, device=job.device, memory_gb=enc.memory_gb,
+                                      random_state=job.seed, refine_gammas=enc.refine_gammas)
+                ridge.fit(np.concatenate([X[s] for s in train]), Ytr, bands=bands, groups=groups)
+            else:
+                ridge = RidgeCV(alphas=alphas, cv=cv, score=enc.score, search=enc.search, device=job.device,
+                                memory_gb=enc.memory_gb, progress=False)
+                ridge.fit(np.concatenate([X[s] for s in train]), Ytr, groups=groups)
+            Xte = np.concatenate([X[s] for s in test])
+            pred = ridge.predict(Xte)
             r, p = block_permutation_pvalues(pred, Yte, n_permutations=enc.n_permutations, block=enc.block,
                                              seed=job.seed + k)
             p[bad] = np.nan
@@ -80,11 +99,20 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
                 "noise_ceiling": ceiling, "test_r_normalised": r_norm, "p": p, "q": q,
                 "significant": (q < enc.fdr) & ~bad,
             })
+            split = None
+            if banded:
+                split = ridge.score_split(Xte, Yte)  # (n_bands, V): shares of the test R2
+                split[:, bad] = np.nan
+                at = table.columns.get_loc("cv_score")
+                for b, name in enumerate(band_names):
+                    table.insert(at + b, f"alpha_{name}", ridge.band_alphas_[b])
+                for b, name in enumerate(band_names):
+                    table[f"r2_{name}"] = split[b]
             folder = Path(k_folder(tmp_dir, k))
             with atomic_path(folder / "voxels.tsv") as tmp:
                 table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-            n_features = X[train[0]].shape[1]
-            write_weights(folder / "weights.h5", ridge, enc.weights_dtype, enc.delays, model, feature, k, n_features)
+            write_weights(folder / "weights.h5", ridge, enc.weights_dtype, enc.delays, model, feature, k, n_features,
+                          nuisance=names if banded else None)
             write_predictions(folder / "predictions.h5", pred, test, [n_trs[s] for s in test])
             if space is not None:
                 space.save_nifti(r.astype(np.float32), folder / "test_r.nii.gz")
@@ -92,9 +120,18 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
                     brain_map(r, space, surface, folder / "test_r.png", title=f"{subject} · {model} {feature} · k = {k} words",
                               label="test correlation r", vmin=0.0, vmax=max(0.1, float(np.nanpercentile(r, 99))),
                               cmap="inferno")
+                if split is not None:
+                    space.save_nifti(split[0].astype(np.float32), folder / "r2_lm.nii.gz")
+                    if enc.maps:
+                        brain_map(split[0], space, surface, folder / "r2_lm.png",
+                                  title=f"{subject} · {model} {feature} · k = {k} words · language-model band",
+                                  label="split test R2 of the language-model band", vmin=0.0,
+                                  vmax=max(0.01, float(np.nanpercentile(split[0], 99))), cmap="inferno")
             row = {"k": k, "n_features": n_features, "mean_r": float(np.nanmean(r)),
-                   "median_r": float(np.nanmedian(r)), "fraction_significant": float(table["significant"].mean()),
-                   "seconds": time.time() - tk}
+                   "median_r": float(np.nanmedian(r)), "fraction_significant": float(table["significant"].mean())}
+            if split is not None:
+                row.update({f"mean_r2_{name}": float(np.nanmean(split[b])) for b, name in enumerate(band_names)})
+            row["seconds"] = time.time() - tk
             rows.append(row)
             log.info("%s %s %s k=%d: %d features, mean r %.3f, %.1f%% voxels significant (q < %.2f), %.1f s", subject,
                      model, feature, k, row["n_features"], row["mean_r"], 100 * row["fraction_significant"], enc.fdr,
@@ -105,19 +142,44 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
     return summary
 
 
-def write_weights(path, ridge, dtype: str, delays, model: str, feature: str, k: int, n_features: int) -> None:
-    """``weights.h5``: the ridge coefficients (``coef``, delays x features by voxels), alphas and delays."""
+def write_weights(path, ridge, dtype: str, delays, model: str, feature: str, k: int, n_features: int,
+                  nuisance=None) -> None:
+    """``weights.h5``: the ridge coefficients of the feature (``coef``, delays x features by voxels), alphas
+    and delays; for a banded model also the nuisance bands' coefficients (``coef_nuisance``, their names
+    ``nuisance``), the band weights (``gamma``, bands x voxels) and per-band penalties (``band_alpha``)."""
     import h5py
 
     dtype = np.dtype(dtype)
     coef = np.asarray(ridge.coef_)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
-        fh.create_dataset("coef", data=coef.astype(dtype), chunks=(coef.shape[0], min(coef.shape[1], 4096)))
+        fh.create_dataset("coef", data=coef[:n_features].astype(dtype),
+                          chunks=(n_features, min(coef.shape[1], 4096)))
+        if nuisance is not None:
+            fh.create_dataset("coef_nuisance", data=coef[n_features:].astype(dtype))
+            fh.create_dataset("nuisance", data=np.array(list(nuisance), dtype=object), dtype=h5py.string_dtype())
+            fh.create_dataset("gamma", data=np.asarray(ridge.best_gammas_, dtype=np.float32))
+            fh.create_dataset("band_alpha", data=np.asarray(ridge.band_alphas_, dtype=np.float64))
         fh.create_dataset("alpha", data=np.asarray(ridge.best_alphas_, dtype=np.float64))
         fh.create_dataset("delays", data=np.asarray(delays, dtype=np.int64))
         fh.attrs.update({"model": model, "feature": feature, "context_length": int(k), "n_features": int(n_features),
                          "alpha_convention": "penalty (sklearn/himalaya)", "design": "per-story z-scored, FIR-delayed",
                          "lmbrain_version": __version__, "coef_dtype": str(dtype)})
+
+
+def _nuisance(ds, subject: str, stories, tr_times: dict, enc) -> tuple[list[str], dict]:
+    """The nuisance bands of every story (:func:`lmbrain.encoding.nuisance_design`); phoneme_rate is
+    dropped, with a log line, when a story's transcript has no phone tier."""
+    from ..encoding import nuisance_design
+
+    names = list(enc.nuisance)
+    words = {s: ds.words(subject, s) for s in stories}
+    phones = {s: ds.phones(subject, s) for s in stories} if "phoneme_rate" in names else {}
+    lacking = [s for s, p in phones.items() if p is None]
+    if lacking:
+        log.info("phoneme_rate skipped: no phone tier in the transcript of %s%s", ", ".join(lacking[:3]),
+                 f" and {len(lacking) - 3} more stories" if len(lacking) > 3 else "")
+        names.remove("phoneme_rate")
+    return names, {s: nuisance_design(names, words[s], phones.get(s), tr_times[s], enc.delays) for s in stories}
 
 
 def write_predictions(path, pred: np.ndarray, stories: list[str], n_trs: list[int]) -> None:
