@@ -881,9 +881,14 @@ _DRAWN: dict = {}
 def _drawn_names(subject: str, filestore) -> list[str]:
     from .rois import pycortex_roi_names
 
+    import contextlib
+    import io
+
     key = (subject, filestore)
     if key not in _DRAWN:
-        _DRAWN[key] = pycortex_roi_names(subject, filestore)
+        # pycortex prints a notice about Inkscape (never needed here) when imported
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            _DRAWN[key] = pycortex_roi_names(subject, filestore)
     return _DRAWN[key]
 
 
