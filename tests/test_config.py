@@ -197,6 +197,10 @@ def test_subjects_default_to_the_demo_subjects_and_truth_is_per_subject():
     with pytest.raises(ConfigError, match="subjects: list the subject ids"):
         resolve(cfg)
     cfg = base()
+    cfg["subjects"] = ["DEMO01", "group"]
+    with pytest.raises(ConfigError, match="subjects: 'group' is reserved"):
+        resolve(cfg)
+    cfg = base()
     cfg["subjects"] = ["DEMO01", "DEMO03"]
     with pytest.raises(ConfigError, match="DEMO03 not made by the demo.*demo.n_subjects 2"):
         resolve(cfg)

@@ -157,6 +157,9 @@ def _check_subjects_and_rois(config: dict, source: str) -> None:
         if not demo["build"]:
             raise ConfigError(f"{source}: subjects: list the subject ids of the dataset (subjects: null means the demo's "
                               "subjects, and demo.build is false)")
+    elif "group" in config["subjects"]:
+        raise ConfigError(f"{source}: subjects: 'group' is reserved for the group results (results/group/); rename "
+                          "that subject")
     elif demo["build"]:
         made = demo_subject_ids(demo["subject"], demo["n_subjects"])
         extra = [s for s in config["subjects"] if s not in made]

@@ -8,11 +8,11 @@ rule rois:
     output:
         report(
             directory(L.rois_dir("{subject}", "{model}")),
-            patterns=["rois.png"],
+            patterns=["{name}.png"],
             caption="../report/rois.rst",
             category="Regions and group",
             subcategory="{model}",
-            labels={"subject": "{subject}", "model": "{model}", "figure": "ROI x TRW"},
+            labels={"subject": "{subject}", "model": "{model}", "figure": "{name}"},
         ),
     wildcard_constraints:
         subject=name_pattern(SUBJECTS),
@@ -40,11 +40,11 @@ rule group:
     output:
         report(
             directory(L.group_dir("{model}")),
-            patterns=["group.png"],
+            patterns=["{name}.png"],
             caption="../report/group.rst",
             category="Regions and group",
             subcategory="{model}",
-            labels={"subject": "group", "model": "{model}", "figure": "group ROIs"},
+            labels={"subject": "group", "model": "{model}", "figure": "{name}"},
         ),
     wildcard_constraints:
         model=name_pattern(MODELS),
