@@ -212,7 +212,8 @@ def test_rois_settings_round_trip_and_defaults():
     s = resolve(base())
     r = s.rois
     assert r.source == "pycortex" and r.names == ("AC", "Broca", "sPMv", "EBA", "PPA", "IPS", "FEF", "RSC")
-    assert r.order == (("AC",), ("Broca", "sPMv"), ("IPS", "FEF", "RSC")) and r.min_voxels == 8
+    assert s.group.order == (("AC",), ("Broca", "sPMv"), ("IPS", "FEF", "RSC")) and r.min_voxels == 8
+    assert s.group.n_perm == 10000 and r.n_boot == 1000
     assert r.cache_dir == s.demo.cache_dir
     assert from_json(RoisJob, to_json(s.rois_job())) == s.rois_job()
     assert from_json(GroupJob, to_json(s.group_job())) == s.group_job()

@@ -126,7 +126,7 @@ def test_planted_windows_follow_the_expected_roi_order(roi_cache):
                         n_boot=200, seed=0).set_index("roi")
     med = table["median_trw_words"]
     assert med.to_dict() == {"AC": 4, "Broca": 13, "sPMv": 33.5, "EBA": 17, "PPA": 17, "IPS": 88, "FEF": 38, "RSC": 41}
-    groups = [med[list(g)] for g in s.rois.order]
+    groups = [med[list(g)] for g in s.group.order]
     for shorter, longer in zip(groups, groups[1:]):
         assert shorter.max() < longer.min()
     assert (table["n_voxels"] >= s.rois.min_voxels).all()  # every default ROI is usable at the default grid

@@ -369,7 +369,8 @@ class TRWSettings:
 
 @dataclass(frozen=True)
 class RoiSettings:
-    """Regions of interest and group results (``rois``; ``cache_dir`` resolved)."""
+    """Regions of interest and their per-subject summaries (``rois``, less the group test; ``cache_dir``
+    resolved)."""
 
     source: str  # pycortex, labels, bids or none
     names: tuple[str, ...] | None
@@ -381,14 +382,20 @@ class RoiSettings:
     overlap: str
     min_voxels: int
     min_significant: int
-    order: tuple[tuple[str, ...], ...]
     n_boot: int
-    n_perm: int
     cache_dir: str
 
     @property
     def enabled(self) -> bool:
         return self.source != "none"
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """The group test of the ROI ordering (``rois.order``, ``rois.n_perm``)."""
+
+    order: tuple[tuple[str, ...], ...]
+    n_perm: int
 
 
 @dataclass(frozen=True)
@@ -512,7 +519,7 @@ class GroupJob:
     """Rule ``group``: across-subject ROI results of one model (the subjects are the rule's inputs)."""
 
     seed: int
-    rois: RoiSettings
+    group: GroupSettings
 
 
 @dataclass(frozen=True)
@@ -589,6 +596,7 @@ class Settings:
     encoding: EncodingSettings
     trw: TRWSettings
     rois: RoiSettings
+    group: GroupSettings
     decoding: DecodingSettings
     resources: ResourceSettings
     models: dict  # name -> ModelSpec, the models the workflow runs (use_models; planted only on the demo)
@@ -673,7 +681,7 @@ class Settings:
         return RoisJob(seed=self.seed, dataset=self.dataset, rois=self.rois)
 
     def group_job(self) -> GroupJob:
-        return GroupJob(seed=self.seed, rois=self.rois)
+        return GroupJob(seed=self.seed, group=self.group)
 
     def _feature_model(self, model: str) -> ModelSpec | None:
         fm = self.decoding.feature_model
@@ -793,6 +801,7 @@ def resolve(config: dict, source: str = "config") -> Settings:
         features=_section(FeatureSettings, cfg["features"]), encoding=_section(EncodingSettings, enc),
         trw=_section(TRWSettings, cfg["trw"], truth=truth),
         rois=_section(RoiSettings, rois_cfg, cache_dir=rois_cfg["cache_dir"] or cache),
+        group=_section(GroupSettings, rois_cfg),
         decoding=_section(DecodingSettings, dec, cache_dir=dec["cache_dir"] or cache),
         resources=_section(ResourceSettings, cfg["resources"]), models=models, decoding_models=decoding_models,
         decoding_stories=tuple(dec["stories"] or stories["test"]), encoding_features=enc_features, effective=cfg,

@@ -127,7 +127,7 @@ def group(job: GroupJob, model: str, rois_dirs: dict, out_dir) -> tuple[pd.DataF
 
     per_subject = {s: read_rois_table(d) for s, d in rois_dirs.items()}
     table = group_table(per_subject, columns=("median_trw_words", "median_test_r"), seed=job.seed)
-    ordering = ordering_result(per_subject, job.rois.order, job.rois.n_perm, job.seed)
+    ordering = ordering_result(per_subject, job.group.order, job.group.n_perm, job.seed)
     with atomic_dir(out_dir) as tmp:
         tmp = Path(tmp)
         with atomic_path(tmp / "group.tsv") as p:
