@@ -23,6 +23,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/encoding.smk"
 include: "workflow/rules/trw.smk"
+include: "workflow/rules/rois.smk"
 include: "workflow/rules/decoding.smk"
 include: "workflow/rules/report.smk"
 

@@ -175,3 +175,90 @@ def test_snakemake_rejects_unknown_key_at_start(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "n_stroies" in proc.stdout + proc.stderr
+
+
+# -- issue 16: several subjects, regions of interest ------------------------------------------------------
+def test_subjects_default_to_the_demo_subjects_and_truth_is_per_subject():
+    from lmbrain.config import demo_subject_ids
+
+    s = resolve(base())
+    assert s.subjects == ("DEMO01", "DEMO02") == s.demo.subjects
+    assert demo_subject_ids("DEMO09", 3) == ["DEMO09", "DEMO10", "DEMO11"] and demo_subject_ids("S", 2) == ["S", "S2"]
+    # the first subject keeps the one-subject demo's answer (and job settings); the others have their own
+    assert s.trw_job("planted", "DEMO01") == s.trw_job("planted")
+    assert s.trw_job("planted", "DEMO01").trw.truth == "data/demo/ground_truth.tsv"
+    assert s.trw_job("planted", "DEMO02").trw.truth == "data/demo/ground_truth_DEMO02.tsv"
+    cfg = base()
+    cfg["trw"] = {"truth": "answers/{subject}.tsv"}
+    assert resolve(cfg).truth_file("DEMO02") == "answers/DEMO02.tsv"
+    assert resolve(cfg).trw.truth == "answers/DEMO01.tsv"
+    cfg = base()
+    cfg["demo"]["build"] = False
+    with pytest.raises(ConfigError, match="subjects: list the subject ids"):
+        resolve(cfg)
+    cfg = base()
+    cfg["subjects"] = ["DEMO01", "group"]
+    with pytest.raises(ConfigError, match="subjects: 'group' is reserved"):
+        resolve(cfg)
+    cfg = base()
+    cfg["subjects"] = ["DEMO01", "DEMO03"]
+    with pytest.raises(ConfigError, match="DEMO03 not made by the demo.*demo.n_subjects 2"):
+        resolve(cfg)
+
+
+def test_rois_settings_round_trip_and_defaults():
+    from lmbrain.config import GroupJob, RoisJob, from_json, to_json
+
+    s = resolve(base())
+    r = s.rois
+    assert r.source == "pycortex" and r.names == ("AC", "Broca", "sPMv", "EBA", "PPA", "IPS", "FEF", "RSC")
+    assert s.group.order == (("AC",), ("Broca", "sPMv"), ("IPS", "FEF", "RSC")) and r.min_voxels == 8
+    assert s.group.n_perm == 10000 and r.n_boot == 1000
+    assert r.cache_dir == s.demo.cache_dir
+    assert from_json(RoisJob, to_json(s.rois_job())) == s.rois_job()
+    assert from_json(GroupJob, to_json(s.group_job())) == s.group_job()
+
+
+@pytest.mark.parametrize(
+    "rois, expected",
+    [
+        ({"order": [["AC"], ["Broca", "AC"]]}, "rois.order: ROI(s) AC appear more than once"),
+        ({"order": [["AC", "Broca"]]}, "rois.order needs at least two groups"),
+        ({"names": ["AC", "IPS"], "order": [["AC"], ["FEF"]]}, "rois.order names ROI(s) FEF that are not in rois.names"),
+        ({"source": "labels"}, "rois.label_image and rois.label_table must name"),
+        ({"source": "atlas"}, "rois.source"),
+        ({"overlap": "union"}, "rois.overlap"),
+        ({"min_voxels": 0}, "rois.min_voxels"),
+    ],
+)
+def test_bad_rois_config_names_the_key(rois, expected):
+    cfg = base()
+    cfg["rois"] = rois
+    with pytest.raises(ConfigError) as err:
+        resolve(cfg)
+    assert expected in str(err.value)
+
+
+def test_unknown_pycortex_roi_stops_at_start_listing_the_available_ones():
+    pytest.importorskip("cortex")
+    from lmbrain.config import check_rois
+
+    cfg = base()
+    cfg["rois"] = {"names": ["AC", "Wernicke"], "order": []}
+    with pytest.raises(ConfigError) as err:
+        check_rois(resolve(cfg))
+    msg = str(err.value)
+    assert msg.startswith("rois.names: Wernicke not drawn in pycortex subject S1") and "available: " in msg
+    assert "IPS" in msg and "Broca" in msg
+    check_rois(resolve(base()))  # the defaults are all drawn in S1
+
+
+def test_label_table_names_are_checked_at_start(tmp_path):
+    from lmbrain.config import check_rois
+
+    (tmp_path / "labels.tsv").write_text("index\tname\n1\tAC\n2\tIPS\n")
+    cfg = base()
+    cfg["rois"] = {"source": "labels", "label_image": str(tmp_path / "{subject}.nii.gz"),
+                   "label_table": str(tmp_path / "labels.tsv"), "names": ["AC", "PPA"], "order": []}
+    with pytest.raises(ConfigError, match=r"rois.names: PPA not in the label table .*labels.tsv; available: AC, IPS"):
+        check_rois(resolve(cfg))

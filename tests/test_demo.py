@@ -1,6 +1,7 @@
 """The embedded demo dataset: layout, determinism, planted truth, and that a context sweep can see it."""
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,7 +20,7 @@ def test_layout_and_reader(tiny_demo):
     cfg, summary = tiny_demo
     root = cfg["dataset"]["root"]
     ds = open_dataset("lebel2023", root)
-    assert ds.subjects == ["DEMO01"]
+    assert ds.subjects == ["DEMO01", "DEMO02"]  # demo.n_subjects: 2 by default
     assert ds.stories("DEMO01") == [f"romeo_and_juliet_0{i}" for i in range(1, 5)]
     train, test = ds.split("DEMO01", "all", cfg["stories"]["test"])
     assert test == ["romeo_and_juliet_03"] and len(train) == 3
@@ -206,3 +207,27 @@ def test_stale_build_folders_of_killed_builds_are_removed(tmp_path, shakespeare_
     # outputs get the usual permissions (0777/0666 less the umask), so lab mates can read them
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
     assert stat.S_IMODE((root / "ground_truth.tsv").stat().st_mode) == 0o644
+
+
+def test_further_subjects_leave_the_first_unchanged(tmp_path, shakespeare_archive, tiny_demo):
+    """Issue 16: the first subject is made from exactly the single-subject random streams (its files are
+    byte-identical with n_subjects 1 and 2); a further subject has its own noise, SNR and a jittered copy
+    of the planted map, with its own ground truth."""
+    cfg, summary = tiny_demo
+    assert summary["subjects"] == ["DEMO01", "DEMO02"]
+    one = tiny_config(tmp_path / "one", n_subjects=1)
+    build_demo(resolve(one).demo_job(), progress=False)
+    a, b = Path(one["dataset"]["root"]), Path(cfg["dataset"]["root"])
+    assert not (a / "derivative/preprocessed_data/DEMO02").exists() and not (a / "ground_truth_DEMO02.tsv").exists()
+    for rel in ["ground_truth.tsv", *(f"derivative/preprocessed_data/DEMO01/romeo_and_juliet_0{i}.hf5" for i in (1, 3))]:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    t1 = pd.read_csv(b / "ground_truth.tsv", sep="\t")
+    t2 = pd.read_csv(b / "ground_truth_DEMO02.tsv", sep="\t")
+    assert list(t2.columns) == ["voxel", "trw_words", "snr", "noise", "driver"] and len(t2) == len(t1)
+    assert not t1["trw_words"].equals(t2["trw_words"]) and not t1["snr"].equals(t2["snr"])
+    # the jitter keeps the gradient: the two planted maps agree closely on the log scale
+    assert np.corrcoef(np.log2(t1["trw_words"]), np.log2(t2["trw_words"]))[0, 1] > 0.9
+    ds = open_dataset("lebel2023", b)
+    r1, r2 = (ds.responses(s, "romeo_and_juliet_01") for s in ("DEMO01", "DEMO02"))
+    assert r1.shape == r2.shape and not np.allclose(r1, r2)
+    assert ds.pycortex_surface("DEMO02")["subject"] == "S1"

@@ -1,6 +1,5 @@
 """End-to-end: the workflow runs on a tiny config, plans the expected jobs, and lints clean."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ def tiny_workdir(tmp_path_factory, shakespeare_archive):
     work = tmp_path_factory.mktemp("workflow")
     cfg = {
         "dataset": {"layout": "lebel2023", "root": "data/demo"},
+        "subjects": ["DEMO01"],  # the demo makes DEMO01 and DEMO02 (demo.n_subjects 2): DEMO02 is added below
         "stories": {"train": "all", "test": ["romeo_and_juliet_03"]},
         "demo": {"n_stories": 4, "min_words": 120, "max_words": 250, "voxel_stride": [4, 12, 12], "n_repeats": 2,
                  "cache_dir": str(CACHE)},
@@ -110,7 +110,7 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     html = (tiny_workdir / "results/report.html").read_text()
     for text in ("Temporal receptive windows", "Encoding models", "Decoding", "identification.png", "Configuration", "curves.png", "scrambling.png",
-                 "planted_vs_recovered.png", "training.png", "config.yaml"):
+                 "planted_vs_recovered.png", "training.png", "config.yaml", "Regions and group", "rois.png", "group.png"):
         assert text in html, text
     saved = yaml.safe_load((tiny_workdir / "results/config.yaml").read_text())
     assert saved["use_models"] == ["lstm", "transformer"] and saved["trw"]["scramble_threshold"] == 0.7
@@ -125,8 +125,8 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
     jobs = _job_counts(plan.stdout)
     # (run_config rewrites the record of the configuration, which changed)
-    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "run_config": 1, "all": 1,
-                    "total": 9}, plan.stdout[-2000:]
+    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1,
+                    "run_config": 1, "all": 1, "total": 11}, plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
     # changing one model's settings reruns that model's jobs only (training, features, encoding, TRW, decoding)
     cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
@@ -134,19 +134,19 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     (tiny_workdir / "changed.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "changed.yaml"], tiny_workdir)
     assert _job_counts(plan.stdout) == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1,
-                                        "decoder": 1, "decode": 1, "run_config": 1, "all": 1, "total": 11}, \
+                                        "rois": 1, "group": 1, "decoder": 1, "decode": 1, "run_config": 1, "all": 1,
+                                        "total": 13}, \
         plan.stdout[-2000:]
     assert "model=lstm" not in plan.stdout
-    # a new subject: only its own jobs (features are per story, shared by subjects, and are not redone)
-    data = tiny_workdir / "data/demo/derivative"
-    shutil.copytree(data / "preprocessed_data/DEMO01", data / "preprocessed_data/DEMO02")
-    shutil.copytree(data / "pycortex-db/DEMO01", data / "pycortex-db/DEMO02")
+    # a new subject (the demo's second): only its own jobs and the group jobs (features are per story,
+    # shared by subjects, and are not redone)
     cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
     cfg["subjects"] = ["DEMO01", "DEMO02"]
     (tiny_workdir / "subjects.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "subjects.yaml"], tiny_workdir)
-    assert _job_counts(plan.stdout) == {"data_summary": 1, "encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1,
-                                        "run_config": 1, "all": 1, "total": 9}, plan.stdout[-2000:]
+    assert _job_counts(plan.stdout) == {"data_summary": 1, "encoding_model": 2, "trw": 2, "rois": 2, "group": 2,
+                                        "decoder": 1, "decode": 1, "run_config": 1, "all": 1, "total": 13}, \
+        plan.stdout[-2000:]
     assert "subject=DEMO01" not in plan.stdout
     # a single target runs (and plans) just what it needs
     plan = run(["-n", "results/DEMO02/trw/lstm", "--configfile", "subjects.yaml"], tiny_workdir)
@@ -178,16 +178,19 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(tiny_workdir):
         pytest.skip("needs the finished end-to-end run of test_workflow_runs_end_to_end")
     cases = [
         (lambda c: c.setdefault("encoding", {}).update(alphas=[1.0, 10.0, 100.0]),
-         {"encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1}),
+         {"encoding_model": 2, "trw": 2, "rois": 2, "group": 2, "decoder": 1, "decode": 1}),
         (lambda c: c.setdefault("encoding", {}).update(cv_folds=2),
-         {"encoding_model": 2, "trw": 2, "decoder": 1, "decode": 1}),
-        (lambda c: c.setdefault("trw", {}).update(fraction=0.8), {"trw": 2}),
+         {"encoding_model": 2, "trw": 2, "rois": 2, "group": 2, "decoder": 1, "decode": 1}),
+        (lambda c: c.setdefault("trw", {}).update(fraction=0.8), {"trw": 2, "rois": 2, "group": 2}),
         (lambda c: c["decoding"].update(beam_width=4), {"decode": 1}),
         (lambda c: c["decoding"].update(n_voxels=50), {"decoder": 1, "decode": 1}),
         (lambda c: c["models"]["lstm"].update(context_lengths=[1, 8]),
-         {"extract_features": 4, "encoding_model": 1, "trw": 1}),
+         {"extract_features": 4, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1}),
         (lambda c: c.setdefault("features", {}).update(context_lengths=[1, 4]),
-         {"extract_features": 8, "encoding_model": 2, "trw": 2}),
+         {"extract_features": 8, "encoding_model": 2, "trw": 2, "rois": 2, "group": 2}),
+        # issue 16: the ROI summaries read rois.n_boot, the group jobs rois.n_perm
+        (lambda c: c.setdefault("rois", {}).update(n_boot=500), {"rois": 2, "group": 2}),
+        (lambda c: c.setdefault("rois", {}).update(n_perm=500), {"group": 2}),
     ]
     for i, (edit, expected) in enumerate(cases):
         cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())

@@ -129,6 +129,7 @@ def _cross_checks(config: dict, source: str) -> None:
         raise ConfigError(f"{source}: encoding.model is banded but encoding.nuisance is empty: a banded model needs "
                           "bands beside the language-model feature (list word_rate, phoneme_rate or silence), or set "
                           "encoding.model: ridge")
+    _check_subjects_and_rois(config, source)
     kinds = set(config["encoding"]["features"])
     for spec in (config.get("models") or {}).values():
         kinds |= set((spec or {}).get("encoding_features") or [])
@@ -141,6 +142,58 @@ def _cross_checks(config: dict, source: str) -> None:
         check_models(config)
     except ModelError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def demo_subject_ids(first: str, n: int) -> list[str]:
+    """The demo's subject ids: ``first`` and the next ``n - 1``, counting up its trailing number with the
+    same zero padding (``DEMO01`` -> ``DEMO02``, ...); an id without a number gets ``2``, ``3``, ..."""
+    import re
+
+    m = re.fullmatch(r"(.*?)(\d+)", first)
+    if m is None:
+        return [first] + [f"{first}{i}" for i in range(2, n + 1)]
+    prefix, digits = m.groups()
+    return [f"{prefix}{int(digits) + i:0{len(digits)}d}" for i in range(n)]
+
+
+def _check_subjects_and_rois(config: dict, source: str) -> None:
+    demo = config["demo"]
+    if config.get("subjects") is None:
+        if not demo["build"]:
+            raise ConfigError(f"{source}: subjects: list the subject ids of the dataset (subjects: null means the demo's "
+                              "subjects, and demo.build is false)")
+    elif "group" in config["subjects"]:
+        raise ConfigError(f"{source}: subjects: 'group' is reserved for the group results (results/group/); rename "
+                          "that subject")
+    elif demo["build"]:
+        made = demo_subject_ids(demo["subject"], demo["n_subjects"])
+        extra = [s for s in config["subjects"] if s not in made]
+        if extra:
+            raise ConfigError(f"{source}: subjects: {', '.join(extra)} not made by the demo (demo.subject "
+                              f"{demo['subject']}, demo.n_subjects {demo['n_subjects']} make {', '.join(made)}); "
+                              "raise demo.n_subjects or set subjects: null")
+    rois = config["rois"]
+    if rois["source"] == "none":
+        return
+    if rois["source"] == "labels":
+        missing = [k for k in ("label_image", "label_table") if not rois[k]]
+        if missing:
+            raise ConfigError(f"{source}: rois.source is labels, so rois.{' and rois.'.join(missing)} must name the "
+                              "label NIfTI (on the subject's voxel grid) and its TSV of names (columns index, name)")
+    order = rois["order"]
+    if order:
+        names = [n for g in order for n in g]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{source}: rois.order: ROI(s) {', '.join(dup)} appear more than once")
+        if len(order) < 2:
+            raise ConfigError(f"{source}: rois.order needs at least two groups of ROIs (shortest windows first), "
+                              f"got {order}; [] = no ordering test")
+        if rois["names"] is not None:
+            unknown = [n for n in names if n not in rois["names"]]
+            if unknown:
+                raise ConfigError(f"{source}: rois.order names ROI(s) {', '.join(unknown)} that are not in rois.names "
+                                  f"({', '.join(rois['names'])})")
 
 
 def load_config(*paths: str | os.PathLike) -> dict:
@@ -212,6 +265,12 @@ class DemoSettings:
     n_topics: int
     topic_temperature: float
     cache_dir: str
+    n_subjects: int = 1
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """The subject ids the demo writes (:func:`demo_subject_ids`)."""
+        return tuple(demo_subject_ids(self.subject, self.n_subjects))
 
 
 @dataclass(frozen=True)
@@ -315,6 +374,37 @@ class TRWSettings:
     paragraph_gap: float
     scramble_threshold: float
     truth: str | None  # planted-truth file to score against (resolved), or None
+
+
+@dataclass(frozen=True)
+class RoiSettings:
+    """Regions of interest and their per-subject summaries (``rois``, less the group test; ``cache_dir``
+    resolved)."""
+
+    source: str  # pycortex, labels, bids or none
+    names: tuple[str, ...] | None
+    pycortex_subject: str | None
+    pycortex_xfm: str | None
+    label_image: str | None
+    label_table: str | None
+    bids_desc: str | None
+    overlap: str
+    min_voxels: int
+    min_significant: int
+    n_boot: int
+    cache_dir: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.source != "none"
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """The group test of the ROI ordering (``rois.order``, ``rois.n_perm``)."""
+
+    order: tuple[tuple[str, ...], ...]
+    n_perm: int
 
 
 @dataclass(frozen=True)
@@ -425,6 +515,23 @@ class TRWJob:
 
 
 @dataclass(frozen=True)
+class RoisJob:
+    """Rule ``rois``: one subject's ROIs and the per-ROI summary of one model's TRW table."""
+
+    seed: int
+    dataset: DatasetSettings
+    rois: RoiSettings
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """Rule ``group``: across-subject ROI results of one model (the subjects are the rule's inputs)."""
+
+    seed: int
+    group: GroupSettings
+
+
+@dataclass(frozen=True)
 class DecoderJob:
     seed: int
     device: str
@@ -497,6 +604,8 @@ class Settings:
     features: FeatureSettings
     encoding: EncodingSettings
     trw: TRWSettings
+    rois: RoiSettings
+    group: GroupSettings
     decoding: DecodingSettings
     resources: ResourceSettings
     models: dict  # name -> ModelSpec, the models the workflow runs (use_models; planted only on the demo)
@@ -557,10 +666,31 @@ class Settings:
         return EncodingJob(seed=self.seed, device=self.device, dataset=self.dataset, encoding=self.encoding,
                            model=self.model(model))
 
-    def trw_job(self, model: str) -> TRWJob:
-        return TRWJob(seed=self.seed, device=self.device, dataset=self.dataset, trw=self.trw,
+    def truth_file(self, subject: str | None = None) -> str | None:
+        """The planted-truth file of ``subject`` (default: the first subject): ``trw.truth`` with
+        ``{subject}`` replaced, or the demo's own answer of that subject (``ground_truth.tsv`` for the
+        first demo subject, ``ground_truth_<SUBJECT>.tsv`` for the others); None without either."""
+        subject = self.subjects[0] if subject is None else subject
+        explicit = self.effective["trw"]["truth"]
+        if explicit is not None:
+            return str(explicit).replace("{subject}", subject)
+        if not self.demo.build:
+            return None
+        first = self.demo.subjects[0]
+        name = "ground_truth.tsv" if subject == first else f"ground_truth_{subject}.tsv"
+        return str(Path(self.dataset.root) / name)
+
+    def trw_job(self, model: str, subject: str | None = None) -> TRWJob:
+        trw = dataclasses.replace(self.trw, truth=self.truth_file(subject))
+        return TRWJob(seed=self.seed, device=self.device, dataset=self.dataset, trw=trw,
                       fdr=self.encoding.fdr, maps=self.encoding.maps, model=self.model(model),
                       feature=self.trw_feature(model))
+
+    def rois_job(self) -> RoisJob:
+        return RoisJob(seed=self.seed, dataset=self.dataset, rois=self.rois)
+
+    def group_job(self) -> GroupJob:
+        return GroupJob(seed=self.seed, group=self.group)
 
     def _feature_model(self, model: str) -> ModelSpec | None:
         fm = self.decoding.feature_model
@@ -661,18 +791,26 @@ def resolve(config: dict, source: str = "config") -> Settings:
                             heldout_fraction=float(corpus_cfg["heldout_fraction"]),
                             cache_dir=corpus_cfg["cache_dir"] or cache)
     root = cfg["dataset"]["root"]
+    subjects = cfg["subjects"]
+    if subjects is None:  # the demo's subjects (validate_config: only with demo.build)
+        subjects = demo_subject_ids(demo_cfg["subject"], demo_cfg["n_subjects"])
     truth = cfg["trw"]["truth"]
-    if truth is None and demo_cfg["build"]:
+    if truth is not None:
+        truth = str(truth).replace("{subject}", subjects[0])
+    elif demo_cfg["build"]:
         truth = str(Path(root) / "ground_truth.tsv")
+    rois_cfg = cfg["rois"]
     stories = cfg["stories"]
     train = stories["train"] if stories["train"] == "all" else tuple(stories["train"])
     dataset = DatasetSettings(layout=cfg["dataset"]["layout"], root=root, tr=float(cfg["tr"]), train=train,
                               test=tuple(stories["test"]))
     return Settings(
-        seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(cfg["subjects"]),
+        seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(subjects),
         dataset=dataset, demo=_section(DemoSettings, demo_cfg), corpus=corpus,
         features=_section(FeatureSettings, cfg["features"]), encoding=_section(EncodingSettings, enc, model=enc["model"] or ("banded" if enc["nuisance"] else "ridge")),
         trw=_section(TRWSettings, cfg["trw"], truth=truth),
+        rois=_section(RoiSettings, rois_cfg, cache_dir=rois_cfg["cache_dir"] or cache),
+        group=_section(GroupSettings, rois_cfg),
         decoding=_section(DecodingSettings, dec, cache_dir=dec["cache_dir"] or cache),
         resources=_section(ResourceSettings, cfg["resources"]), models=models, decoding_models=decoding_models,
         decoding_stories=tuple(dec["stories"] or stories["test"]), encoding_features=enc_features, effective=cfg,
@@ -697,10 +835,82 @@ def check_paths(settings: Settings) -> None:
     if explicit is not None:
         from .recovery import RecoveryError, read_truth
 
+        for path in dict.fromkeys(settings.truth_file(s) for s in settings.subjects):
+            try:
+                read_truth(path)
+            except RecoveryError as exc:
+                raise ConfigError(f"trw.truth: {exc}") from None
+    check_rois(settings)
+
+
+def _pycortex_subjects(settings: Settings) -> set[tuple[str, str | None]]:
+    """(pycortex subject, filestore or None) pairs the ROIs will be read from, as far as known at start:
+    ``rois.pycortex_subject``, or the demo's S1, or each subject's ``surface.json`` when the dataset exists."""
+    r = settings.rois
+    if r.pycortex_subject:
+        return {(r.pycortex_subject, None)}
+    if settings.demo.build:
+        return {("S1", None)}
+    out = set()
+    for subject in settings.subjects:
+        path = Path(settings.dataset.root) / "derivative" / "pycortex-db" / subject / "surface.json"
         try:
-            read_truth(explicit)
-        except RecoveryError as exc:
-            raise ConfigError(f"trw.truth: {exc}") from None
+            out.add((str(json.loads(path.read_text(encoding="utf-8"))["subject"]), None))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # the rois job says what is wrong
+    return out
+
+
+def check_rois(settings: Settings) -> None:
+    """ROI checks that need files, made once at workflow start: every ``rois.names`` entry drawn in the
+    pycortex subject's overlays (source pycortex), or in the label table (source labels)."""
+    r = settings.rois
+    if not r.enabled or r.names is None:
+        return
+    if r.source == "pycortex":
+        from .rois import RoiError
+
+        for subject, filestore in sorted(_pycortex_subjects(settings), key=str):
+            try:
+                available = _drawn_names(subject, filestore)
+            except RoiError as exc:
+                raise ConfigError(f"rois.source pycortex: {exc}") from None
+            bad = [n for n in r.names if n not in available]
+            if bad:
+                raise ConfigError(f"rois.names: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
+                                  f"available: {', '.join(available)}")
+    elif r.source == "labels":
+        from .rois import RoiError, read_label_table
+
+        for path in dict.fromkeys(r.label_table.replace("{subject}", s) for s in settings.subjects):
+            if not Path(path).exists():
+                continue  # may be made by the workflow; the rois job checks again
+            try:
+                table = read_label_table(path)
+            except RoiError as exc:
+                raise ConfigError(f"rois.label_table: {exc}") from None
+            names = [n for n in table.loc[table["index"] != 0, "name"]]
+            bad = [n for n in r.names if n not in names]
+            if bad:
+                raise ConfigError(f"rois.names: {', '.join(bad)} not in the label table {path}; available: "
+                                  f"{', '.join(names)}")
+
+
+_DRAWN: dict = {}
+
+
+def _drawn_names(subject: str, filestore) -> list[str]:
+    from .rois import pycortex_roi_names
+
+    import contextlib
+    import io
+
+    key = (subject, filestore)
+    if key not in _DRAWN:
+        # pycortex prints a notice about Inkscape (never needed here) when imported
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            _DRAWN[key] = pycortex_roi_names(subject, filestore)
+    return _DRAWN[key]
 
 
 def write_config(effective: dict, path: str | os.PathLike) -> None:

@@ -3,13 +3,16 @@
 ``python -m lmbrain.demo --config config/config.yaml`` (or the workflow's ``demo_dataset`` rule)
 writes, under ``dataset.root``::
 
-    derivative/preprocessed_data/<SUBJECT>/<story>.hf5   # 'data' (TRs, voxels) float64, z-scored;
+    derivative/preprocessed_data/<SUBJECT>/<story>.hf5   # per subject (demo.n_subjects: DEMO01, DEMO02, ...):
+                                                         # 'data' (TRs, voxels) float64, z-scored;
                                                          # test stories also 'individual_repeats'
     derivative/TextGrids/<story>.TextGrid                 # phone + word tiers, mixed Praat formats
     derivative/respdict.json                              # story -> TRs (rows + 20)
     derivative/pycortex-db/<SUBJECT>/mask_thick.nii.gz    # the demo voxels inside pycortex S1's volume
     derivative/pycortex-db/<SUBJECT>/surface.json         # {"subject": "S1", "xfm": "fullhead"}
-    ground_truth.tsv                                      # voxel, trw_words, snr, noise, driver (scoring only)
+    ground_truth.tsv                                      # voxel, trw_words, snr, noise, driver (scoring only),
+                                                          # of the first subject
+    ground_truth_<SUBJECT>.tsv                            # the same for each further subject
     demo.json                                             # what was built, from which configuration
 
 How the responses are made (the generative model is deliberately *not* a language model, so that
@@ -30,6 +33,12 @@ recovering it with language-model features is not circular):
 4. Signal scaled to unit variance per voxel over all stories; AR(1) Gaussian noise of variance
    ``1 / snr_v`` added (a fraction of voxels is pure noise); each presentation z-scored per story.
    Test stories get ``n_repeats`` presentations with independent noise; ``data`` is their z-scored mean.
+5. Several subjects (``demo.n_subjects``): every subject hears the same stories on the same voxel grid.
+   The first subject is made exactly as a single-subject demo (the same random streams, so its files
+   do not change when subjects are added); each further subject draws from its own seeded stream its
+   noise voxels, SNR map, topic weights, word-rate voxels and noise, and a subject-specific version of
+   the planted map: ``W_v`` times a log-normal factor (a subject-wide one, sd 0.15, times a per-voxel
+   one, sd 0.2, on the natural-log scale), rounded and clipped to ``[trw_min, trw_max]``.
 """
 
 from __future__ import annotations
@@ -253,6 +262,19 @@ def _zscore64(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1)
 
 
+def truth_file_name(subject: str, first: str) -> str:
+    """The demo's planted-truth file of ``subject``: ``ground_truth.tsv`` for the first subject (as a
+    single-subject demo writes it), ``ground_truth_<SUBJECT>.tsv`` for every further one."""
+    return "ground_truth.tsv" if subject == first else f"ground_truth_{subject}.tsv"
+
+
+def subject_windows(windows: np.ndarray, rng: np.random.Generator, trw_min: int, trw_max: int) -> np.ndarray:
+    """A further demo subject's planted windows: ``windows`` times a subject-wide and a per-voxel
+    log-normal factor (sd 0.15 and 0.2 of the natural log), rounded and clipped to ``[trw_min, trw_max]``."""
+    factor = np.exp(rng.normal(0.0, 0.15) + rng.normal(0.0, 0.2, len(windows)))
+    return np.clip(np.rint(windows * factor), trw_min, trw_max).astype(int)
+
+
 def n_response_rows(last_offset: float, tr: float) -> int:
     """Response rows covering the story plus 10 s of hemodynamic tail (first row at 5.5 TR)."""
     return max(int(np.floor((last_offset + 10.0 - 5.5 * tr) / tr)) + 1, 10)
@@ -281,7 +303,7 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
     tr = float(job.dataset.tr)
     root = Path(root if root is not None else job.dataset.root)
     check_demo_root(root)
-    subject = d.subject
+    subjects = list(d.subjects)
     rng = np.random.default_rng(seed)
 
     # 1. text
@@ -314,22 +336,29 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
     # 2. semantics, from the plays that are not stimuli
     topics = topic_model(job.topics)
 
-    # 3. voxels
+    # 3. voxels: the first subject from the main stream (as a single-subject demo), the others from their own
     space, coords = demo_voxel_space(d.voxel_stride)
     n_vox = space.n_voxels
-    windows = planted_windows(coords, d.trw_min, d.trw_max)
-    noise = rng.random(n_vox) < d.noise_fraction
-    snr = np.exp(rng.uniform(np.log(d.snr_min), np.log(d.snr_max), n_vox))
-    snr[noise] = 0.0
-    weights = rng.standard_normal((n_vox, d.n_topics))
-    weights[noise] = 0.0
-    # word-rate voxels: a low-level control, drawn from their own stream so that every other voxel is unchanged
-    rate_rng = np.random.default_rng([seed, 1])
-    word_rate = ~noise & (rate_rng.random(n_vox) < d.word_rate_fraction)
-    weights[word_rate] = 0.0
-    uniq, w_index = np.unique(windows, return_inverse=True)
-    log.info("voxels: %d (%d pure noise, %d driven by word rate), windows %d..%d words", n_vox, int(noise.sum()),
-             int(word_rate.sum()), windows.min(), windows.max())
+    base_windows = planted_windows(coords, d.trw_min, d.trw_max)
+    subj = {}
+    for i, subject in enumerate(subjects):
+        srng = rng if i == 0 else np.random.default_rng([seed, 2, i])
+        windows = base_windows if i == 0 else subject_windows(base_windows, srng, d.trw_min, d.trw_max)
+        noise = srng.random(n_vox) < d.noise_fraction
+        snr = np.exp(srng.uniform(np.log(d.snr_min), np.log(d.snr_max), n_vox))
+        snr[noise] = 0.0
+        weights = srng.standard_normal((n_vox, d.n_topics))
+        weights[noise] = 0.0
+        # word-rate voxels: a low-level control, drawn from their own stream so that every other voxel is unchanged
+        rate_rng = np.random.default_rng([seed, 1]) if i == 0 else np.random.default_rng([seed, 3, i])
+        word_rate = ~noise & (rate_rng.random(n_vox) < d.word_rate_fraction)
+        weights[word_rate] = 0.0
+        subj[subject] = dict(rng=srng, windows=windows, noise=noise, snr=snr, weights=weights, word_rate=word_rate)
+        log.info("%s voxels: %d (%d pure noise, %d driven by word rate), windows %d..%d words", subject, n_vox,
+                 int(noise.sum()), int(word_rate.sum()), windows.min(), windows.max())
+    uniq = np.unique(np.concatenate([v["windows"] for v in subj.values()]))
+    for v in subj.values():
+        v["w_index"] = np.searchsorted(uniq, v["windows"])
 
     # 4. per-story HRF-convolved topic states for each distinct window: G[story] (n_windows, TRs, K)
     evid = {n: topics.word_evidence(timings[n]["word"].tolist()) for n in names}
@@ -347,55 +376,63 @@ def build_demo(job, root: str | os.PathLike | None = None, progress: bool = True
     allg = np.concatenate([G[n] for n in names], axis=1)
     allg = allg - allg.mean(axis=1, keepdims=True)
     cov = np.einsum("wtk,wtl->wkl", allg, allg) / allg.shape[1]
-    var = np.einsum("vk,vkl,vl->v", weights, cov[w_index], weights)
-    scale = np.where(var > 0, 1 / np.sqrt(np.where(var > 0, var, 1)), 0.0)
+    for v in subj.values():
+        var = np.einsum("vk,vkl,vl->v", v["weights"], cov[v["w_index"]], v["weights"])
+        v["scale"] = np.where(var > 0, 1 / np.sqrt(np.where(var > 0, var, 1)), 0.0)
+        v["noise_sd"] = np.where(v["noise"], 1.0, 1 / np.sqrt(np.where(v["snr"] > 0, v["snr"], 1))).astype(np.float32)
     rate_all = np.concatenate([R[n] for n in names])
     rate_mean, rate_sd = float(rate_all.mean()), float(rate_all.std())
-    noise_sd = np.where(noise, 1.0, 1 / np.sqrt(np.where(snr > 0, snr, 1))).astype(np.float32)
 
     # 5. write into a temporary folder, then move into place
     with atomic_dir(root) as tmp:
         tmp = Path(tmp)
         deriv = tmp / "derivative"
-        pre = deriv / "preprocessed_data" / subject
-        pre.mkdir(parents=True)
-        (deriv / "TextGrids").mkdir()
-        db = deriv / "pycortex-db" / subject
-        db.mkdir(parents=True)
+        (deriv / "TextGrids").mkdir(parents=True)
+        for subject in subjects:
+            (deriv / "preprocessed_data" / subject).mkdir(parents=True)
+            (deriv / "pycortex-db" / subject).mkdir(parents=True)
         for i, n in enumerate(tqdm(names, desc="demo stories", disable=not progress)):
-            signal = voxel_signal(G[n], w_index, weights * scale[:, None])
-            if word_rate.any():
-                signal[:, word_rate] = ((R[n] - rate_mean) / rate_sd).astype(signal.dtype)[:, None]
             reps = d.n_repeats if n in test else 1
-            presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, signal.shape[0], n_vox, d.noise_ar1))
-                             for _ in range(reps)]
-            with h5py.File(pre / f"{n}.hf5", "w") as fh:
-                if reps > 1:
-                    fh.create_dataset("data", data=_zscore64(np.mean(presentations, axis=0)))
-                    fh.create_dataset("individual_repeats", data=np.stack(presentations))
-                else:
-                    fh.create_dataset("data", data=presentations[0])
+            for subject, v in subj.items():
+                word_rate = v["word_rate"]
+                signal = voxel_signal(G[n], v["w_index"], v["weights"] * v["scale"][:, None])
+                if word_rate.any():
+                    signal[:, word_rate] = ((R[n] - rate_mean) / rate_sd).astype(signal.dtype)[:, None]
+                presentations = [_zscore64(signal + v["noise_sd"] * _ar1_noise(v["rng"], signal.shape[0], n_vox,
+                                                                              d.noise_ar1))
+                                 for _ in range(reps)]
+                with h5py.File(deriv / "preprocessed_data" / subject / f"{n}.hf5", "w") as fh:
+                    if reps > 1:
+                        fh.create_dataset("data", data=_zscore64(np.mean(presentations, axis=0)))
+                        fh.create_dataset("individual_repeats", data=np.stack(presentations))
+                    else:
+                        fh.create_dataset("data", data=presentations[0])
             end = float(timings[n]["offset"].iloc[-1]) + 1.0
             fmt = TEXTGRID_FORMATS[i % len(TEXTGRID_FORMATS)]
             encoding = "utf-16" if i % 4 == 3 else "utf-8"
             tg.write(deriv / "TextGrids" / f"{n}.TextGrid", timings_to_textgrid(timings[n], end), format=fmt, encoding=encoding)
         with open(deriv / "respdict.json", "w", encoding="utf-8") as fh:
             json.dump(respdict, fh, indent=1, sort_keys=True)
-        space.save_nifti(np.ones(n_vox, dtype=np.float32), db / "mask_thick.nii.gz", fill=0)
-        with open(db / "surface.json", "w", encoding="utf-8") as fh:
-            json.dump({"subject": "S1", "xfm": "fullhead", "mask": "thick", "note": "demo voxels are a sub-grid of this mask"}, fh, indent=1)
-        pd.DataFrame({"voxel": np.arange(n_vox), "trw_words": windows, "snr": np.round(snr, 6), "noise": noise.astype(int),
-                      "driver": np.where(noise, "none", np.where(word_rate, "word_rate", "topics"))}
-                     ).to_csv(tmp / "ground_truth.tsv", sep="\t", index=False)
+        for subject, v in subj.items():
+            db = deriv / "pycortex-db" / subject
+            space.save_nifti(np.ones(n_vox, dtype=np.float32), db / "mask_thick.nii.gz", fill=0)
+            with open(db / "surface.json", "w", encoding="utf-8") as fh:
+                json.dump({"subject": "S1", "xfm": "fullhead", "mask": "thick", "note": "demo voxels are a sub-grid of this mask"}, fh, indent=1)
+            noise, word_rate = v["noise"], v["word_rate"]
+            pd.DataFrame({"voxel": np.arange(n_vox), "trw_words": v["windows"], "snr": np.round(v["snr"], 6),
+                          "noise": noise.astype(int),
+                          "driver": np.where(noise, "none", np.where(word_rate, "word_rate", "topics"))}
+                         ).to_csv(tmp / truth_file_name(subject, subjects[0]), sep="\t", index=False)
         n_train_trs = sum(respdict[n] - 20 for n in names if n not in test)
         summary = {
             "lmbrain_version": __version__,
-            "subject": subject,
+            "subject": subjects[0],
+            "subjects": subjects,
             "stories": names,
             "test_stories": test,
             "n_voxels": n_vox,
-            "n_noise_voxels": int(noise.sum()),
-            "n_word_rate_voxels": int(word_rate.sum()),
+            "n_noise_voxels": int(subj[subjects[0]]["noise"].sum()),
+            "n_word_rate_voxels": int(subj[subjects[0]]["word_rate"].sum()),
             "n_words": int(sum(len(timings[n]) for n in names)),
             "n_train_trs": int(n_train_trs),
             "n_test_trs": int(sum(respdict[n] - 20 for n in test)),

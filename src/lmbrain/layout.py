@@ -13,6 +13,8 @@ Snakemake wildcards (``layout.encoding_dir("{subject}", "{model}", "{feature}")`
     results/features/<model>/<story>/k<k>.h5                  word features at context length k
     results/<subject>/encoding/<model>/<feature>/k<k>/        encoding model per context length
     results/<subject>/trw/<model>/                            temporal receptive windows
+    results/<subject>/rois/<model>/                           TRW per region of interest (rois.tsv, figure)
+    results/group/<model>/                                    group results over subjects (group.tsv, ordering.tsv)
     results/<subject>/decoding/<model>/decoder.npz            fitted decoder
     results/<subject>/decoding/<model>/<story>/               one decoded story
     results/benchmarks/..., logs/...                          Snakemake benchmark files and logs
@@ -86,6 +88,12 @@ class Layout:
 
     def trw_dir(self, subject, model) -> str:
         return self._r(subject, "trw", model)
+
+    def rois_dir(self, subject, model) -> str:
+        return self._r(subject, "rois", model)
+
+    def group_dir(self, model) -> str:
+        return self._r("group", model)
 
     def decoder_file(self, subject, model) -> str:
         return self._r(subject, "decoding", model, "decoder.npz")

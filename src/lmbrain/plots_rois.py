@@ -145,7 +145,10 @@ def group_rois(per_subject: dict, group: pd.DataFrame, png, columns=("median_trw
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels(order, rotation=45 if len(order) > 8 else 0, ha="right" if len(order) > 8 else "center")
         ax.set_xlim(-0.6, len(order) - 0.4)
-        if col in LOG_COLUMNS:
+        values = long[col].to_numpy(dtype=np.float64)
+        if not (np.isfinite(values) & (values > 0)).any():  # nothing to draw (e.g. no significant voxels)
+            ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", color="0.4")
+        elif col in LOG_COLUMNS:
             ax.set_yscale("log", base=2)
             ax.yaxis.set_major_locator(LogLocator(base=2))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

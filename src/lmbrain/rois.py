@@ -640,7 +640,7 @@ def roi_summary(voxels: pd.DataFrame, rois: RoiSet, n_boot: int = 1000, seed: in
         ``trw_seconds`` when available, and ``share_<class>`` (fraction of significant voxels in each
         scrambling class) when ``scramble_class`` is present.
     """
-    from .trw import SCRAMBLE_CLASSES
+    from .scrambling import SCRAMBLE_CLASSES
 
     if len(voxels) != rois.n_voxels:
         raise RoiError(f"the voxel table has {len(voxels)} rows but the ROI masks ({rois.source}) cover "

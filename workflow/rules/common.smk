@@ -73,7 +73,17 @@ def encoding_settings(wildcards):
 
 
 def trw_settings(wildcards):
-    return to_json(S.trw_job(wildcards.model))
+    """The model's TRW settings, with the subject's planted-truth file (the first subject's is the
+    one-subject demo's, so its settings do not change when subjects are added)."""
+    return to_json(S.trw_job(wildcards.model, wildcards.subject))
+
+
+def rois_settings(wildcards):
+    return to_json(S.rois_job())
+
+
+def group_settings(wildcards):
+    return to_json(S.group_job())
 
 
 def decoder_settings(wildcards):
@@ -173,6 +183,20 @@ def trw_inputs(wildcards):
     }
 
 
+def rois_inputs(wildcards):
+    """The model's TRW table of the subject, and the dataset (the subject's voxel grid and ROI files)."""
+    inputs = {"trw": L.trw_dir(wildcards.subject, wildcards.model), "data": dataset_ready()}
+    r = S.rois
+    if r.source == "labels":
+        inputs["labels"] = [p.replace("{subject}", wildcards.subject) for p in (r.label_image, r.label_table)]
+    return inputs
+
+
+def group_inputs(wildcards):
+    """Every subject's ROI table of the model."""
+    return [L.rois_dir(subject, wildcards.model) for subject in SUBJECTS]
+
+
 def decoder_inputs(wildcards):
     """The decoding model, the feature model when another one is configured, and the dataset."""
     inputs = {"model": L.model_file(wildcards.model), "data": dataset_ready()}
@@ -202,4 +226,13 @@ def all_targets():
     targets += [L.model_file(model) for model in PRETRAINED_MODELS]
     targets += encoding_targets()
     targets += [L.trw_dir(subject, model) for subject in SUBJECTS for model in MODELS]
+    targets += rois_targets()
     return targets
+
+
+def rois_targets():
+    """Per-subject ROI tables and the group results of every model (rois.source: none = neither)."""
+    if not S.rois.enabled:
+        return []
+    targets = [L.rois_dir(subject, model) for subject in SUBJECTS for model in MODELS]
+    return targets + [L.group_dir(model) for model in MODELS]

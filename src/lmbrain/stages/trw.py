@@ -292,7 +292,8 @@ def _planted_outputs(job: TRWJob, ds, subject, table, out_dir: Path, test) -> No
         with atomic_path(out_dir / "confusion.tsv") as tmp:
             confusion.to_csv(tmp, sep="\t")
     label = "high-SNR voxels" if "high-SNR signal voxels" in sets else "signal voxels"
-    demo = Path(job.trw.truth) == Path(job.dataset.root) / "ground_truth.tsv"
+    truth_path = Path(job.trw.truth)  # the demo's answer: ground_truth.tsv, or ground_truth_<SUBJECT>.tsv
+    demo = truth_path.parent == Path(job.dataset.root) and truth_path.name.startswith("ground_truth")
     planted_vs_recovered(t.loc[scatter_set, "trw_words"].to_numpy(), table.loc[scatter_set, "trw_words"].to_numpy(),
                          sig[scatter_set], out_dir / "planted_vs_recovered.png",
                          title=f"{subject} · {job.model.name} {job.feature} · {label} (planted answer{' of the demo' if demo else ''})",
