@@ -183,6 +183,7 @@ class DatasetSettings:
     tr: float
     train: str | tuple[str, ...]  # "all" or story names
     test: tuple[str, ...]
+    non_words: str = "lmbrain"  # word-tier labels dropped: lmbrain or huth (datasets.NON_WORD_SETS)
 
 
 @dataclass(frozen=True)
@@ -667,7 +668,7 @@ def resolve(config: dict, source: str = "config") -> Settings:
     stories = cfg["stories"]
     train = stories["train"] if stories["train"] == "all" else tuple(stories["train"])
     dataset = DatasetSettings(layout=cfg["dataset"]["layout"], root=root, tr=float(cfg["tr"]), train=train,
-                              test=tuple(stories["test"]))
+                              test=tuple(stories["test"]), non_words=cfg["dataset"]["non_words"])
     return Settings(
         seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(cfg["subjects"]),
         dataset=dataset, demo=_section(DemoSettings, demo_cfg), corpus=corpus,
