@@ -67,3 +67,111 @@ def test_non_words_setting_reaches_every_job():
     cfg["dataset"]["non_words"] = "none"
     with pytest.raises(ConfigError, match="dataset.non_words"):
         resolve(cfg)
+
+
+# -- encoding.delays_across_stories ----------------------------------------------------------------
+def test_delay_stories_per_story_pads_with_zeros_across_stories_carries_the_previous_story():
+    from lmbrain.stimulus import delay_stories
+
+    a = np.array([[1.0], [2.0], [3.0]])
+    b = np.array([[10.0], [20.0]])
+    per = delay_stories([a, b], (1, 2))
+    np.testing.assert_array_equal(per[0], [[0, 0], [1, 0], [2, 1]])
+    np.testing.assert_array_equal(per[1], [[0, 0], [10, 0]])
+    across = delay_stories([a, b], (1, 2), across_stories=True)
+    np.testing.assert_array_equal(across[0], per[0])  # the first story of the set: zero-padded either way
+    # b's first row reads a's last row at delay 1 and a's second-last at delay 2
+    np.testing.assert_array_equal(across[1], [[3, 2], [10, 3]])
+    # a negative delay (the word-rate model's future delays) reads into the next story
+    np.testing.assert_array_equal(delay_stories([a, b], (-1,), across_stories=True)[0], [[2], [3], [10]])
+    np.testing.assert_array_equal(delay_stories([a, b], (-1,))[0], [[2], [3], [0]])
+    np.testing.assert_array_equal(delay_stories([a], (1,), across_stories=True)[0], [[0], [1], [2]])
+
+
+def test_delay_sets_stack_training_and_test_stories_separately():
+    from lmbrain.stages.encoding import _delay_sets
+
+    X = {"a": np.array([[1.0], [2.0]]), "b": np.array([[3.0], [4.0]]), "c": np.array([[5.0], [6.0]])}
+    out = _delay_sets(X, (["a", "b"], ["c"]), (1,))
+    np.testing.assert_array_equal(out["a"], [[0], [1]])
+    np.testing.assert_array_equal(out["b"], [[2], [3]])
+    np.testing.assert_array_equal(out["c"], [[0], [5]])  # the test story never reads a training story
+
+
+# -- encoding.phones_include_silence ---------------------------------------------------------------
+def two_tier_grid(phones, words, end):
+    """A long-format TextGrid with a phone tier and a word tier, each fully tiled ((text, xmin, xmax))."""
+    def tier(name, items):
+        lines = ['        class = "IntervalTier"', f'        name = "{name}"', "        xmin = 0", f"        xmax = {end}",
+                 f"        intervals: size = {len(items)}"]
+        for i, (text, a, b) in enumerate(items, 1):
+            lines += [f"        intervals [{i}]:", f"            xmin = {a}", f"            xmax = {b}",
+                      f'            text = "{text}"']
+        return lines
+
+    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {end}", "tiers? <exists>",
+           "size = 2", "item []:", "    item [1]:"] + tier("phone", phones) + ["    item [2]:"] + tier("word", words)
+    return "\n".join(out) + "\n"
+
+
+def test_phoneme_rate_with_silences_counts_every_phone_interval(lebel):
+    from types import SimpleNamespace
+
+    from lmbrain.datasets import open_dataset
+    from lmbrain.stages.encoding import _nuisance
+
+    phones = [("sp", 0.0, 12.0), ("HH", 12.0, 12.2), ("AH", 12.2, 12.4), ("sil", 12.4, 13.0), ("W", 13.0, 13.3),
+              ("ER", 13.3, 13.6), ("", 13.6, 40.0)]
+    words = [("sp", 0.0, 12.0), ("hello", 12.0, 12.4), ("sp", 12.4, 13.0), ("world", 13.0, 13.6), ("", 13.6, 40.0)]
+    (lebel / "derivative" / "TextGrids" / "a.TextGrid").write_text(two_tier_grid(phones, words, 40.0))
+    ds = open_dataset("lebel2023", lebel)
+    t = ds.tr_times("UTS01", "a")
+    rates = {}
+    for include in (False, True):
+        enc = SimpleNamespace(nuisance=("phoneme_rate",), phones_include_silence=include, delays=(0,))
+        names, bands = _nuisance(ds, "UTS01", ["a"], {"a": t}, enc)
+        assert names == ["phoneme_rate"]
+        rates[include] = bands["a"][0][:, 0]
+    speech = lanczos(t, [12.1, 12.3, 13.15, 13.45])
+    every = lanczos(t, [6.0, 12.1, 12.3, 12.7, 13.15, 13.45, 26.8])  # sp, sil and the empty interval too
+
+    def z(x):
+        return (x - x.mean()) / x.std()
+
+    np.testing.assert_allclose(rates[False], z(speech), atol=1e-5)  # the band is z-scored per story
+    np.testing.assert_allclose(rates[True], z(every), atol=1e-5)
+    assert not np.allclose(rates[False], rates[True], atol=0.1)
+
+
+def test_decoder_encoding_model_delays_across_stories(monkeypatch):
+    """The decoder's own encoding model: with delays_across_stories the first rows of the second training
+    story hold the first story's last feature rows (delay d at row r < d: row n_0 + r - d of the stack)."""
+    import lmbrain.ridge as ridge_mod
+    from lmbrain.decoding import Decoder
+    from test_decoding import PlantedDataset, PlantedProposer, _fit_inputs
+
+    seen = []
+    fit = ridge_mod.RidgeCV.fit
+
+    def spy(self, X, Y, groups=None):
+        if Y.shape[1] > 1:  # the encoding model (the word-rate model has one target)
+            seen.append((np.array(X), np.asarray(groups)))
+        return fit(self, X, Y, groups=groups)
+
+    monkeypatch.setattr(ridge_mod.RidgeCV, "fit", spy)
+    rng = np.random.default_rng(9)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop, n_stories=3, n_words=50)
+    inputs = _fit_inputs(ds, ["s0", "s1"])
+    Decoder(n_voxels=20, rate_voxels=10).fit(*inputs, prop)
+    Decoder(n_voxels=20, rate_voxels=10, delays_across_stories=True).fit(*inputs, prop)
+    (P, groups), (A, _) = seen
+    n0 = int(np.sum(groups == 0))
+    f = P.shape[1] // 4  # delays (1, 2, 3, 4)
+    z = np.vstack([P[1:n0, :f], A[n0, :f][None]])  # story 0's z-scored features (row r + 1, delay 1 = row r)
+    np.testing.assert_array_equal(A[:n0], P[:n0])
+    np.testing.assert_array_equal(A[n0 + 4:], P[n0 + 4:])
+    for d in (1, 2, 3, 4):
+        for r in range(d):
+            np.testing.assert_allclose(A[n0 + r, (d - 1) * f:d * f], z[n0 + r - d], rtol=0, atol=0)
+            assert np.all(P[n0 + r, (d - 1) * f:d * f] == 0)

@@ -303,6 +303,8 @@ class EncodingSettings:
     model: str  # resolved: "ridge" or "banded"
     gammas: int
     refine_gammas: int
+    delays_across_stories: bool = False  # the reference: stack each set's stories, then delay
+    phones_include_silence: bool = False  # phoneme_rate counts silences too (the reference)
 
 
 @dataclass(frozen=True)
@@ -439,6 +441,7 @@ class DecoderJob:
     cv_folds: int | None
     model: ModelSpec
     feature_model: ModelSpec | None
+    delays_across_stories: bool = False  # encoding.delays_across_stories (its encoding model's design)
 
 
 @dataclass(frozen=True)
@@ -571,7 +574,8 @@ class Settings:
         e = self.encoding
         return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
-                          cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model))
+                          cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model),
+                          delays_across_stories=e.delays_across_stories)
 
     def decode_job(self, model: str) -> DecodeJob:
         return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
