@@ -175,3 +175,90 @@ def test_decoder_encoding_model_delays_across_stories(monkeypatch):
         for r in range(d):
             np.testing.assert_allclose(A[n0 + r, (d - 1) * f:d * f], z[n0 + r - d], rtol=0, atol=0)
             assert np.all(P[n0 + r, (d - 1) * f:d * f] == 0)
+
+
+# -- compat preset ---------------------------------------------------------------------------------
+# the reference's alpha grid logspace(1, 3, 10) enters its ridge squared: penalties 10^2 .. 10^6
+HUTH_PENALTIES = [(10 ** (1 + 2 * i / 9)) ** 2 for i in range(10)]
+REFERENCE = {("dataset", "non_words"): "huth", ("encoding", "delays_across_stories"): True,
+             ("encoding", "score"): "huth_r2", ("encoding", "search"): "grid",
+             ("encoding", "phones_include_silence"): True, ("decoding", "rate_rounding"): "per_tr",
+             ("decoding", "rate_delays_across_stories"): True, ("decoding", "bertscore_idf"): True}
+LMBRAIN = {("dataset", "non_words"): "lmbrain", ("encoding", "delays_across_stories"): False,
+           ("encoding", "score"): "r2", ("encoding", "search"): "refine",
+           ("encoding", "phones_include_silence"): False, ("decoding", "rate_rounding"): "cumulative",
+           ("decoding", "rate_delays_across_stories"): False, ("decoding", "bertscore_idf"): False}
+
+
+def _values(cfg):
+    return {(sec, key): cfg[sec][key] for sec, key in REFERENCE}
+
+
+def test_default_config_keeps_lmbrain_behaviour():
+    from lmbrain.config import load_config
+
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    assert cfg["compat"] is None and _values(cfg) == LMBRAIN
+    assert cfg["encoding"]["alphas"][0] == 1.0 and len(cfg["encoding"]["alphas"]) == 13
+
+
+def test_compat_huth2023_sets_every_reference_behaviour(tmp_path):
+    from lmbrain.config import load_config
+
+    user = tmp_path / "user.yaml"
+    user.write_text("compat: huth2023\n")
+    cfg = load_config(ROOT / "config" / "config.yaml", user)  # as snakemake --configfile merges it
+    assert _values(cfg) == REFERENCE
+    np.testing.assert_allclose(cfg["encoding"]["alphas"], HUTH_PENALTIES, rtol=1e-12)
+    s = resolve(cfg)
+    assert s.dataset.non_words == "huth" and s.encoding.score == "huth_r2" and s.encoding.search == "grid"
+    assert s.encoding.delays_across_stories and s.encoding.phones_include_silence
+    assert s.decoding.rate_rounding == "per_tr" and s.decoding.rate_delays_across_stories and s.decoding.bertscore_idf
+    model = next(iter(s.models))
+    job = s.encoding_job(model)
+    assert from_json(type(job), to_json(job)) == job and job.encoding.score == "huth_r2"
+    dec = s.decoder_job(model)
+    assert dec.delays_across_stories and dec.search == "grid" and dec.dataset.non_words == "huth"
+    np.testing.assert_allclose(dec.alphas, HUTH_PENALTIES, rtol=1e-12)
+    # the effective configuration (results/config.yaml) validates to itself
+    assert _values(resolve(s.effective).effective) == REFERENCE
+
+
+def test_explicit_keys_win_over_the_preset(tmp_path):
+    from lmbrain.config import load_config
+
+    user = tmp_path / "user.yaml"
+    user.write_text("compat: huth2023\nencoding:\n  score: corr\n  search: refine\n  alphas: [1.0, 10.0]\n"
+                    "decoding:\n  rate_rounding: cumulative\ndataset:\n  non_words: lmbrain\n")
+    cfg = load_config(ROOT / "config" / "config.yaml", user)
+    want = dict(REFERENCE)
+    want.update({("encoding", "score"): "corr", ("encoding", "search"): "refine",
+                 ("decoding", "rate_rounding"): "cumulative", ("dataset", "non_words"): "lmbrain"})
+    assert _values(cfg) == want and cfg["encoding"]["alphas"] == [1.0, 10.0]
+    # an explicit false is a value too
+    cfg = base()
+    cfg["compat"] = "huth2023"
+    cfg["encoding"]["delays_across_stories"] = False
+    s = resolve(cfg)
+    assert s.encoding.delays_across_stories is False and s.encoding.phones_include_silence is True
+
+
+def test_preset_fills_sections_the_config_leaves_out():
+    from lmbrain.config import validate_config
+
+    cfg = {"seed": 1, "tr": 2.0, "dataset": {"layout": "lebel2023", "root": "x"}, "subjects": ["S"],
+           "stories": {"test": ["t"]}, "compat": "huth2023"}
+    assert _values(validate_config(cfg)) == REFERENCE
+    cfg.pop("compat")
+    assert _values(validate_config(cfg)) == LMBRAIN
+
+
+def test_unknown_preset_is_named():
+    cfg = base()
+    cfg["compat"] = "huth2022"
+    with pytest.raises(ConfigError, match="compat"):
+        resolve(cfg)
+    cfg["compat"] = None
+    cfg.pop("dataset")
+    with pytest.raises(ConfigError, match="'dataset' is a required property"):
+        resolve(cfg)

@@ -61,6 +61,48 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
             _fill_defaults(instance[key], sub)
 
 
+#: ``compat:`` presets: the settings that reproduce a reference implementation, as ``(section, key): value``.
+#: ``huth2023``: the Huth lab's released code (deep-fMRI-dataset, the LeBel et al. 2023 dataset's encoding
+#: models; semantic-decoding, Tang et al. 2023), item by item in the README's "Differences from the
+#: reference code": its 7 non-word labels, delays after stacking the stories, the selection score of
+#: ``bootstrap_ridge(use_corr=False)`` (deep-fMRI-dataset's signed-root R2), every alpha of its grid
+#: ``logspace(1, 3, 10)`` (squared: lmbrain's penalty convention), phones counted with silences, word counts
+#: rounded per TR, the word-rate model delayed across stories, and BERTScore with idf weights.
+PRESETS = {
+    "huth2023": {
+        ("dataset", "non_words"): "huth",
+        ("encoding", "delays_across_stories"): True,
+        ("encoding", "score"): "huth_r2",
+        ("encoding", "search"): "grid",
+        ("encoding", "alphas"): [float(a) for a in (10.0 ** (2 * (1 + 2 * i / 9)) for i in range(10))],
+        ("encoding", "phones_include_silence"): True,
+        ("decoding", "rate_rounding"): "per_tr",
+        ("decoding", "rate_delays_across_stories"): True,
+        ("decoding", "bertscore_idf"): True,
+    },
+}
+#: The keys a preset can set: null there means "lmbrain's default, or the preset's value".
+PRESET_KEYS = sorted({key for preset in PRESETS.values() for key in preset})
+
+
+def _apply_preset(config: dict) -> None:
+    """Set the ``compat`` preset's values of the keys the configuration leaves unset or null (a key given a
+    value wins over the preset), then drop the remaining nulls of those keys so that their schema
+    defaults (lmbrain's) fill in. Runs before the defaults are filled; an unknown preset name is left
+    to the schema check."""
+    preset = PRESETS.get(config.get("compat")) if isinstance(config.get("compat"), str) else None
+    for section, key in PRESET_KEYS:
+        sec = config.get(section)
+        if sec is None and preset and (section, key) in preset and section != "dataset":
+            sec = config[section] = {}  # a section with schema default {} (dataset is required: left to the schema)
+        if not isinstance(sec, dict):
+            continue
+        if sec.get(key) is None and preset and (section, key) in preset:
+            sec[key] = copy.deepcopy(preset[(section, key)])
+        elif key in sec and sec[key] is None:
+            del sec[key]
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = [str(p) for p in error.absolute_path]
     return ".".join(parts) if parts else "<top level>"
@@ -103,6 +145,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
     schema = load_schema()
+    _apply_preset(config)  # before the defaults: only keys left unset (or null) take the preset's values
     _fill_defaults(config, schema)
     lines = _schema_errors(config, schema)
     if lines:
