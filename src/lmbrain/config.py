@@ -2,9 +2,10 @@
 
 :func:`resolve` is the only way a configuration becomes settings. It
 
-1. validates the configuration against the schema packaged with lmbrain
-   (``lmbrain/config.schema.yaml``), filling every default from there and naming the offending key
-   (with the keys allowed at that level) when something is wrong;
+1. applies the ``compat`` preset (:data:`PRESETS`) to the keys it covers that the configuration
+   leaves unset or null (a key given a value wins), then validates the configuration against the
+   schema packaged with lmbrain (``lmbrain/config.schema.yaml``), filling every default from there and
+   naming the offending key (with the keys allowed at that level) when something is wrong;
 2. runs every cross-field check (``demo.min_words < demo.max_words``, model specs, encoding features
    each model can give, decoding models that exist, ...), so that a bad configuration stops at
    workflow start instead of in a job an hour later;
