@@ -244,3 +244,70 @@ def test_responses_shorter_than_the_stimulus_are_a_clear_error(null_run, tmp_pat
     with pytest.raises(EncodingError, match=rf"story {story}: (\d+) TRs of features but \d+ of responses"):
         fit_encoding(cfg, "DEMO01", "lstm", "hidden-L1", Layout(results=str(tmp)), tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_reference_switches_reach_the_fit(null_run, tmp_path, monkeypatch):
+    """encoding.delays_across_stories stacks the training stories before delaying (a story's first rows
+    carry the previous story's last rows, the test story is delayed alone), encoding.score reaches the
+    ridge, encoding.phones_include_silence reaches the phone reader."""
+    import lmbrain.datasets as ds_mod
+    import lmbrain.ridge as ridge_mod
+
+    cfg, tmp, _ = null_run
+    seen = []
+    for cls in (ridge_mod.RidgeCV, ridge_mod.BandedRidgeCV):
+        def spy(self, X, Y, *args, _fit=cls.fit, **kw):
+            seen.append({"X": np.array(X), "score": self.score_kind, "groups": np.asarray(kw.get("groups"))})
+            return _fit(self, X, Y, *args, **kw)
+
+        def spy_predict(self, X, *args, _predict=cls.predict, **kw):
+            seen[-1]["Xte"] = np.array(X)
+            return _predict(self, X, *args, **kw)
+
+        monkeypatch.setattr(cls, "fit", spy)
+        monkeypatch.setattr(cls, "predict", spy_predict)
+    silence = []
+    phones = ds_mod.Dataset.phones
+
+    def spy_phones(self, *args, include_silence=False):
+        silence.append(include_silence)
+        return phones(self, *args, include_silence=include_silence)
+
+    monkeypatch.setattr(ds_mod.Dataset, "phones", spy_phones)
+    layout = Layout(results=str(tmp))
+    base = {**cfg, "encoding": {**cfg["encoding"], "maps": False, "n_permutations": 10},
+            "features": {**cfg["features"], "context_lengths": [1]}}
+    fit_encoding(base, "DEMO01", "lstm", "hidden-L1", layout, tmp_path / "per_story")
+    assert seen[-1]["score"] == "r2" and set(silence) == {False}
+    ref = {**base, "encoding": {**base["encoding"], "delays_across_stories": True, "score": "huth_r2",
+                                "phones_include_silence": True}}
+    fit_encoding(ref, "DEMO01", "lstm", "hidden-L1", layout, tmp_path / "across")
+    assert seen[-1]["score"] == "huth_r2" and silence[-1] is True
+    P, A, groups = seen[0]["X"], seen[1]["X"], seen[0]["groups"]
+    assert P.shape == A.shape
+    starts = np.flatnonzero(np.diff(groups)) + 1  # first rows of the second and later training stories
+    assert len(starts) >= 2
+    with h5py.File(tmp_path / "per_story" / "k1" / "weights.h5") as fh:
+        nf = int(fh.attrs["n_features"])  # language-model columns: 4 delay blocks of f features
+        names = [n.decode() if isinstance(n, bytes) else n for n in fh["nuisance"][:]]
+        assert tuple(fh["delays"][:]) == (1, 2, 3, 4)
+    f = nf // 4
+    # phoneme_rate changes everywhere with silences counted: compare the other columns
+    same = [b for b, n in enumerate(names) if n != "phoneme_rate"]
+    if "phoneme_rate" in names:
+        b = names.index("phoneme_rate")
+        assert not np.allclose(A[:, nf + 4 * b:nf + 4 * b + 4], P[:, nf + 4 * b:nf + 4 * b + 4])
+    cols = np.r_[np.arange(nf), [nf + 4 * b + j for b in same for j in range(4)]]
+    lead = np.zeros(len(P), dtype=bool)
+    for s in starts:
+        lead[s:s + 4] = True  # max(delays) rows
+    np.testing.assert_array_equal(A[~lead][:, cols], P[~lead][:, cols])  # elsewhere the designs agree
+    assert not np.allclose(A[lead][:, cols], P[lead][:, cols])
+    # delay d + 1 at a story's first row holds the previous story's row n - 1 - d, which the per-story design
+    # holds in its delay-d column at the previous story's last row
+    later = np.r_[np.arange(f, nf), [nf + 4 * b + j for b in same for j in (1, 2, 3)]]
+    earlier = np.r_[np.arange(0, nf - f), [nf + 4 * b + j for b in same for j in (0, 1, 2)]]
+    for s in starts:
+        np.testing.assert_array_equal(A[s, later], P[s - 1, earlier])
+        assert np.all(P[s] == 0) and np.any(A[s] != 0)  # per story, the first row is all zero padding
+    np.testing.assert_array_equal(seen[0]["Xte"][:, cols], seen[1]["Xte"][:, cols])  # one test story: delayed alone

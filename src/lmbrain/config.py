@@ -2,9 +2,10 @@
 
 :func:`resolve` is the only way a configuration becomes settings. It
 
-1. validates the configuration against the schema packaged with lmbrain
-   (``lmbrain/config.schema.yaml``), filling every default from there and naming the offending key
-   (with the keys allowed at that level) when something is wrong;
+1. applies the ``compat`` preset (:data:`PRESETS`) to the keys it covers that the configuration
+   leaves unset or null (a key given a value wins), then validates the configuration against the
+   schema packaged with lmbrain (``lmbrain/config.schema.yaml``), filling every default from there and
+   naming the offending key (with the keys allowed at that level) when something is wrong;
 2. runs every cross-field check (``demo.min_words < demo.max_words``, model specs, encoding features
    each model can give, decoding models that exist, ...), so that a bad configuration stops at
    workflow start instead of in a job an hour later;
@@ -61,6 +62,48 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
             _fill_defaults(instance[key], sub)
 
 
+#: ``compat:`` presets: the settings that reproduce a reference implementation, as ``(section, key): value``.
+#: ``huth2023``: the Huth lab's released code (deep-fMRI-dataset, the LeBel et al. 2023 dataset's encoding
+#: models; semantic-decoding, Tang et al. 2023), item by item in the README's "Differences from the
+#: reference code": its 7 non-word labels, delays after stacking the stories, the selection score of
+#: ``bootstrap_ridge(use_corr=False)`` (deep-fMRI-dataset's signed-root R2), every alpha of its grid
+#: ``logspace(1, 3, 10)`` (squared: lmbrain's penalty convention), phones counted with silences, word counts
+#: rounded per TR, the word-rate model delayed across stories, and BERTScore with idf weights.
+PRESETS = {
+    "huth2023": {
+        ("dataset", "non_words"): "huth",
+        ("encoding", "delays_across_stories"): True,
+        ("encoding", "score"): "huth_r2",
+        ("encoding", "search"): "grid",
+        ("encoding", "alphas"): [float(a) for a in (10.0 ** (2 * (1 + 2 * i / 9)) for i in range(10))],
+        ("encoding", "phones_include_silence"): True,
+        ("decoding", "rate_rounding"): "per_tr",
+        ("decoding", "rate_delays_across_stories"): True,
+        ("decoding", "bertscore_idf"): True,
+    },
+}
+#: The keys a preset can set: null there means "lmbrain's default, or the preset's value".
+PRESET_KEYS = sorted({key for preset in PRESETS.values() for key in preset})
+
+
+def _apply_preset(config: dict) -> None:
+    """Set the ``compat`` preset's values of the keys the configuration leaves unset or null (a key given a
+    value wins over the preset), then drop the remaining nulls of those keys so that their schema
+    defaults (lmbrain's) fill in. Runs before the defaults are filled; an unknown preset name is left
+    to the schema check."""
+    preset = PRESETS.get(config.get("compat")) if isinstance(config.get("compat"), str) else None
+    for section, key in PRESET_KEYS:
+        sec = config.get(section)
+        if sec is None and preset and (section, key) in preset and section != "dataset":
+            sec = config[section] = {}  # a section with schema default {} (dataset is required: left to the schema)
+        if not isinstance(sec, dict):
+            continue
+        if sec.get(key) is None and preset and (section, key) in preset:
+            sec[key] = copy.deepcopy(preset[(section, key)])
+        elif key in sec and sec[key] is None:
+            del sec[key]
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = [str(p) for p in error.absolute_path]
     return ".".join(parts) if parts else "<top level>"
@@ -103,6 +146,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
     schema = load_schema()
+    _apply_preset(config)  # before the defaults: only keys left unset (or null) take the preset's values
     _fill_defaults(config, schema)
     lines = _schema_errors(config, schema)
     if lines:
@@ -236,6 +280,7 @@ class DatasetSettings:
     tr: float
     train: str | tuple[str, ...]  # "all" or story names
     test: tuple[str, ...]
+    non_words: str = "lmbrain"  # word-tier labels dropped: lmbrain or huth (datasets.NON_WORD_SETS)
 
 
 @dataclass(frozen=True)
@@ -361,6 +406,8 @@ class EncodingSettings:
     model: str  # resolved: "ridge" or "banded"
     gammas: int
     refine_gammas: int
+    delays_across_stories: bool = False  # the reference: stack each set's stories, then delay
+    phones_include_silence: bool = False  # phoneme_rate counts silences too (the reference)
 
 
 @dataclass(frozen=True)
@@ -545,6 +592,7 @@ class DecoderJob:
     cv_folds: int | None
     model: ModelSpec
     feature_model: ModelSpec | None
+    delays_across_stories: bool = False  # encoding.delays_across_stories (its encoding model's design)
 
 
 @dataclass(frozen=True)
@@ -700,7 +748,8 @@ class Settings:
         e = self.encoding
         return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
-                          cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model))
+                          cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model),
+                          delays_across_stories=e.delays_across_stories)
 
     def decode_job(self, model: str) -> DecodeJob:
         return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
@@ -803,7 +852,7 @@ def resolve(config: dict, source: str = "config") -> Settings:
     stories = cfg["stories"]
     train = stories["train"] if stories["train"] == "all" else tuple(stories["train"])
     dataset = DatasetSettings(layout=cfg["dataset"]["layout"], root=root, tr=float(cfg["tr"]), train=train,
-                              test=tuple(stories["test"]))
+                              test=tuple(stories["test"]), non_words=cfg["dataset"]["non_words"])
     return Settings(
         seed=int(cfg["seed"]), tr=float(cfg["tr"]), device=cfg["device"], subjects=tuple(subjects),
         dataset=dataset, demo=_section(DemoSettings, demo_cfg), corpus=corpus,

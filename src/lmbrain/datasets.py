@@ -36,7 +36,7 @@ import pandas as pd
 
 from . import LmbrainError, LmbrainWarning
 from .stimulus import lebel_response_times, lebel_stimulus_times, read_textgrid, zscore
-from .textgrid import NON_WORDS
+from .textgrid import NON_WORDS, NON_WORDS_HUTH
 from .volume import VoxelSpace
 
 LAYOUTS = ("lebel2023", "bids")
@@ -54,6 +54,19 @@ MIN_STORY_TRS = 21
 
 class DatasetError(LmbrainError, ValueError):
     """The dataset is missing something or holds something malformed; the message names the file."""
+
+
+#: The word-tier label sets of the config key ``dataset.non_words``: ``lmbrain`` (:data:`NON_WORDS`, also
+#: ``sl``, ``cg``, ``ig`` and empty intervals) and ``huth`` (:data:`NON_WORDS_HUTH`, the reference code's 7).
+NON_WORD_SETS = {"lmbrain": NON_WORDS, "huth": NON_WORDS_HUTH}
+
+
+def non_word_labels(name: str) -> frozenset:
+    """The labels of a ``dataset.non_words`` setting (:data:`NON_WORD_SETS`)."""
+    try:
+        return NON_WORD_SETS[name]
+    except KeyError:
+        raise DatasetError(f"dataset.non_words = {name!r}: use one of {', '.join(NON_WORD_SETS)}") from None
 
 
 def open_dataset(layout: str, root: str | os.PathLike, tr: float = 2.0,

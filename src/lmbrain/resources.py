@@ -19,10 +19,10 @@ WORDS_PER_TR = 6  # words per 2 s TR when a transcript cannot be read (speech ru
 
 
 @functools.lru_cache(maxsize=64)
-def _size(layout: str, root: str, tr: float, subject: str, train, test) -> dict:
-    from .datasets import open_dataset
+def _size(layout: str, root: str, tr: float, subject: str, train, test, non_words: str = "lmbrain") -> dict:
+    from .datasets import non_word_labels, open_dataset
 
-    ds = open_dataset(layout, root, tr=tr)
+    ds = open_dataset(layout, root, tr=tr, non_words=non_word_labels(non_words))
     train_s, test_s = ds.split(subject, list(train) if isinstance(train, tuple) else train, list(test))
     trs = {s: len(ds.tr_times(subject, s)) for s in train_s + test_s}
     n_test_trs = int(sum(trs[s] for s in test_s))
@@ -40,7 +40,7 @@ def subject_size(settings, subject: str) -> dict | None:
     cannot be read yet (the request then falls back to a default)."""
     d = settings.dataset
     try:
-        return _size(d.layout, str(d.root), float(d.tr), subject, d.train, tuple(d.test))
+        return _size(d.layout, str(d.root), float(d.tr), subject, d.train, tuple(d.test), d.non_words)
     except Exception:  # noqa: BLE001 - not there yet (demo not built) or unreadable: the job will say why
         return None
 

@@ -240,6 +240,24 @@ def make_delayed(x: np.ndarray, delays=(1, 2, 3, 4)) -> np.ndarray:
     return np.hstack(blocks)
 
 
+def delay_stories(blocks, delays=(1, 2, 3, 4), across_stories: bool = False) -> list[np.ndarray]:
+    """FIR designs of a set of stories: ``blocks`` is a list of (n_trs_i, n_features) matrices (already
+    z-scored), returned as a list of (n_trs_i, n_features * len(delays)) matrices (:func:`make_delayed`).
+
+    ``across_stories=False`` (lmbrain's default): each story is delayed on its own, its first
+    ``max(delays)`` rows zero-padded. ``True`` (the Huth lab's reference code): the stories are stacked
+    in the given order and then delayed, so the first rows of each story carry the last rows of the
+    story before it (and a negative delay reads the first rows of the story after it); only the first
+    story of the set is zero-padded.
+    """
+    blocks = [np.asarray(b) for b in blocks]
+    if not across_stories or len(blocks) < 2:
+        return [make_delayed(b, delays) for b in blocks]
+    stacked = make_delayed(np.concatenate(blocks), delays)
+    bounds = np.cumsum([0] + [len(b) for b in blocks])
+    return [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def zscore(x: np.ndarray, axis: int = 0, eps: float = 1e-12) -> np.ndarray:
     """Z-score along ``axis`` (statistics in float64, result in ``x``'s dtype); constant columns become 0."""
     x = np.asarray(x)

@@ -108,6 +108,10 @@ class Decoder:
         model alone). None = the ``rate_voxels`` voxels best correlated with the word count.
     rate_delays_across_stories : bool, default False
         ``delays_across_stories`` of the word-rate model(s) (True = the reference code's stacking).
+    delays_across_stories : bool, default False
+        Design of the encoding model: False = each training story FIR-delayed on its own (zero-padded);
+        True = the stories stacked and then delayed (the reference code: a story's first TRs carry the
+        previous story's last TRs; :func:`lmbrain.stimulus.delay_stories`).
 
     Attributes
     ----------
@@ -128,7 +132,8 @@ class Decoder:
 
     def __init__(self, n_voxels: int = 10000, shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None,
                  rate_voxels: int | None = 1000, device: str = "cpu", search: str = "grid", memory_gb: float = 2.0,
-                 cv_folds: int | None = None, rate_voxel_sets=None, rate_delays_across_stories: bool = False):
+                 cv_folds: int | None = None, rate_voxel_sets=None, rate_delays_across_stories: bool = False,
+                 delays_across_stories: bool = False):
         self.n_voxels = n_voxels
         self.shrinkage = shrinkage
         self.delays = delays
@@ -140,6 +145,7 @@ class Decoder:
         self.cv_folds = cv_folds
         self.rate_voxel_sets = rate_voxel_sets
         self.rate_delays_across_stories = rate_delays_across_stories
+        self.delays_across_stories = delays_across_stories
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, responses, tr_times, words, word_times, proposer) -> "Decoder":
@@ -164,7 +170,7 @@ class Decoder:
         self
         """
         from ..ridge import RidgeCV, make_folds, story_folds
-        from ..stimulus import downsample, make_delayed
+        from ..stimulus import delay_stories, downsample
 
         n_stories = len(tr_times)
         if n_stories < 2:
@@ -190,7 +196,7 @@ class Decoder:
         pooled = np.concatenate(tr_feats)
         mean, std = pooled.mean(axis=0), pooled.std(axis=0)
         z = [np.where(std > 0, (f - mean) / np.where(std > 0, std, 1), 0.0) for f in tr_feats]
-        X = [make_delayed(x, delays) for x in z]
+        X = delay_stories(z, delays, across_stories=bool(self.delays_across_stories))
         groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
         cv = story_folds(self.cv_folds, n_stories)
         ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if self.alphas is None else self.alphas, cv=cv,

@@ -6,10 +6,10 @@ from ..config import DatasetSettings
 
 
 def open_job_dataset(dataset: DatasetSettings):
-    """The dataset of a job's :class:`~lmbrain.config.DatasetSettings`."""
-    from ..datasets import open_dataset
+    """The dataset of a job's :class:`~lmbrain.config.DatasetSettings` (its ``non_words`` label set too)."""
+    from ..datasets import non_word_labels, open_dataset
 
-    return open_dataset(dataset.layout, dataset.root, tr=dataset.tr)
+    return open_dataset(dataset.layout, dataset.root, tr=dataset.tr, non_words=non_word_labels(dataset.non_words))
 
 
 def split_stories(ds, subject: str, dataset: DatasetSettings) -> tuple[list[str], list[str]]:

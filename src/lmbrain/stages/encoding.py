@@ -60,7 +60,12 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
     space = ds.voxel_space(subject)
     surface = ds.pycortex_surface(subject) if hasattr(ds, "pycortex_surface") else None
     banded = enc.model == "banded"
-    names, nuis = _nuisance(ds, subject, stories, tr_times, enc) if banded else ([], {})
+    across = bool(enc.delays_across_stories)  # the reference: stack each set's stories, then delay
+    delays = (0,) if across else enc.delays  # design() and the nuisance bands delay per story unless across
+    names, nuis = _nuisance(ds, subject, stories, tr_times, enc, delays) if banded else ([], {})
+    if across and names:  # each band delayed over the stacked stories of its set
+        per_band = [_delay_sets({s: nuis[s][j] for s in stories}, (train, test), enc.delays) for j in range(len(names))]
+        nuis = {s: [band[s] for band in per_band] for s in stories}
     if banded and not names:
         raise EncodingError(f"encoding.model is banded but none of encoding.nuisance ({', '.join(enc.nuisance)}) can be "
                             f"computed for subject {subject}: set encoding.model: ridge or list other bands")
@@ -70,7 +75,9 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
         for k in ks:
             tk = time.time()
             files = {s: layout.feature_file(model, s, k) for s in stories}
-            X = design(files, kind, layer, tr_times, enc.delays)
+            X = design(files, kind, layer, tr_times, delays)
+            if across:
+                X = _delay_sets(X, (train, test), enc.delays)
             n_features = X[train[0]].shape[1]
             alphas, cv = np.asarray(enc.alphas, dtype=np.float64), story_folds(enc.cv_folds, len(train))
             if banded:
@@ -112,7 +119,7 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
             with atomic_path(folder / "voxels.tsv") as tmp:
                 table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
             write_weights(folder / "weights.h5", ridge, enc.weights_dtype, enc.delays, model, feature, k, n_features,
-                          nuisance=names if banded else None)
+                          nuisance=names if banded else None, across_stories=across)
             write_predictions(folder / "predictions.h5", pred, test, [n_trs[s] for s in test])
             if space is not None:
                 space.save_nifti(r.astype(np.float32), folder / "test_r.nii.gz")
@@ -143,7 +150,7 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
 
 
 def write_weights(path, ridge, dtype: str, delays, model: str, feature: str, k: int, n_features: int,
-                  nuisance=None) -> None:
+                  nuisance=None, across_stories: bool = False) -> None:
     """``weights.h5``: the ridge coefficients of the feature (``coef``, delays x features by voxels), alphas
     and delays; for a banded model also the nuisance bands' coefficients (``coef_nuisance``, their names
     ``nuisance``), the band weights (``gamma``, bands x voxels) and per-band penalties (``band_alpha``)."""
@@ -162,24 +169,38 @@ def write_weights(path, ridge, dtype: str, delays, model: str, feature: str, k: 
         fh.create_dataset("alpha", data=np.asarray(ridge.best_alphas_, dtype=np.float64))
         fh.create_dataset("delays", data=np.asarray(delays, dtype=np.int64))
         fh.attrs.update({"model": model, "feature": feature, "context_length": int(k), "n_features": int(n_features),
-                         "alpha_convention": "penalty (sklearn/himalaya)", "design": "per-story z-scored, FIR-delayed",
+                         "alpha_convention": "penalty (sklearn/himalaya)", "design": "per-story z-scored, FIR-delayed" + (" across stacked stories" if across_stories else ""),
                          "lmbrain_version": __version__, "coef_dtype": str(dtype)})
 
 
-def _nuisance(ds, subject: str, stories, tr_times: dict, enc) -> tuple[list[str], dict]:
-    """The nuisance bands of every story (:func:`lmbrain.encoding.nuisance_design`); phoneme_rate is
-    dropped, with a log line, when a story's transcript has no phone tier."""
+def _delay_sets(X: dict, sets, delays) -> dict:
+    """``{story: matrix}`` FIR-delayed with the stories of each set (training, test) stacked in order
+    (:func:`lmbrain.stimulus.delay_stories` with ``across_stories=True``)."""
+    from ..stimulus import delay_stories
+
+    out = {}
+    for group in sets:
+        out.update(zip(group, delay_stories([X[s] for s in group], tuple(delays), across_stories=True)))
+    return out
+
+
+def _nuisance(ds, subject: str, stories, tr_times: dict, enc, delays=None) -> tuple[list[str], dict]:
+    """The nuisance bands of every story (:func:`lmbrain.encoding.nuisance_design`, FIR-delayed by
+    ``delays``, default ``enc.delays``); phoneme_rate is dropped, with a log line, when a story's
+    transcript has no phone tier."""
     from ..encoding import nuisance_design
 
     names = list(enc.nuisance)
     words = {s: ds.words(subject, s) for s in stories}
-    phones = {s: ds.phones(subject, s) for s in stories} if "phoneme_rate" in names else {}
+    include = bool(enc.phones_include_silence)  # the reference counts every interval, silences too
+    phones = {s: ds.phones(subject, s, include_silence=include) for s in stories} if "phoneme_rate" in names else {}
     lacking = [s for s, p in phones.items() if p is None]
     if lacking:
         log.info("phoneme_rate skipped: no phone tier in the transcript of %s%s", ", ".join(lacking[:3]),
                  f" and {len(lacking) - 3} more stories" if len(lacking) > 3 else "")
         names.remove("phoneme_rate")
-    return names, {s: nuisance_design(names, words[s], phones.get(s), tr_times[s], enc.delays) for s in stories}
+    delays = enc.delays if delays is None else delays
+    return names, {s: nuisance_design(names, words[s], phones.get(s), tr_times[s], delays) for s in stories}
 
 
 def write_predictions(path, pred: np.ndarray, stories: list[str], n_trs: list[int]) -> None:
