@@ -67,8 +67,7 @@ def _time(times: dict, key: str, fn, *args, **kwargs):
 
 def prepare_models(cfg: dict, settings, layout, names, models_from: Path | None, times: dict) -> None:
     """Train (or copy from ``models_from``) the trained models, build planted/pretrained ones."""
-    from lmbrain.models import pretrained_from_config
-    from lmbrain.training import train_from_config, write_corpus
+    from lmbrain.stages.models import prepare_corpus, pretrained_model, train_model
 
     for name in names:
         spec = settings.model(name)
@@ -81,11 +80,11 @@ def prepare_models(cfg: dict, settings, layout, names, models_from: Path | None,
             continue
         t = {}
         if spec.type in ("huggingface", "planted"):
-            _time(t, "model", pretrained_from_config, cfg, name, target)
+            _time(t, "model", pretrained_model, settings.pretrained_job(name), target)
         else:
-            if not Path(layout.corpus_file("corpus.json")).exists():
-                write_corpus(cfg, layout.corpus_dir())
-            _time(t, "model", train_from_config, cfg, name, target, corpus_dir=layout.corpus_dir(), progress=False)
+            if not (Path(layout.corpus_dir()) / "corpus.json").exists():
+                prepare_corpus(settings.corpus_job(), layout.corpus_dir())
+            _time(t, "model", train_model, settings.train_job(name), layout.corpus_dir(), target, progress=False)
         times.setdefault(name, {}).update(t)
 
 

@@ -246,7 +246,7 @@ def test_explicit_keys_win_over_the_preset(tmp_path):
 def test_preset_fills_sections_the_config_leaves_out():
     from lmbrain.config import validate_config
 
-    cfg = {"seed": 1, "tr": 2.0, "dataset": {"layout": "lebel2023", "root": "x"}, "subjects": ["S"],
+    cfg = {"seed": 1, "tr": 2.0, "dataset": {"layout": "lebel2023", "root": "x"}, "subjects": ["S"], "demo": {"build": False},
            "stories": {"test": ["t"]}, "compat": "huth2023"}
     assert _values(validate_config(cfg)) == REFERENCE
     cfg.pop("compat")

@@ -115,8 +115,8 @@ def test_resolve_gives_each_model_its_context_lengths_and_layers():
     s = resolve(cfg)
     assert s.models["lstm"].context_lengths == (1, 2, 8)
     assert s.models["rnn"].context_lengths == tuple(cfg["features"]["context_lengths"])
-    assert s.models["transformer"].layers == (0, 1, 2) and s.encoding_features["transformer"] == ("hidden-L2",)
-    assert s.models["smollm2"].layers == (9,) and s.trw_feature("smollm2") == "hidden-L9"
+    assert s.models["transformer"].layers == (0, 1, 2) and s.encoding_features["transformer"] == ("pooled-L2",)
+    assert s.models["smollm2"].layers == (9,) and s.trw_feature("smollm2") == "pooled-L9"
     assert s.corpus.exclude == ("romeo_and_juliet",) and s.corpus.cache_dir == "data/cache"
     assert s.decoding_stories == ("romeo_and_juliet_04",) and s.decoding_models == ("transformer",)
     assert s.trw.truth == "data/demo/ground_truth.tsv"
