@@ -6,7 +6,7 @@ VENV   ?= .venv
 CORES  ?= $(shell nproc 2>/dev/null || echo 2)
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install lint clean
+.PHONY: demo test test-fast install lint clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the fast lane: unit tests without the end-to-end and training runs (marked slow)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # decoder fit and beam search on a tiny demo
+
 from lmbrain.config import resolve
 
 from conftest import tiny_config

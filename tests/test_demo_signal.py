@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # context sweeps on a built demo
+
 from lmbrain.config import resolve
 from scipy import stats
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # banded fits on a 6-story demo
+
 from lmbrain.config import ConfigError, resolve
 from lmbrain.datasets import open_dataset
 from lmbrain.encoding import banded_candidates, nuisance_design

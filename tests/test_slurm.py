@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # the demo through a one-node SLURM cluster
 import yaml
 
 from conftest import CACHE

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # trains a small LSTM and runs the TRW stage on a 6-story demo
+
 from lmbrain.config import resolve
 
 from lmbrain.datasets import open_dataset

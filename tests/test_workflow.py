@@ -51,6 +51,7 @@ def test_dry_run_lists_jobs(tiny_workdir):
         assert rule in out
 
 
+@pytest.mark.slow
 def test_workflow_runs_end_to_end(tiny_workdir):
     proc = run(["--cores", "2", "--configfile", "tiny.yaml"], tiny_workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
