@@ -746,7 +746,14 @@ class Settings:
 
     def decoder_job(self, model: str) -> DecoderJob:
         e = self.encoding
-        return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
+        # the beam search, the nulls and the scores never reach the decoder's fit: neutral values, so that
+        # changing them reruns the decode jobs only
+        fit_only = dataclasses.replace(
+            self.decoding, word_times="", beam_width=0, checkpoint_every=0, null_samples=0, shift_samples=0,
+            min_shift=0.0, window=0.0, step=0.0, metrics=(), bertscore_model="", bertscore_layer=None,
+            identification_lengths=(), fdr=0.0, rate_rounding="", content_window=None, bigram_window=None,
+            bertscore_idf=False, beam_device=None, beam_batch_mb=0.0)
+        return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=fit_only,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
                           cv_folds=e.cv_folds, model=self.model(model), feature_model=self._feature_model(model),
                           delays_across_stories=e.delays_across_stories)
