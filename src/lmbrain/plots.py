@@ -81,6 +81,24 @@ def _fill_gaps(vol: np.ndarray, within: np.ndarray, sampled: np.ndarray) -> np.n
     return np.where(within & ~sampled, filled, vol)
 
 
+def flatmap_figure(vol, space, surface: dict, vmin, vmax, cmap: str, log_scale: bool = False):
+    """The pycortex flatmap (curvature, no colour bar) of a dataset volume ``vol`` (X, Y, Z) on the
+    subject's surface (``surface``: subject, xfm, mask), cortical voxels the dataset does not sample
+    filled from their nearest sampled neighbour; None when the dataset's grid is not the surface mask's.
+    Call inside :func:`lmbrain.rois._pycortex_filestore` for another pycortex database."""
+    import cortex
+
+    mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")), dtype=bool).T
+    if mask.shape != vol.shape:
+        return None
+    vol = _fill_gaps(vol, mask, space.mask)
+    data = np.log10(vol) if log_scale else vol
+    v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
+                      vmin=np.log10(vmin) if (log_scale and vmin) else vmin,
+                      vmax=np.log10(vmax) if (log_scale and vmax) else vmax, cmap=cmap)
+    return cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False, with_curvature=True)
+
+
 def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,
               cmap: str = "inferno", log_scale: bool = False, categories: list[str] | None = None) -> list[Path]:
     """A per-voxel map as a pycortex flatmap (when ``surface`` names a pycortex subject) or slices.
@@ -103,18 +121,8 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     norm = LogNorm(vmin=vmin, vmax=vmax) if log_scale else Normalize(vmin=vmin, vmax=vmax)
     if surface:
         try:
-            import cortex
-
-            mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")),
-                              dtype=bool).T
-            if mask.shape == vol.shape:
-                vol = _fill_gaps(vol, mask, space.mask)
-                data = np.log10(vol) if log_scale else vol
-                v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
-                                  vmin=np.log10(vmin) if log_scale else vmin, vmax=np.log10(vmax) if log_scale else vmax,
-                                  cmap=cmap)
-                fig = cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False,
-                                                   with_curvature=True)
+            fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale)
+            if fig is not None:
                 fig.set_size_inches(10, 5.2)
                 ax = fig.axes[0]
                 _scale(fig, ax, norm, cmap, label, categories)

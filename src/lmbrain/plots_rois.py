@@ -245,31 +245,22 @@ def roi_flatmap(values, space, surface: dict | None, png, roi_names=None, title:
     """A per-voxel map on the subject's pycortex flatmap with ROI outlines.
 
     Same arguments as :func:`lmbrain.plots.brain_map` plus ``roi_names`` (default: every drawn ROI)
-    and ``filestore``. Without a pycortex surface (``surface`` None) it falls back to
-    :func:`lmbrain.plots.brain_map` (slices, no outlines).
+    and ``filestore``. Without a pycortex surface (``surface`` None), or on a grid that is not the
+    surface's, it falls back to :func:`lmbrain.plots.brain_map` (slices, no outlines).
     """
-    import cortex
     from matplotlib.colors import LogNorm, Normalize
 
-    from .plots import _fill_gaps, _scale, brain_map
+    from .plots import _scale, brain_map, flatmap_figure
     from .rois import _pycortex_filestore
 
-    if not surface:
+    fig = None
+    if surface:
+        vol = space.unmask(np.asarray(values, dtype=np.float64)).astype(np.float64)
+        with _pycortex_filestore(filestore):
+            fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale)
+    if fig is None:  # no surface, or a grid that is not the surface's: slices without outlines
         return brain_map(values, space, surface, png, title=title, label=label, vmin=vmin, vmax=vmax, cmap=cmap,
                          log_scale=log_scale)
-    values = np.asarray(values, dtype=np.float64)
-    vol = space.unmask(values).astype(np.float64)
-    with _pycortex_filestore(filestore):
-        mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")),
-                          dtype=bool).T
-        if mask.shape == vol.shape:
-            vol = _fill_gaps(vol, mask, space.mask)
-        data = np.log10(vol) if log_scale else vol
-        v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
-                          vmin=np.log10(vmin) if (log_scale and vmin) else vmin,
-                          vmax=np.log10(vmax) if (log_scale and vmax) else vmax, cmap=cmap)
-        fig = cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False,
-                                           with_curvature=True)
     fig.set_size_inches(10, 5.2)
     ax = fig.axes[0]
     add_roi_outlines(ax, surface["subject"], roi_names, filestore=filestore)
