@@ -41,3 +41,11 @@ def tiny_demo(tmp_path_factory, shakespeare_archive):
     cfg = tiny_config(root)
     summary = build_demo(resolve(cfg).demo_job(), progress=False)
     return cfg, summary
+
+
+@pytest.fixture(scope="session")
+def pycortex_roi_cache(request, tmp_path_factory):
+    """A folder for pycortex ROI volume masks: pytest's cache folder (kept across sessions, so only a cold
+    run asks pycortex), or a temporary one when the cache plugin is off (-p no:cacheprovider)."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("pycortex-rois") if cache is not None else tmp_path_factory.mktemp("pycortex-rois")

@@ -617,7 +617,7 @@ def test_beam_memory_does_not_grow_with_the_story():
 def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
     """The decoder and decode rules' entry points (job settings in, files out) on the tiny demo with an
     untrained word-level LSTM: what they write, the folder written atomically, and the settings of
-    issue 20 (read with their defaults while the configuration lacks the keys)."""
+    issue 20 (reference behaviours switched on through the job settings)."""
     import copy
     import dataclasses
 
@@ -627,7 +627,7 @@ def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
     from lmbrain.datasets import open_dataset
     from lmbrain.decoding import Decoder
     from lmbrain.models import Vocabulary, build_model, model_spec, save_model
-    from lmbrain.stages.decoding import DEFAULTS, decode, decoder, setting
+    from lmbrain.stages.decoding import decode, decoder
 
     cfg = copy.deepcopy(tiny_demo[0])
     spec = {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8, "n_layers": 1}
@@ -645,7 +645,7 @@ def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
     back = Decoder.load(tmp_path / "decoder.npz")
     assert np.array_equal(back.coef_, fitted.coef_) and back.layer_ == 1 and len(back.voxels_) == 40
     job = settings.decode_job("tiny")
-    assert all(setting(job, k) == v for k, v in DEFAULTS.items())
+    assert (job.decoding.rate_rounding, job.decoding.content_window, job.decoding.beam_device) == ("cumulative", None, None)
     summary = decode(job, subject, story, tmp_path / "tiny", tmp_path / "decoder.npz", tmp_path / "out",
                      progress=False)
     out = tmp_path / "out"
@@ -655,10 +655,8 @@ def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
     single = pd.read_csv(out / "identification_single.tsv", sep="\t")
     assert sorted(set(single["repeat"])) == list(range(cfg["demo"]["n_repeats"]))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []  # no temporary folder, no checkpoint
-    # the reference behaviours through the stage, once the configuration has the keys
-    keys = dataclasses.make_dataclass("WithKeys", [("rate_rounding", str, "per_tr"), ("content_window", int, 3),
-                                                   ("beam_device", str, "cpu")], bases=(type(job.decoding),), frozen=True)
-    extra = keys(**{f.name: getattr(job.decoding, f.name) for f in dataclasses.fields(job.decoding)})
+    # the reference behaviours through the stage
+    extra = dataclasses.replace(job.decoding, rate_rounding="per_tr", content_window=3, beam_device="cpu")
     decode(dataclasses.replace(job, decoding=extra), subject, story, tmp_path / "tiny", tmp_path / "decoder.npz",
            tmp_path / "tang", progress=False)
     decoded = pd.read_csv(tmp_path / "tang" / "decoded.tsv", sep="\t")

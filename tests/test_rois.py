@@ -18,11 +18,11 @@ S1_ROIS = ["AC", "Broca", "V1", "V2"]  # V1 and V2 overlap in a few voxels of S1
 # ------------------------------------------------------------------------------------------
 # pycortex S1 (the demo's subject); one get_roi_masks call (~10 s) for the whole module
 @pytest.fixture(scope="module")
-def s1(request):
+def s1(pycortex_roi_cache):
     """S1's ROIs over its full thick mask. The volume masks are cached in pytest's cache folder (keyed by
     the overlays' hash), so only a cold run pays pycortex's ~10-30 s."""
     cortex = pytest.importorskip("cortex")
-    cache = request.config.cache.mkdir("pycortex-rois")
+    cache = pycortex_roi_cache
     mask_zyx = np.asarray(cortex.db.get_mask("S1", "fullhead", "thick"), dtype=bool)
     keep = R.pycortex_rois("S1", "fullhead", S1_ROIS, overlap="keep", cache_dir=cache)
     vols = R.pycortex_roi_volumes("S1", "fullhead", S1_ROIS, cache_dir=cache)

@@ -22,9 +22,9 @@ DEFAULT_ROIS = ["AC", "Broca", "sPMv", "EBA", "PPA", "IPS", "FEF", "RSC"]
 
 
 @pytest.fixture(scope="module")
-def roi_cache(request):
+def roi_cache(pycortex_roi_cache):
     """pycortex ROI volume masks, cached across sessions in pytest's cache folder (only a cold run asks pycortex)."""
-    return str(request.config.cache.mkdir("pycortex-rois"))
+    return str(pycortex_roi_cache)
 
 
 def planted_trw_table(root: Path, subject: str) -> pd.DataFrame:

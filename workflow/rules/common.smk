@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 import lmbrain
 from lmbrain.config import ConfigError, check_paths, resolve, to_json
+from lmbrain.encoding import FEATURE_KINDS
 from lmbrain.layout import DEFAULT as L
 
 try:

@@ -15,7 +15,7 @@ rule encoding_model:
             labels={"subject": "{subject}", "model": "{model}", "feature": "{feature}", "k": "{k}"},
         ),
     wildcard_constraints:
-        feature="(hidden|heads|entropy|distance)-(L[0-9]+|last)",
+        feature="(" + "|".join(FEATURE_KINDS) + ")-(L[0-9]+|last)",
     params:
         settings=encoding_settings,
         code=CODE_VERSION,
