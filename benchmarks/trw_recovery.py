@@ -172,7 +172,7 @@ def oracle_control(root: Path, settings, layout, subject: str, times: dict) -> s
 
     name = "oracle"
     t = times.setdefault(name, {})
-    ks = list(settings.features.context_lengths)
+    ks = sorted({int(k) for name_ in settings.models for k in settings.model(name_).context_lengths})
     if not Path(layout.features_dir(name, "x")).parent.exists():
         _time(t, "features", simulate_trw.oracle_features, root, Path(layout.results), ks, model=name)
     enc = Path(layout.encoding_dir(subject, name, "hidden-L1"))

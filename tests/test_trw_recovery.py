@@ -122,10 +122,11 @@ def test_scrambling_classes_follow_the_planted_windows(planted_run):
     i, j = np.indices(counts.shape)
     assert np.trace(counts) >= 0.75 * counts.sum()
     assert counts[np.abs(i - j) <= 1].sum() >= 0.95 * counts.sum()
-    # survival falls with finer scrambling for the longest windows
+    # the longest windows lose their predicted response to word and sentence scrambling (units far shorter
+    # than the window: both near 0, in either order) and keep more of it under paragraph scrambling
     long = table["trw_words"] >= 64
-    assert (table.loc[long, "survival_word"].median() < table.loc[long, "survival_sentence"].median()
-            < table.loc[long, "survival_paragraph"].median())
+    word, sentence, paragraph = (table.loc[long, f"survival_{lv}"].median() for lv in ("word", "sentence", "paragraph"))
+    assert abs(word) < 0.2 and abs(sentence) < 0.3 and paragraph > max(word, sentence) + 0.05, (word, sentence, paragraph)
 
 
 def test_context_free_features_fail_the_recovery_check(planted_run):
@@ -276,7 +277,8 @@ def test_truth_scoring_is_explicit_and_never_takes_down_the_outputs(planted_run,
 
     cfg, tmp, table = planted_run
     layout = Layout(results=str(tmp))
-    real = {**cfg, "demo": {**cfg["demo"], "build": False}, "models": {"planted": {"type": "planted"}}}
+    real = {**cfg, "demo": {**cfg["demo"], "build": False}, "models": {"planted": {"type": "planted"}},
+            "subjects": ["DEMO01"]}
     with pytest.raises(ConfigError, match="planted"):  # the planted control is demo-only
         resolve({**real, "use_models": ["planted"]})
     base = resolve(cfg).trw_job("planted")

@@ -79,7 +79,7 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     assert heads.shape == (len(words), 2, 8)
     assert (tiny_workdir / "results/benchmarks/features/lstm/romeo_and_juliet_01.tsv").exists()
     # encoding tables and maps for every model and context length
-    for model, feature in (("lstm", "hidden-L1"), ("transformer", "hidden-L1")):
+    for model, feature in (("lstm", "pooled-L1"), ("transformer", "pooled-L1")):
         for k in (1, 2, 8):
             folder = tiny_workdir / f"results/DEMO01/encoding/{model}/{feature}/k{k}"
             table = pd.read_csv(folder / "voxels.tsv", sep="\t")
@@ -286,7 +286,7 @@ def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others
     proc.wait()
     assert not (features / story).exists()  # nothing Snakemake could take for a finished folder
     # a plain rerun (demo.build: true, so the jobs behind the checkpoint) redoes the job and goes on
-    done = run(["--cores", "2", "--configfile", "k.yaml", "results/DEMO01/encoding/lstm/hidden-L1"], tmp_path)
+    done = run(["--cores", "2", "--configfile", "k.yaml", "results/DEMO01/encoding/lstm/pooled-L1"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in (features / story).iterdir()) == [f"k{k}.h5" for k in (1, 16, 2, 32, 4, 64, 8)]
     assert not [p for p in features.iterdir() if ".building-" in p.name]  # the leftover was removed
