@@ -232,7 +232,9 @@ def test_lint_is_clean():
 
 def test_command_line(tiny_demo, tmp_path):
     """`python -m lmbrain summary` reads the dataset; a bad config gives one line, exit 2."""
-    cfg, _ = tiny_demo
+    import copy
+
+    cfg = copy.deepcopy(tiny_demo[0])  # the session fixture's config is shared: never edit it in place
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "lmbrain", "summary", "--config", str(path), "--subject", "DEMO01"],
@@ -273,7 +275,8 @@ def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others
     (tmp_path / "k.yaml").write_text(yaml.safe_dump(cfg))
     story = "romeo_and_juliet_01"
     target = f"results/features/lstm/{story}"
-    proc = subprocess.Popen([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--configfile", "k.yaml", target],
+    # targets before --configfile: it takes every following argument as a config file
+    proc = subprocess.Popen([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", target, "--configfile", "k.yaml"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     features = tmp_path / "results/features/lstm"
     deadline = time.time() + 600
@@ -286,7 +289,7 @@ def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others
     proc.wait()
     assert not (features / story).exists()  # nothing Snakemake could take for a finished folder
     # a plain rerun (demo.build: true, so the jobs behind the checkpoint) redoes the job and goes on
-    done = run(["--cores", "2", "--configfile", "k.yaml", "results/DEMO01/encoding/lstm/pooled-L1"], tmp_path)
+    done = run(["--cores", "2", "results/DEMO01/encoding/lstm/pooled-L1", "--configfile", "k.yaml"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in (features / story).iterdir()) == [f"k{k}.h5" for k in (1, 16, 2, 32, 4, 64, 8)]
     assert not [p for p in features.iterdir() if ".building-" in p.name]  # the leftover was removed

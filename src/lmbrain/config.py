@@ -700,7 +700,12 @@ class Settings:
         return CorpusJob(corpus=self.corpus)
 
     def train_job(self, model: str) -> TrainJob:
-        return TrainJob(seed=self.seed, device=self.device, model=self.model(model))
+        # how the features are read (context lengths, state context, encoding feature types) never reaches
+        # the training: left out, so that changing them reruns the feature jobs only
+        spec = self.model(model)
+        params = {k: v for k, v in spec.params.items() if k not in ("state_context", "encoding_features")}
+        return TrainJob(seed=self.seed, device=self.device,
+                        model=dataclasses.replace(spec, context_lengths=(), params=params))
 
     def pretrained_job(self, model: str) -> PretrainedJob:
         spec = self.model(model)
