@@ -87,6 +87,10 @@ def rois(job: RoisJob, subject: str, model: str, trw_dir, out_dir) -> pd.DataFra
     if not path.exists():
         raise RoiError(f"{path}: missing (run the trw rule)")
     voxels = pd.read_csv(path, sep="\t")
+    if "trw_centroid" in voxels.columns:  # the trw stage's primary estimate is the TRW summarised per ROI
+        voxels = voxels.assign(trw_words=voxels["trw_centroid"])
+        if "trw_centroid_seconds" in voxels.columns:
+            voxels = voxels.assign(trw_seconds=voxels["trw_centroid_seconds"])
     ds = open_job_dataset(job.dataset)
     roiset = subject_rois(r, ds, subject, job.dataset.root)
     summary = roi_summary(voxels, roiset, n_boot=r.n_boot, seed=job.seed, min_significant=r.min_significant)
