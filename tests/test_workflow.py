@@ -288,7 +288,9 @@ def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the job, mid-write
     proc.wait()
     assert not (features / story).exists()  # nothing Snakemake could take for a finished folder
-    # a plain rerun (demo.build: true, so the jobs behind the checkpoint) redoes the job and goes on
+    # the killed Snakemake left its lock: --unlock (what Snakemake's message says), then a plain rerun
+    # (demo.build: true, so the jobs behind the checkpoint) redoes the job and goes on
+    assert run(["--unlock", "--configfile", "k.yaml"], tmp_path).returncode == 0
     done = run(["--cores", "2", "results/DEMO01/encoding/lstm/pooled-L1", "--configfile", "k.yaml"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in (features / story).iterdir()) == [f"k{k}.h5" for k in (1, 16, 2, 32, 4, 64, 8)]
