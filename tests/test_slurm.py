@@ -80,7 +80,7 @@ def test_demo_runs_through_the_slurm_profile(slurm, tmp_path, shakespeare_archiv
     logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(logs) >= 8
     assert (tmp_path / "results/DEMO01/trw/lstm/voxels.tsv").exists()
-    assert (tmp_path / "results/DEMO01/encoding/lstm/hidden-L1/k4/voxels.tsv").exists()
+    assert (tmp_path / "results/DEMO01/encoding/lstm/pooled-L1/k4/voxels.tsv").exists()
     # nothing left to do
     again = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-n", "--configfile", "slurm.yaml"],
                            cwd=tmp_path, capture_output=True, text=True)
