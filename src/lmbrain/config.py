@@ -702,10 +702,7 @@ class Settings:
     def train_job(self, model: str) -> TrainJob:
         # how the features are read (context lengths, state context, encoding feature types) never reaches
         # the training: left out, so that changing them reruns the feature jobs only
-        spec = self.model(model)
-        params = {k: v for k, v in spec.params.items() if k not in ("state_context", "encoding_features")}
-        return TrainJob(seed=self.seed, device=self.device,
-                        model=dataclasses.replace(spec, context_lengths=(), params=params))
+        return TrainJob(seed=self.seed, device=self.device, model=self._spec_without_sweep(model))
 
     def pretrained_job(self, model: str) -> PretrainedJob:
         spec = self.model(model)
@@ -747,11 +744,12 @@ class Settings:
 
     def _feature_model(self, model: str) -> ModelSpec | None:
         fm = self.decoding.feature_model
-        return self._decoding_spec(fm) if fm and fm != model else None
+        return self._spec_without_sweep(fm) if fm and fm != model else None
 
-    def _decoding_spec(self, model: str) -> ModelSpec:
-        """A model's spec as the decoding jobs see it: the decoder reads its own fixed context
-        (``decoding.context``), never the context sweep, so the sweep's settings are left out."""
+    def _spec_without_sweep(self, model: str) -> ModelSpec:
+        """A model's spec without how the context sweep reads it (context lengths, ``state_context``,
+        ``encoding_features``): what the training and decoding jobs see (the decoder reads its own fixed
+        ``decoding.context``), so that a changed sweep never reruns them."""
         spec = self.model(model)
         params = {k: v for k, v in spec.params.items() if k not in ("state_context", "encoding_features")}
         return dataclasses.replace(spec, context_lengths=(), params=params)
@@ -767,12 +765,12 @@ class Settings:
             bertscore_idf=False, beam_device=None, beam_batch_mb=0.0)
         return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=fit_only,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
-                          cv_folds=e.cv_folds, model=self._decoding_spec(model), feature_model=self._feature_model(model),
+                          cv_folds=e.cv_folds, model=self._spec_without_sweep(model), feature_model=self._feature_model(model),
                           delays_across_stories=e.delays_across_stories)
 
     def decode_job(self, model: str) -> DecodeJob:
         return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
-                         model=self._decoding_spec(model), feature_model=self._feature_model(model))
+                         model=self._spec_without_sweep(model), feature_model=self._feature_model(model))
 
 
 def _section(cls, values: dict, **overrides):

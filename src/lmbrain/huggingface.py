@@ -40,12 +40,7 @@ _ATTN = ("self_attn", "attn", "attention", "self_attention")
 
 def _decoder_layers(model) -> nn.ModuleList:
     for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.blocks"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
+        obj = _submodule(model, [path])
         if isinstance(obj, nn.ModuleList):
             return obj
     raise ModelError(f"{type(model).__name__}: cannot find the decoder layers; attention features are not "
