@@ -108,6 +108,32 @@ def test_float64_mode_is_tight():
     np.testing.assert_allclose(m.coef_, ref_coef, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_more_features_than_samples_uses_the_kernel_form(dtype, monkeypatch):
+    """p > n: the n x n (dual) eigendecompositions give the float64 closed form's choice and weights, and
+    the same fit, CV scores and per-fold split as the p x p (primal) path forced on the same data."""
+    import lmbrain.ridge as ridge_mod
+
+    X, Y, bands, groups = planted_bands(n=120, widths=(40, 60, 50), t=24, seed=9)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    folds = make_folds(len(X), groups)
+    tight = dtype == "float64"
+    eps = np.finfo(dtype).eps
+    ref_scores, ref_c, ref_alpha, ref_coef = banded_closed_form(X, Y, bands, folds, ALPHAS, GAMMAS, "r2", eps)
+    m = BandedRidgeCV(alphas=ALPHAS, gammas=GAMMAS, device="cpu", dtype=dtype).fit(X, Y, bands, groups)
+    assert m._dual
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-9 if tight else 5e-5)
+    same = (m.best_candidates_ == ref_c) & (m.best_alphas_ == ref_alpha)
+    assert same.all() if tight else same.mean() > 0.9
+    np.testing.assert_allclose(m.coef_[:, same], ref_coef[:, same], rtol=1e-6 if tight else 1e-3,
+                               atol=(1e-9 if tight else 2e-4) * np.abs(ref_coef).max())
+    monkeypatch.setattr(ridge_mod, "_use_dual", lambda n, p: False)
+    primal = BandedRidgeCV(alphas=ALPHAS, gammas=GAMMAS, device="cpu", dtype=dtype).fit(X, Y, bands, groups)
+    assert not primal._dual
+    np.testing.assert_allclose(m.cv_scores_, primal.cv_scores_, atol=1e-9 if tight else 5e-5)
+    np.testing.assert_allclose(m.cv_score_split(X, Y), primal.cv_score_split(X, Y), atol=1e-8 if tight else 1e-3)
+
+
 def test_explicit_folds():
     """cv as (train, test) pairs: the groups' folds give the same fit; folds that leave samples out of both
     sets (a buffer around the held-out story) match the float64 closed form on those folds."""

@@ -969,3 +969,27 @@ def test_a_damaged_tier_that_is_not_read_only_warns(tmp_path):
     assert words["word"].tolist() == ["hi", "there"]
     with pytest.raises(TextGridError, match="overlaps"):
         read_phones(path)
+
+
+def test_read_is_cached_by_file_state_and_returns_copies(tmp_path, monkeypatch):
+    """A second read of an unchanged file is not parsed again and returns an independent copy; a
+    changed file (size or modification time) is parsed again."""
+    import os
+
+    from lmbrain import textgrid as tg
+
+    path = tmp_path / "a.TextGrid"
+    grid = tg.TextGrid(0.0, 2.0, [tg.Tier("words", "IntervalTier", 0.0, 2.0,
+                                           [tg.Interval(0.0, 1.0, "hello"), tg.Interval(1.0, 2.0, "world")])])
+    tg.write(path, grid)
+    calls = []
+    real = tg._read
+    monkeypatch.setattr(tg, "_read", lambda *a: calls.append(a) or real(*a))
+    first = tg.read(path)
+    first.tiers[0].items[0].text = "edited"
+    second = tg.read(path)
+    assert len(calls) == 1 and second.tiers[0].items[0].text == "hello"
+    grid.tiers[0].items[1].text = "there"
+    tg.write(path, grid)
+    os.utime(path, ns=(1, 1))  # a new modification time, even on a coarse clock
+    assert tg.read(path).tiers[0].items[1].text == "there" and len(calls) == 2

@@ -22,11 +22,11 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, png: str | os.PathLike, dpi: int = 150) -> list[Path]:
-    """Write ``png`` and the same figure as a PDF beside it (``x.png`` -> ``x.pdf``)."""
+def save_figure(fig, png: str | os.PathLike, dpi: int = 150, vector: bool = True) -> list[Path]:
+    """Write ``png`` and (``vector``) the same figure as a PDF beside it (``x.png`` -> ``x.pdf``)."""
     png = Path(png)
     out = []
-    for path in (png, png.with_suffix(".pdf")):
+    for path in (png, png.with_suffix(".pdf")) if vector else (png,):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:])
         out.append(path)
@@ -100,14 +100,17 @@ def flatmap_figure(vol, space, surface: dict, vmin, vmax, cmap: str, log_scale: 
 
 
 def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,
-              cmap: str = "inferno", log_scale: bool = False, categories: list[str] | None = None) -> list[Path]:
+              cmap: str = "inferno", log_scale: bool = False, categories: list[str] | None = None,
+              dpi: int = 150, vector: bool = True) -> list[Path]:
     """A per-voxel map as a pycortex flatmap (when ``surface`` names a pycortex subject) or slices.
 
     values: (n_voxels,) in the column order of ``space`` (:class:`lmbrain.volume.VoxelSpace`).
     ``surface``: ``{"subject", "xfm", "mask"}`` as the dataset's ``pycortex_surface`` gives it. Voxels
     of the cortical mask that the dataset does not sample (the demo's sub-grid) take the value of the
     nearest sampled voxel. ``categories``: the values are codes 0, 1, ... of these names (at most
-    10), drawn in qualitative colours with a legend instead of a colour bar. Written as PNG and PDF.
+    10), drawn in qualitative colours with a legend instead of a colour bar. Written as PNG (at
+    ``dpi``) and, when ``vector``, PDF (a preview map drawn per context length is PNG only: half the
+    drawing time and a report that opens quickly).
     """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
@@ -127,7 +130,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
                 ax = fig.axes[0]
                 _scale(fig, ax, norm, cmap, label, categories)
                 ax.set_title(title)
-                return save_figure(fig, png)
+                return save_figure(fig, png, dpi=dpi, vector=vector)
         except Exception as exc:  # pragma: no cover - fall back to slices, say why
             import logging
 
@@ -144,7 +147,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
         ax.set_axis_off()
     _scale(fig, axes, norm, cmap, label, categories)
     fig.suptitle(title)
-    return save_figure(fig, png)
+    return save_figure(fig, png, dpi=dpi, vector=vector)
 
 
 def _scale(fig, ax, norm, cmap, label, categories):

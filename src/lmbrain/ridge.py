@@ -704,13 +704,19 @@ def _gamma_neighbours(g: np.ndarray, factor: float, mix: float) -> list[np.ndarr
     return [w for w in out if not np.allclose(w, g, rtol=0, atol=1e-9)]
 
 
+def _use_dual(n_samples: int, n_features: int) -> bool:
+    """Banded ridge in kernel space when there are more features than samples (its eigendecompositions
+    are then n x n instead of p x p)."""
+    return n_features > n_samples
+
+
 @dataclass
 class _BandFold:
     val: torch.Tensor
     drop: torch.Tensor | None
-    A: torch.Tensor  # (n_val, p): X_val D Q
-    M: torch.Tensor  # (p, p): Q' D
-    inv: torch.Tensor  # (n_alpha, p): 1 / (s + alpha)
+    A: torch.Tensor  # (n_val, p): X_val D Q; dual: (n_val, n_tr) K_val,tr U
+    M: torch.Tensor  # (p, p): Q' D; dual: (n_tr, n_tr) U'
+    inv: torch.Tensor  # (n_alpha, p) or (n_alpha, n_tr): 1 / (s + alpha)
 
 
 class BandedRidgeCV(_Estimator):
@@ -829,19 +835,25 @@ class BandedRidgeCV(_Estimator):
         col_band_t = torch.as_tensor(col_band, device=dev)
 
         Xt = self._tensor(X_np, "X")
+        # primal (feature space, p x p eigendecompositions) when there are fewer features than samples,
+        # else dual (kernel space, n_train x n_train): the same predictions (push-through identity)
+        self._dual = _use_dual(n, p)
         X64 = Xt.double()
-        gram = X64.T @ X64  # float64 (p, p), shared by every fold and candidate
-        del X64
+        gram = None if self._dual else X64.T @ X64  # float64 (p, p), shared by every fold and candidate
+        if not self._dual:
+            del X64
+            X64 = None
         parts = []
         for train, val in folds_idx:
             drop = _left_out(train, val, n)
-            parts.append((torch.as_tensor(val, device=dev), None if drop is None else torch.as_tensor(drop, device=dev)))
+            parts.append((torch.as_tensor(val, device=dev), None if drop is None else torch.as_tensor(drop, device=dev),
+                          torch.as_tensor(train, device=dev)))
 
         coarse = _coarse(self.search, n_alpha)
         eps = float(np.finfo(np.float32 if dt == torch.float32 else np.float64).eps)
         cv_scores = np.full((n_cand, t), np.nan)
         state = (np.full(t, -np.inf), np.zeros(t, dtype=np.int64), np.zeros(t, dtype=np.int64))  # score, cand, alpha
-        ctx = dict(Xt=Xt, Y_np=Y_np, gram=gram, parts=parts, col_band_t=col_band_t, pen=pen, coarse=coarse, eps=eps,
+        ctx = dict(Xt=Xt, X64=X64, Y_np=Y_np, gram=gram, parts=parts, col_band_t=col_band_t, pen=pen, coarse=coarse, eps=eps,
                    evaluated=0,
                    shape=(n, p, sum(len(v) for _, v in folds_idx), max(len(v) for _, v in folds_idx), n_folds, n_alpha))
         self._run_candidates(ctx, cand, np.arange(n_cand), None, state, cv_scores, progress=self.progress)
@@ -879,6 +891,7 @@ class BandedRidgeCV(_Estimator):
         self.best_scores_ = np.where(np.isfinite(best_score), best_score, np.nan)
         item = 4 if dt == torch.float32 else 8
         # the refit per voxel: its column of Y (copy and tensor) and four p-vectors (X'Y, M X'Y, scaled, W)
+        del ctx, X64
         self.coef_ = self._fixed_coef(Xt, Y_np, gram, None, max(1, int(float(self.memory_gb) * 2**30 //
                                                                            (item * (2 * n + 4 * p)))))
         return self
@@ -896,26 +909,33 @@ class BandedRidgeCV(_Estimator):
         Xt, Y_np, parts, dev = ctx["Xt"], ctx["Y_np"], ctx["parts"], self._dev
         n, p, n_val_sum, max_val, n_folds, n_alpha = ctx["shape"]
         t = Y_np.shape[1] if vox is None else len(vox)
-        chunk, batch, _, _ = self._plan(n, p, n_val_sum, max_val, n_folds, n_alpha, len(ids))
+        # the factors' inner dimension: features (primal) or at most n training samples (dual)
+        chunk, batch, _, _ = self._plan(n, n if self._dual else p, n_val_sum, max_val, n_folds, n_alpha, len(ids))
         best_score, best_cand, best_alpha = state
         from .io import progress_bar as tqdm
 
         chunks = [ids[s: s + chunk] for s in range(0, len(ids), chunk)]
         bar = tqdm(total=len(chunks) * math.ceil(t / batch), desc="banded ridge batches", disable=not progress)
         for cands in chunks:
-            factors = self._factors(Xt, ctx["gram"], parts, cand, cands, ctx["col_band_t"], ctx["pen"])
+            if self._dual:
+                factors = self._factors_dual(ctx["X64"], parts, cand, cands, ctx["col_band_t"], ctx["pen"])
+            else:
+                factors = self._factors(Xt, ctx["gram"], parts, cand, cands, ctx["col_band_t"], ctx["pen"])
             for start in range(0, t, batch):
                 sl = slice(start, min(start + batch, t)) if vox is None else vox[start: start + batch]
                 Yb = self._y_batch(Y_np, sl)
-                xty = Xt.T @ Yb
-                ztr = []
-                for va, drop in parts:  # X_tr'Y_tr = X'Y - X_val'Y_val (- left-out rows), shared by candidates
-                    z = xty - Xt[va].T @ Yb[va]
-                    if drop is not None:
-                        z -= Xt[drop].T @ Yb[drop]
-                    ztr.append(z)
-                del xty
-                val_data = _val_data(Yb, [va for va, _ in parts])
+                if self._dual:  # T = U' Y_tr
+                    ztr = [Yb[tr] for _, _, tr in parts]
+                else:
+                    xty = Xt.T @ Yb
+                    ztr = []
+                    for va, drop, _ in parts:  # X_tr'Y_tr = X'Y - X_val'Y_val (- left-out rows), shared by candidates
+                        z = xty - Xt[va].T @ Yb[va]
+                        if drop is not None:
+                            z -= Xt[drop].T @ Yb[drop]
+                        ztr.append(z)
+                    del xty
+                val_data = _val_data(Yb, [va for va, _, _ in parts])
                 for c in cands:
                     fc = factors[c]
                     # T' = (M X_tr'Y_tr)' (batch x p): voxels in rows, so that a subset of voxels is a cheap gather
@@ -953,7 +973,7 @@ class BandedRidgeCV(_Estimator):
         eigendecomposition of the scaled training Gram D (X'X - X_val'X_val) D (float64)."""
         dt = self._dt
         factors = {c: [] for c in cands}
-        for va, drop in parts:
+        for va, drop, _ in parts:
             xv = Xt[va].double()
             g = gram - xv.T @ xv
             if drop is not None:
@@ -971,6 +991,26 @@ class BandedRidgeCV(_Estimator):
             del g, xv
         return factors
 
+    def _factors_dual(self, X64, parts, cand, cands, col_band_t, pen) -> dict:
+        """The dual form of :meth:`_factors` (more features than samples): per candidate the kernel
+        K = X D^2 X' (float64, n x n), per fold the eigendecomposition K_tr = U S U' and A = K_val,tr U,
+        M = U', 1/(s + alpha); the prediction A diag(1/(s + alpha)) U' Y_tr equals the primal one."""
+        dt = self._dt
+        factors = {}
+        for c in cands:
+            d2 = torch.as_tensor(cand[c], device=self._dev, dtype=torch.float64)[col_band_t]
+            K = (X64 * d2) @ X64.T
+            factors[c] = []
+            for va, drop, tr in parts:
+                evals, U = torch.linalg.eigh(K[tr][:, tr])
+                evals = evals.clamp_min(0)
+                A = (K[va][:, tr] @ U).to(dt)
+                inv = (1.0 / (evals[None, :] + pen[:, None])).to(dt)
+                factors[c].append(_BandFold(va, drop, A, U.T.to(dt), inv))
+                del evals, U
+            del K
+        return factors
+
     def _fixed_fits(self, Xt, Y_np, gram, rows, batch):
         """Weights at each voxel's chosen (gamma, alpha), fitted on ``rows`` (None = all samples), voxel
         group by voxel group: yields (voxel indices, W (p, n) tensor). ``gram`` is X[rows]'X[rows]."""
@@ -979,6 +1019,9 @@ class BandedRidgeCV(_Estimator):
         col_band_t = torch.as_tensor(self._col_band, device=dev)
         sqrt_g = torch.sqrt(torch.as_tensor(self.gammas_, device=dev, dtype=torch.float64))
         Xr = Xt if rows is None else Xt[torch.as_tensor(rows, device=dev)]
+        if self._dual:
+            yield from self._fixed_fits_dual(Xr, Y_np, rows, batch, pen, col_band_t)
+            return
         for c in np.unique(self.best_candidates_):
             d = sqrt_g[c][col_band_t]
             evals, Q = torch.linalg.eigh(gram * d[:, None] * d[None, :])
@@ -992,6 +1035,28 @@ class BandedRidgeCV(_Estimator):
                 Yb = self._y_batch(Yc, slice(None))
                 g = 1.0 / (evals[:, None] + pen[torch.as_tensor(self._best_alpha_idx[cols], device=dev)][None, :])
                 yield cols, M.T @ (g.to(dt) * (M @ (Xr.T @ Yb)))
+                del Yb, Yc
+
+    def _fixed_fits_dual(self, Xr, Y_np, rows, batch, pen, col_band_t):
+        """:meth:`_fixed_fits` in the dual form: W = D^2 X' U diag(1/(s + alpha)) U' Y with
+        X D^2 X' = U S U' (float64 kernel of the fitted rows)."""
+        dev, dt = self._dev, self._dt
+        X64 = Xr.double()
+        for c in np.unique(self.best_candidates_):
+            d2 = torch.as_tensor(self.gammas_[c], device=dev, dtype=torch.float64)[col_band_t]
+            Xd = X64 * d2
+            evals, U = torch.linalg.eigh(Xd @ X64.T)
+            evals = evals.clamp_min(0)
+            L = (Xd.T @ U).to(dt)  # (p, n): D^2 X' U
+            Ut = U.T.to(dt)
+            del Xd, U
+            vox = np.flatnonzero(self.best_candidates_ == c)
+            for s in range(0, len(vox), batch):
+                cols = vox[s: s + batch]
+                Yc = Y_np[:, cols] if rows is None else Y_np[np.ix_(rows, cols)]
+                Yb = self._y_batch(Yc, slice(None))
+                g = 1.0 / (evals[:, None] + pen[torch.as_tensor(self._best_alpha_idx[cols], device=dev)][None, :])
+                yield cols, L @ (g.to(dt) * (Ut @ Yb))
                 del Yb, Yc
 
     def _fixed_coef(self, Xt, Y_np, gram, rows, batch) -> np.ndarray:
@@ -1041,9 +1106,11 @@ class BandedRidgeCV(_Estimator):
         per_target = item * (2 * n + 4 * p) + 8 * (p + (2 * n_bands + 4) * max_val)
         batch = max(1, int(float(self.memory_gb) * 2**30 // per_target))
         for train, val in self.folds_:
-            xtr = Xt[torch.as_tensor(train, device=self._dev)].double()
-            gram = xtr.T @ xtr
-            del xtr
+            gram = None
+            if not self._dual:
+                xtr = Xt[torch.as_tensor(train, device=self._dev)].double()
+                gram = xtr.T @ xtr
+                del xtr
             xv = X_np[val].astype(np.float64)
             for cols, W in self._fixed_fits(Xt, Y_np, gram, train, batch):
                 W = W.double().cpu().numpy()

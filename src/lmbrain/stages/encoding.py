@@ -3,7 +3,7 @@
 Reads the model's features of every story of the subject and the subject's responses (once, reused
 for every k); for each k fits :class:`lmbrain.ridge.RidgeCV` on the training stories and scores the
 test stories (:mod:`lmbrain.encoding`, :mod:`lmbrain.stats`). Writes, into ``<out>/k<k>/``:
-``voxels.tsv``, ``weights.h5``, ``predictions.h5``, ``test_r.nii.gz``, ``test_r.png``/``.pdf``, and
+``voxels.tsv``, ``weights.h5``, ``predictions.h5``, ``test_r.nii.gz``, ``test_r.png`` (a preview: PNG only), and
 ``<out>/summary.tsv``; the folder appears only when complete (:func:`lmbrain.io.atomic_dir`).
 """
 
@@ -23,6 +23,9 @@ from ..layout import DEFAULT, Layout, k_folder
 from .common import open_job_dataset, split_stories
 
 log = logging.getLogger("lmbrain.encoding")
+
+# the per-k maps are previews (the TRW stage draws the summary maps as PNG and PDF): PNG only, at 100 dpi
+PREVIEW = {"dpi": 100, "vector": False}
 
 
 def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout: Layout = DEFAULT,
@@ -126,14 +129,14 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
                 if enc.maps:
                     brain_map(r, space, surface, folder / "test_r.png", title=f"{subject} · {model} {feature} · k = {k} words",
                               label="test correlation r", vmin=0.0, vmax=max(0.1, float(np.nanpercentile(r, 99))),
-                              cmap="inferno")
+                              cmap="inferno", **PREVIEW)
                 if split is not None:
                     space.save_nifti(split[0].astype(np.float32), folder / "r2_lm.nii.gz")
                     if enc.maps:
                         brain_map(split[0], space, surface, folder / "r2_lm.png",
                                   title=f"{subject} · {model} {feature} · k = {k} words · language-model band",
                                   label="split test R2 of the language-model band", vmin=0.0,
-                                  vmax=max(0.01, float(np.nanpercentile(split[0], 99))), cmap="inferno")
+                                  vmax=max(0.01, float(np.nanpercentile(split[0], 99))), cmap="inferno", **PREVIEW)
             row = {"k": k, "n_features": n_features, "mean_r": float(np.nanmean(r)),
                    "median_r": float(np.nanmedian(r)), "fraction_significant": float(table["significant"].mean())}
             if split is not None:
