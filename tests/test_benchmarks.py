@@ -20,3 +20,46 @@ def test_features_benchmark_runs_with_the_default_models(shakespeare_archive):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "features.py"), "--models", "planted"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "planted cannot be benchmarked" in proc.stderr
+
+
+@pytest.mark.slow
+def test_scrambling_benchmark_prints_its_ratio(shakespeare_archive):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--models", "lstm", "--words", "80",
+                           "--voxels", "50", "--seeds", "1", "--ks", "1", "4", "--threads", "1"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = proc.stdout.splitlines()[-1].split()
+    assert row[0] == "lstm" and row[2] == "4" and float(row[5].rstrip("x")) > 0, proc.stdout
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--models", "planted"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "planted cannot be benchmarked" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--voxels", "0"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "--voxels must be at least 1" in proc.stderr
+
+
+def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
+    """benchmarks/rule_times.py: the per-rule breakdown the README's demo table comes from."""
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = {"models/lstm/train_model.tsv": (60.0, 100.0, 700.0), "models/planted/pretrained_model.tsv": (5.0, 4.0, 300.0),
+             "features/lstm/story_a.tsv": (4.0, 3.0, 400.0), "features/lstm/story_b.tsv": (6.0, 5.0, 500.0),
+             "DEMO01/encoding/lstm/pooled-L1.tsv": (80.0, 120.0, 900.0), "DEMO01/trw/lstm.tsv": (30.0, 29.0, 800.0),
+             "DEMO01/decoding/lstm/decoder.tsv": (50.0, 60.0, 1500.0), "DEMO01/decoding/lstm/story_c.tsv": (90.0, 95.0, 1700.0),
+             "group/lstm.tsv": (3.0, 2.0, 300.0), "demo_dataset.tsv": (30.0, 15.0, 370.0)}
+    for rel, (s, cpu, rss) in files.items():
+        path = tmp_path / "results" / "benchmarks" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{s}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in proc.stdout.splitlines()[2:]}
+    assert rows["extract_features"] == ["2", "10", "8", "6", "500"]
+    assert rows["decode"][:2] == ["1", "90"] and rows["decoder"][:2] == ["1", "50"]
+    assert rows["encoding_model"][:3] == ["1", "80", "120"] and rows["trw"][:2] == ["1", "30"]
+    assert rows["train_model"][:2] == ["1", "60"] and rows["pretrained_model"][:2] == ["1", "5"]
+    assert rows["total"][:3] == ["10", "358", "433"]
+    assert list(rows)[0] == "decode"  # largest wall time first
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "no benchmark files" in proc.stderr

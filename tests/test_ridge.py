@@ -263,3 +263,33 @@ def test_bad_explicit_folds():
                 RidgeCV(cv=[(tr, va)], device="cpu").fit(X, Y, groups)
             else:
                 RidgeCV(cv=cv, device="cpu").fit(X, Y)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_more_features_than_samples_uses_the_kernel_form(dtype, monkeypatch):
+    """p > n (the decoder's word-rate model: delays x rate voxels features): the n x n (dual) path gives
+    the float64 closed form's scores, alphas and weights, and the p x p (primal) path's fit."""
+    import lmbrain.ridge as ridge_mod
+
+    X, Y, groups = planted(n=120, p=200, t=30, seed=4)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    ref_scores, ref_best, ref_coef = closed_form_cv(X, Y, groups, ALPHAS, "r2")
+    m = RidgeCV(alphas=ALPHAS, device="cpu", dtype=dtype).fit(X, Y, groups)
+    assert m._dual
+    tight = dtype == "float64"
+    np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-10 if tight else 2e-5)
+    agree = m.best_alphas_ == ALPHAS[ref_best]
+    assert agree.all() if tight else agree.mean() > 0.9
+    np.testing.assert_allclose(m.coef_[:, agree], ref_coef[:, agree], rtol=1e-7 if tight else 1e-3,
+                               atol=(1e-10 if tight else 1e-4) * np.abs(ref_coef).max())
+    folds = gapped_folds(groups)  # samples in neither set of a fold
+    gapped = RidgeCV(alphas=ALPHAS, cv=folds, device="cpu", dtype=dtype).fit(X, Y)
+    np.testing.assert_allclose(gapped.cv_scores_, closed_form_cv(X, Y, groups, ALPHAS, "r2", folds=folds)[0],
+                               atol=1e-10 if tight else 2e-5)
+    monkeypatch.setattr(ridge_mod, "_use_dual", lambda n, p: False)
+    primal = RidgeCV(alphas=ALPHAS, device="cpu", dtype=dtype).fit(X, Y, groups)
+    assert not primal._dual
+    # in float32 the p x p path is the less accurate one at small alphas (its Gram is rank-deficient)
+    np.testing.assert_allclose(m.cv_scores_, primal.cv_scores_, atol=1e-10 if tight else 1e-3)
+    assert np.abs(m.cv_scores_ - ref_scores).max() <= np.abs(primal.cv_scores_ - ref_scores).max() + 1e-12

@@ -329,11 +329,18 @@ def r2_score_split(Y, preds) -> np.ndarray:
         return ((2 * y[None] - total[None]) * P).sum(axis=1) / sst
 
 
+def _use_dual(n_samples: int, n_features: int) -> bool:
+    """Ridge and banded ridge solve in kernel space when there are more features than samples (their
+    eigendecompositions are then n x n instead of p x p; the same fit by the push-through identity)."""
+    return n_features > n_samples
+
+
 @dataclass
 class _Fold:
     train: torch.Tensor
     val: torch.Tensor
     hat: torch.Tensor  # (n_alphas, n_val, p): X_val V diag(1 / (s^2 + alpha)) V^T, one per alpha
+    #                    dual: (n_alphas, n_val, n_train) K_val,tr U diag(1 / (s + alpha)) U^T
     drop: torch.Tensor | None = None  # samples in neither set (explicit folds only)
 
 
@@ -515,7 +522,14 @@ class RidgeCV(_Estimator):
 
         # One symmetric eigendecomposition per fold, from shared sums: X_tr'X_tr = X'X - X_val'X_val
         # (in float64, p x p), then each alpha's validation "hat" X_val V diag(1/(s^2+a)) V^T.
+        # More features than samples: the same in kernel space (n_train x n_train, _dual_folds).
         X64 = Xt.double()
+        self._dual = _use_dual(n, p)
+        if self._dual:
+            folds, evals_all, evecs_t = self._dual_folds(X64, folds_idx, pen)
+            right = (X64.T @ evecs_t.double()).to(self._dt)  # (p, n): X' U of the refit on all samples
+            del X64
+            return self._finish(Xt, Y_np, folds, folds_idx, evals_all, evecs_t, right, pen)
         gram = X64.T @ X64
         folds = []
         for train, val in folds_idx:
@@ -538,7 +552,34 @@ class RidgeCV(_Estimator):
         evals_all = evals_all.clamp_min(0)
         evecs_t = evecs_all.to(self._dt)
         del X64, gram
+        return self._finish(Xt, Y_np, folds, folds_idx, evals_all, evecs_t, evecs_t, pen)
 
+    def _dual_folds(self, X64, folds_idx, pen):
+        """Kernel-space folds: K = X X' (float64), per fold K_tr = U S U' and each alpha's validation hat
+        K_val,tr U diag(1/(s + a)) U' (applied to Y_tr, not X_tr'Y_tr); the eigendecomposition of K."""
+        K = X64 @ X64.T
+        folds = []
+        n = K.shape[0]
+        for train, val in folds_idx:
+            tr = torch.as_tensor(train, device=self._dev)
+            va = torch.as_tensor(val, device=self._dev)
+            drop = _left_out(train, val, n)
+            evals, U = torch.linalg.eigh(K[tr][:, tr])
+            evals = evals.clamp_min(0)
+            q = (K[va][:, tr] @ U).to(self._dt)
+            inv = (1.0 / (evals[None, :] + pen[:, None])).to(self._dt)
+            ut = U.T.to(self._dt)
+            hat = torch.stack([(q * inv[a]) @ ut for a in range(len(pen))])
+            folds.append(_Fold(tr, va, hat, None if drop is None else torch.as_tensor(drop, device=self._dev)))
+        evals_all, U_all = torch.linalg.eigh(K)
+        return folds, evals_all.clamp_min(0), U_all.to(self._dt)
+
+    def _finish(self, Xt, Y_np, folds, folds_idx, evals_all, evecs_t, right, pen):
+        """CV over voxel batches and the refit W = right diag(1/(s + a_v)) evecs' Z, where Z is X'Y
+        (primal: right = V) or Y (dual: right = X'U)."""
+        n, p = Xt.shape
+        t = Y_np.shape[1]
+        n_alpha = len(pen)
         max_val = max(len(v) for _, v in folds_idx)
         batch = self._batch_size(n, p, max_val, n_alpha, len(folds))
         coarse = _coarse(self.search, n_alpha)
@@ -552,13 +593,14 @@ class RidgeCV(_Estimator):
         for start in tqdm(starts, desc="ridge voxel batches", disable=not self.progress):
             sl = slice(start, min(start + batch, t))
             Yb = self._y_batch(Y_np, sl)
-            xty = Xt.T @ Yb  # (p, tb), shared by every fold and the refit
+            xty = Yb if self._dual else Xt.T @ Yb  # (p, tb), shared by every fold and the refit
             scores_b, idx_b = self._cv_batch(folds, Xt, Yb, xty, coarse)
             cv_scores[:, sl] = scores_b
             best_idx[sl] = idx_b
             # refit on all samples with each voxel's alpha: W = V diag(1/(s^2 + a_v)) V^T X'Y
+            # (dual: X'U diag(1/(s + a_v)) U'Y)
             g = 1.0 / (evals_all[:, None] + pen[torch.as_tensor(idx_b, device=self._dev)][None, :])
-            coef[:, sl] = (evecs_t @ (g.to(self._dt) * (evecs_t.T @ xty))).cpu().numpy()
+            coef[:, sl] = (right @ (g.to(self._dt) * (evecs_t.T @ xty))).cpu().numpy()
             del xty, Yb
         self.coef_ = coef
         self.cv_scores_ = cv_scores
@@ -577,13 +619,16 @@ class RidgeCV(_Estimator):
 
     def _cv_batch(self, folds, Xt, Yb, xty, coarse):
         n_alpha = folds[0].hat.shape[0]
-        # X_tr' Y_tr for each fold from the shared sum: X'Y - X_val' Y_val
-        ztr = []
-        for f in folds:
-            z = xty - Xt[f.val].T @ Yb[f.val]
-            if f.drop is not None:
-                z -= Xt[f.drop].T @ Yb[f.drop]
-            ztr.append(z)
+        # X_tr' Y_tr for each fold from the shared sum: X'Y - X_val' Y_val (dual: the hat applies to Y_tr)
+        if self._dual:
+            ztr = [Yb[f.train] for f in folds]
+        else:
+            ztr = []
+            for f in folds:
+                z = xty - Xt[f.val].T @ Yb[f.val]
+                if f.drop is not None:
+                    z -= Xt[f.drop].T @ Yb[f.drop]
+                ztr.append(z)
         val_data = _val_data(Yb, [f.val for f in folds])
 
         def predict(i, a, cols):
@@ -702,12 +747,6 @@ def _gamma_neighbours(g: np.ndarray, factor: float, mix: float) -> list[np.ndarr
             e[b] = 1
             out.append((1 - mix) * g + mix * e)
     return [w for w in out if not np.allclose(w, g, rtol=0, atol=1e-9)]
-
-
-def _use_dual(n_samples: int, n_features: int) -> bool:
-    """Banded ridge in kernel space when there are more features than samples (its eigendecompositions
-    are then n x n instead of p x p)."""
-    return n_features > n_samples
 
 
 @dataclass

@@ -110,7 +110,7 @@ class LinearEncoder:
         import copy
 
         out = copy.copy(self)
-        out.W = np.einsum("kfv,vw->kfw", self.W, M)
+        out.W = np.matmul(self.W, M)  # (delays, d, V) @ (V, V'): one BLAS product per delay
         out.baseline = self.baseline @ M
         return out
 
@@ -138,7 +138,10 @@ class _Numpy:
     """numpy arrays (float64): the reference arithmetic."""
 
     name = "numpy"
-    einsum = staticmethod(np.einsum)
+
+    @staticmethod
+    def einsum(eq, *ops):  # optimize=True contracts through BLAS (plain np.einsum loops: ~8x slower here)
+        return np.einsum(eq, *ops, optimize=True)
 
     @staticmethod
     def asarray(x):
@@ -286,8 +289,8 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     n_vox = W.shape[2]
     n = encoder.n_words
     # rows below first[j] are reached by no word from j on (word times are sorted)
-    first = [min((int(r.min()) for r in encoder.rows[j:] if r.size), default=n_trs) for j in range(n)] + [n_trs]
-    first = np.minimum.accumulate(np.asarray(first)[::-1])[::-1]
+    first = [int(r.min()) if r.size else n_trs for r in encoder.rows] + [n_trs]
+    first = np.minimum.accumulate(np.asarray(first)[::-1])[::-1]  # the smallest row of words j, j + 1, ...
     reach = np.maximum.accumulate([int(r.max()) + 1 if r.size else 0 for r in encoder.rows])
 
     def bounds(j):  # rows [done, lo) become final after word j; [lo, hi) stay open
