@@ -1,5 +1,6 @@
 """The README's benchmark commands run (at a tiny size: these check that they work, not how fast)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,19 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "none")],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "no benchmark files" in proc.stderr
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_prints_each_point_and_the_growth():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--voxels", "40", "80", "--trs", "300",
+                           "--story-trs", "100", "--features", "8", "--permutations", "20"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    points = [line.split() for line in lines[2:4]]
+    assert [p[:3] for p in points] == [["300", "40", "3"], ["300", "80", "3"]], proc.stdout
+    assert all(float(p[5]) > 0 and float(p[7]) > 0 for p in points)
+    assert "2.0x the voxels" in lines[4] and "80000 voxels" in lines[4]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--trs", "100"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "two stories" in proc.stderr

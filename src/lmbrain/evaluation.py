@@ -228,7 +228,8 @@ class BertScorer:
     def _embed(self, texts: list[str]) -> None:
         import torch
 
-        todo = sorted({t for t in texts if t not in self._cache and t})
+        # batches of similar length: little padding (each text's embedding does not depend on its batch)
+        todo = sorted({t for t in texts if t not in self._cache and t}, key=lambda t: (len(t.split()), len(t), t))
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s: s + self.batch_size]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
