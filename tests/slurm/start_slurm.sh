@@ -33,7 +33,8 @@ chmod 0400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || munged --force
 
 HOST=$(hostname -s)
-# at least 4 CPUs (oversubscribed on smaller machines): grouped small jobs add up their threads
+# at least 4 CPUs (oversubscribed on smaller machines): a group of the profile's small jobs asks for
+# the summed threads of up to 4 one-thread jobs
 CPUS=$(( $(nproc) > 4 ? $(nproc) : 4 ))
 MEM=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
 cat > "$CONF" <<CONFEOF
