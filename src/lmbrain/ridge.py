@@ -593,7 +593,7 @@ class RidgeCV(_Estimator):
         for start in tqdm(starts, desc="ridge voxel batches", disable=not self.progress):
             sl = slice(start, min(start + batch, t))
             Yb = self._y_batch(Y_np, sl)
-            xty = Yb if self._dual else Xt.T @ Yb  # (p, tb), shared by every fold and the refit
+            xty = Yb if self._dual else Xt.T @ Yb  # X'Y (p, tb) or, dual, Y (n, tb): shared by the folds and the refit
             scores_b, idx_b = self._cv_batch(folds, Xt, Yb, xty, coarse)
             cv_scores[:, sl] = scores_b
             best_idx[sl] = idx_b
