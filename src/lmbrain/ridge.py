@@ -1058,44 +1058,30 @@ class BandedRidgeCV(_Estimator):
         col_band_t = torch.as_tensor(self._col_band, device=dev)
         sqrt_g = torch.sqrt(torch.as_tensor(self.gammas_, device=dev, dtype=torch.float64))
         Xr = Xt if rows is None else Xt[torch.as_tensor(rows, device=dev)]
-        if self._dual:
-            yield from self._fixed_fits_dual(Xr, Y_np, rows, batch, pen, col_band_t)
-            return
+        X64 = Xr.double() if self._dual else None
         for c in np.unique(self.best_candidates_):
-            d = sqrt_g[c][col_band_t]
-            evals, Q = torch.linalg.eigh(gram * d[:, None] * d[None, :])
+            # W = L diag(1/(s + alpha)) R Z: primal L = M', R = M = Q' D, Z = X'Y (D X'X D = Q S Q');
+            # dual L = D^2 X' U, R = U', Z = Y (X D^2 X' = U S U', float64 kernel of the fitted rows)
+            if self._dual:
+                d2 = torch.as_tensor(self.gammas_[c], device=dev, dtype=torch.float64)[col_band_t]
+                Xd = X64 * d2
+                evals, U = torch.linalg.eigh(Xd @ X64.T)
+                L, R = (Xd.T @ U).to(dt), U.T.to(dt)
+                del Xd, U
+            else:
+                d = sqrt_g[c][col_band_t]
+                evals, Q = torch.linalg.eigh(gram * d[:, None] * d[None, :])
+                R = (Q.T * d[None, :]).to(dt)
+                L = R.T
+                del Q
             evals = evals.clamp_min(0)
-            M = (Q.T * d[None, :]).to(dt)  # W = D Q diag(1/(s + alpha)) Q' D X'Y = M' diag(.) M X'Y
-            del Q
             vox = np.flatnonzero(self.best_candidates_ == c)
             for s in range(0, len(vox), batch):
                 cols = vox[s: s + batch]
                 Yc = Y_np[:, cols] if rows is None else Y_np[np.ix_(rows, cols)]
                 Yb = self._y_batch(Yc, slice(None))
                 g = 1.0 / (evals[:, None] + pen[torch.as_tensor(self._best_alpha_idx[cols], device=dev)][None, :])
-                yield cols, M.T @ (g.to(dt) * (M @ (Xr.T @ Yb)))
-                del Yb, Yc
-
-    def _fixed_fits_dual(self, Xr, Y_np, rows, batch, pen, col_band_t):
-        """:meth:`_fixed_fits` in the dual form: W = D^2 X' U diag(1/(s + alpha)) U' Y with
-        X D^2 X' = U S U' (float64 kernel of the fitted rows)."""
-        dev, dt = self._dev, self._dt
-        X64 = Xr.double()
-        for c in np.unique(self.best_candidates_):
-            d2 = torch.as_tensor(self.gammas_[c], device=dev, dtype=torch.float64)[col_band_t]
-            Xd = X64 * d2
-            evals, U = torch.linalg.eigh(Xd @ X64.T)
-            evals = evals.clamp_min(0)
-            L = (Xd.T @ U).to(dt)  # (p, n): D^2 X' U
-            Ut = U.T.to(dt)
-            del Xd, U
-            vox = np.flatnonzero(self.best_candidates_ == c)
-            for s in range(0, len(vox), batch):
-                cols = vox[s: s + batch]
-                Yc = Y_np[:, cols] if rows is None else Y_np[np.ix_(rows, cols)]
-                Yb = self._y_batch(Yc, slice(None))
-                g = 1.0 / (evals[:, None] + pen[torch.as_tensor(self._best_alpha_idx[cols], device=dev)][None, :])
-                yield cols, L @ (g.to(dt) * (Ut @ Yb))
+                yield cols, L @ (g.to(dt) * (R @ (Yb if self._dual else Xr.T @ Yb)))
                 del Yb, Yc
 
     def _fixed_coef(self, Xt, Y_np, gram, rows, batch) -> np.ndarray:
