@@ -33,9 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import yaml  # noqa: E402
 
 from lmbrain.corpus import fetch_shakespeare, text_words  # noqa: E402
-from lmbrain.features import extract_in_memory  # noqa: E402
 from lmbrain.modelspec import TRAINED_TYPES, check_models  # noqa: E402
-from lmbrain.scrambling import SCRAMBLE_LEVELS, scramble, scramble_survival  # noqa: E402
+from lmbrain.scrambling import SCRAMBLE_LEVELS, read_word_features, scramble, scramble_survival  # noqa: E402
 
 
 def story_table(words: list[str], tr: float = 2.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -52,13 +51,9 @@ def story_table(words: list[str], tr: float = 2.0) -> tuple[pd.DataFrame, np.nda
 
 def bench(lm, layer: int, kind: str, words: pd.DataFrame, tr_times, ks, n_voxels: int, seeds: int, state_context):
     rng = np.random.default_rng(0)
-    state = kind in ("hidden", "pooled")
-    name = f"{kind}/layer_{layer}" if state else f"attention/layer_{layer}/{kind}"
 
-    def read(w):
-        f = extract_in_memory(lm, [str(x) for x in w["word"]], ks, layers=[layer], attention=not state,
-                              pooled=kind == "pooled", state_context=state_context)
-        return {k: f[k][name].reshape(len(w), -1).astype(np.float64) for k in ks}
+    def read(w):  # the reading scramble_survival does for each version
+        return read_word_features(lm, w, ks, layer, kind, state_context)
 
     probe = read(words.iloc[:8])
     n_feat = probe[ks[0]].shape[1]

@@ -155,6 +155,18 @@ def unit_lengths(stories_words, sentence_gap: float = 0.3, paragraph_gap: float 
     return out
 
 
+def read_word_features(lm, words: pd.DataFrame, ks, layer: int, kind: str, state_context: int | None = None) -> dict:
+    """``{k: (n_words, n_features) float64}``: the feature ``kind`` at ``layer`` of every word of ``words``
+    (a word table) read by ``lm`` at each context length of ``ks`` (:func:`lmbrain.features.extract_in_memory`)."""
+    from .features import extract_in_memory
+
+    state = kind in ("hidden", "pooled")
+    name = f"{kind}/layer_{layer}" if state else f"attention/layer_{layer}/{kind}"
+    f = extract_in_memory(lm, [str(w) for w in words["word"]], ks, layers=[layer], attention=not state,
+                          pooled=kind == "pooled", state_context=state_context)
+    return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in ks}
+
+
 def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best, seeds: int = 3, seed: int = 0,
                       sentence_gap: float = 0.3, paragraph_gap: float = 0.7, threshold: float = 0.7,
                       progress: bool = False, label: str = "", state_context: int | None = None) -> pd.DataFrame:
@@ -198,7 +210,6 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
         ``scramble_class`` (``none``, with NaN survival, where the voxel's weights on the features are all
         zero: a banded model that switched the feature's band off).
     """
-    from .features import extract_in_memory
     from .io import progress_bar as tqdm
     from .stimulus import downsample
 
@@ -208,13 +219,9 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     missing = sorted(set(np.unique(k_best).tolist()) - set(used))
     if missing:
         raise TRWError(f"no encoding weights for the context length(s) {missing} some voxels prefer")
-    state = kind in ("hidden", "pooled")
-    name = f"{kind}/layer_{layer}" if state else f"attention/layer_{layer}/{kind}"
 
     def word_features(words):
-        f = extract_in_memory(lm, [str(w) for w in words["word"]], used, layers=[layer], attention=not state,
-                              pooled=kind == "pooled", state_context=state_context)
-        return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in used}
+        return read_word_features(lm, words, used, layer, kind, state_context)
 
     def predict(F, scale):
         out = np.empty((next(iter(F.values())).shape[0], k_best.size))
