@@ -177,6 +177,42 @@ def test_decoder_encoding_model_delays_across_stories(monkeypatch):
             assert np.all(P[n0 + r, (d - 1) * f:d * f] == 0)
 
 
+def test_decoder_selects_alphas_and_voxels_by_the_encoding_score(monkeypatch):
+    """The decoder's encoding and word-rate models pick alphas by ``score`` (the workflow passes
+    encoding.score; semantic-decoding uses r2_clipped): each voxel's alpha and CV score are those of
+    RidgeCV(score=...) on the same design, and correlation scoring changes them."""
+    import lmbrain.ridge as ridge_mod
+    from lmbrain.decoding import Decoder
+    from test_decoding import PlantedDataset, PlantedProposer, _fit_inputs
+
+    seen = []
+    fit = ridge_mod.RidgeCV.fit
+
+    def spy(self, X, Y, groups=None):
+        seen.append((self.score_kind, np.array(X), np.array(Y), np.asarray(groups), self.cv))
+        return fit(self, X, Y, groups=groups)
+
+    monkeypatch.setattr(ridge_mod.RidgeCV, "fit", spy)
+    rng = np.random.default_rng(11)
+    prop = PlantedProposer([], [f"w{i}" for i in range(40)], rng)
+    ds = PlantedDataset(rng, prop, n_stories=4, n_words=60)
+    inputs = _fit_inputs(ds, ["s0", "s1", "s2"])
+    fitted = {score: Decoder(n_voxels=20, rate_voxels=10, score=score).fit(*inputs, prop)
+              for score in ("r2", "corr")}
+    # two ridges per decoder (encoding model, word-rate model), each with the decoder's score
+    assert [k for k, *_ in seen] == ["r2", "r2", "corr", "corr"]
+    monkeypatch.setattr(ridge_mod.RidgeCV, "fit", fit)
+    _, X, Y, groups, cv = seen[2]
+    ref = ridge_mod.RidgeCV(alphas=np.logspace(0, 6, 13), cv=cv, score="corr", search="grid",
+                            progress=False).fit(X, Y, groups=groups)
+    dec = fitted["corr"]
+    np.testing.assert_allclose(dec.alpha_, ref.best_alphas_[dec.voxels_])
+    np.testing.assert_allclose(dec.cv_score_, ref.best_scores_[dec.voxels_])
+    # an independent check of the score: the kept voxels' CV correlations are correlations
+    assert np.all(np.abs(dec.cv_score_) <= 1)
+    assert not np.allclose(dec.cv_score_, fitted["r2"].cv_score_)
+
+
 # -- compat preset ---------------------------------------------------------------------------------
 # the reference's alpha grid logspace(1, 3, 10) enters its ridge squared: penalties 10^2 .. 10^6
 HUTH_PENALTIES = [(10 ** (1 + 2 * i / 9)) ** 2 for i in range(10)]
@@ -219,6 +255,7 @@ def test_compat_huth2023_sets_every_reference_behaviour(tmp_path):
     assert from_json(type(job), to_json(job)) == job and job.encoding.score == "huth_r2"
     dec = s.decoder_job(model)
     assert dec.delays_across_stories and dec.search == "grid" and dec.dataset.non_words == "huth"
+    assert dec.score == "huth_r2" and from_json(type(dec), to_json(dec)) == dec
     np.testing.assert_allclose(dec.alphas, HUTH_PENALTIES, rtol=1e-12)
     # the effective configuration (results/config.yaml) validates to itself
     assert _values(resolve(s.effective).effective) == REFERENCE

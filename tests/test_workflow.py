@@ -182,6 +182,9 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(tiny_workdir):
          {"encoding_model": 2, "trw": 2, "rois": 2, "group": 2, "decoder": 1, "decode": 1}),
         (lambda c: c.setdefault("encoding", {}).update(cv_folds=2),
          {"encoding_model": 2, "trw": 2, "rois": 2, "group": 2, "decoder": 1, "decode": 1}),
+        # issue 20: the decoder's own encoding model selects its alphas by encoding.score too
+        (lambda c: c.setdefault("encoding", {}).update(score="corr"),
+         {"encoding_model": 2, "trw": 2, "rois": 2, "group": 2, "decoder": 1, "decode": 1}),
         (lambda c: c.setdefault("trw", {}).update(fraction=0.8), {"trw": 2, "rois": 2, "group": 2}),
         (lambda c: c["decoding"].update(beam_width=4), {"decode": 1}),
         (lambda c: c["decoding"].update(n_voxels=50), {"decoder": 1, "decode": 1}),

@@ -593,6 +593,7 @@ class DecoderJob:
     model: ModelSpec
     feature_model: ModelSpec | None
     delays_across_stories: bool = False  # encoding.delays_across_stories (its encoding model's design)
+    score: str = "r2"  # encoding.score (its alpha selection and voxel ranking)
 
 
 @dataclass(frozen=True)
@@ -766,7 +767,7 @@ class Settings:
         return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=fit_only,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
                           cv_folds=e.cv_folds, model=self._spec_without_sweep(model), feature_model=self._feature_model(model),
-                          delays_across_stories=e.delays_across_stories)
+                          delays_across_stories=e.delays_across_stories, score=e.score)
 
     def decode_job(self, model: str) -> DecodeJob:
         return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,

@@ -112,6 +112,10 @@ class Decoder:
         Design of the encoding model: False = each training story FIR-delayed on its own (zero-padded);
         True = the stories stacked and then delayed (the reference code: a story's first TRs carry the
         previous story's last TRs; :func:`lmbrain.stimulus.delay_stories`).
+    score : {"r2", "corr", "neg_mse", "huth_r2", "r2_clipped"}, default "r2"
+        Cross-validation score that picks each voxel's alpha and ranks the voxels kept (``score`` of
+        :class:`lmbrain.ridge.RidgeCV`; the workflow passes ``encoding.score``), and picks the word-rate
+        model's alpha. semantic-decoding (Tang et al.) uses ``r2_clipped``.
 
     Attributes
     ----------
@@ -120,7 +124,9 @@ class Decoder:
     voxels_ : ndarray of shape (n_selected,), int
         The kept voxels (sorted indices into the responses' columns).
     cv_score_ : ndarray of shape (n_selected,)
-        Their cross-validated encoding scores.
+        Their cross-validated encoding scores (``score``).
+    alpha_ : ndarray of shape (n_selected,)
+        Their ridge penalties (not saved by :meth:`save`).
     mean_, std_ : ndarray of shape (n_features,)
         Training statistics of the TR features.
     precision_ : ndarray of shape (n_selected, n_selected)
@@ -133,7 +139,7 @@ class Decoder:
     def __init__(self, n_voxels: int = 10000, shrinkage: float = 2 / 3, delays=(1, 2, 3, 4), alphas=None,
                  rate_voxels: int | None = 1000, device: str = "cpu", search: str = "grid", memory_gb: float = 2.0,
                  cv_folds: int | None = None, rate_voxel_sets=None, rate_delays_across_stories: bool = False,
-                 delays_across_stories: bool = False):
+                 delays_across_stories: bool = False, score: str = "r2"):
         self.n_voxels = n_voxels
         self.shrinkage = shrinkage
         self.delays = delays
@@ -146,6 +152,7 @@ class Decoder:
         self.rate_voxel_sets = rate_voxel_sets
         self.rate_delays_across_stories = rate_delays_across_stories
         self.delays_across_stories = delays_across_stories
+        self.score = score
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, responses, tr_times, words, word_times, proposer) -> "Decoder":
@@ -200,7 +207,7 @@ class Decoder:
         groups = np.concatenate([np.full(len(x), i) for i, x in enumerate(X)])
         cv = story_folds(self.cv_folds, n_stories)
         ridge = RidgeCV(alphas=np.logspace(0, 6, 13) if self.alphas is None else self.alphas, cv=cv,
-                        search=self.search, device=self.device, memory_gb=self.memory_gb,
+                        score=self.score, search=self.search, device=self.device, memory_gb=self.memory_gb,
                         progress=False).fit(np.concatenate(X), Yall, groups=groups)
         order = np.argsort(-np.nan_to_num(ridge.best_scores_, nan=-np.inf), kind="stable")
         voxels = np.sort(order[: min(self.n_voxels, len(order))])
@@ -216,6 +223,7 @@ class Decoder:
         self.coef_ = np.asarray(ridge.coef_, dtype=np.float64)[:, voxels]
         self.voxels_ = voxels
         self.cv_score_ = ridge.best_scores_[voxels]
+        self.alpha_ = np.asarray(alpha, dtype=np.float64)
         self.mean_, self.std_ = mean, std
         self.precision_ = noise_precision(residuals, self.shrinkage)
         self.layer_ = int(getattr(proposer, "layer", -1))
@@ -225,12 +233,12 @@ class Decoder:
         across = bool(self.rate_delays_across_stories)
         if self.rate_voxel_sets is None:
             return WordRateModel(n_voxels=self.rate_voxels, device=self.device, cv_folds=self.cv_folds,
-                                 delays_across_stories=across).fit(Y, rates)
+                                 delays_across_stories=across, score=self.score).fit(Y, rates)
         sets = list(self.rate_voxel_sets)
         if not sets:
             raise DecodingError("rate_voxel_sets is empty: give one voxel set per word-rate model, or None")
         models = [WordRateModel(n_voxels=None, voxels=v, device=self.device, cv_folds=self.cv_folds,
-                                delays_across_stories=across).fit(Y, rates) for v in sets]
+                                delays_across_stories=across, score=self.score).fit(Y, rates) for v in sets]
         return models[0] if len(models) == 1 else WordRateModel.average(models)
 
     def _check_fitted(self) -> None:

@@ -49,6 +49,8 @@ class WordRateModel:
         False: each training story is delayed on its own (zero padding at its end). True: the training
         stories are stacked and then delayed, as the reference code does (a story's last rows read the
         next story's first responses). Prediction always delays the one story given.
+    score : str, default "r2"
+        Cross-validation score that picks the alpha (``score`` of :class:`lmbrain.ridge.RidgeCV`).
 
     Attributes
     ----------
@@ -60,7 +62,7 @@ class WordRateModel:
     """
 
     def __init__(self, delays=(-4, -3, -2, -1), n_voxels: int | None = 1000, alphas=None, device: str = "cpu",
-                 cv_folds: int | None = None, voxels=None, delays_across_stories: bool = False):
+                 cv_folds: int | None = None, voxels=None, delays_across_stories: bool = False, score: str = "r2"):
         self.delays = delays
         self.n_voxels = n_voxels
         self.alphas = alphas
@@ -68,6 +70,7 @@ class WordRateModel:
         self.cv_folds = cv_folds
         self.voxels = voxels
         self.delays_across_stories = delays_across_stories
+        self.score = score
 
     def _delays(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.delays)
@@ -141,8 +144,8 @@ class WordRateModel:
             X = np.concatenate([self._design(y) for y in responses])
         self.mean_rate_ = float(target.mean())  # the ridge has no intercept: fit the centred count
         groups = np.concatenate([np.full(np.shape(y)[0], i) for i, y in enumerate(responses)])
-        self.ridge_ = RidgeCV(alphas=alphas, cv=story_folds(self.cv_folds, len(responses)), device=self.device,
-                              progress=False).fit(X, (target - self.mean_rate_)[:, None], groups=groups)
+        self.ridge_ = RidgeCV(alphas=alphas, cv=story_folds(self.cv_folds, len(responses)), score=self.score,
+                              device=self.device, progress=False).fit(X, (target - self.mean_rate_)[:, None], groups=groups)
         return self
 
     def predict(self, responses) -> np.ndarray:

@@ -93,7 +93,7 @@ def decoder(job: DecoderJob, subject: str, model_dir, out_path, feature_model_di
                     rate_voxels=dec.rate_voxels, device=device, search=job.search, memory_gb=job.memory_gb,
                     cv_folds=job.cv_folds,
                     rate_delays_across_stories=bool(job.decoding.rate_delays_across_stories),
-                    delays_across_stories=bool(job.delays_across_stories))
+                    delays_across_stories=bool(job.delays_across_stories), score=job.score)
     model.fit(responses, tr_times, words, times, proposer)
     log.info("decoder: %d voxels, CV score of the kept voxels median %.3f (min %.3f)", len(model.voxels_),
              float(np.median(model.cv_score_)), float(np.min(model.cv_score_)))
