@@ -181,3 +181,54 @@ def test_adding_a_subject_plans_only_its_jobs_and_the_group_jobs(tmp_path, shake
     assert jobs == {"data_summary": 1, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1, "all": 1}, \
         plan.stdout[-2000:]
     assert "subject=DEMO01" not in plan.stdout and "subject=DEMO02" in plan.stdout
+
+
+def test_decoder_word_rate_models_on_rois(tiny_demo, tmp_path, roi_cache, monkeypatch):
+    """Issue 20 (Tang et al.): decoding.rate_rois fits one word-rate model per group of ROIs, on exactly the
+    union of those ROIs' voxels (read from rois.source), and averages their rates; config errors name the key."""
+    import copy
+
+    import lmbrain.decoding.decoder as decoder_mod
+    from lmbrain.config import ConfigError, check_paths
+    from lmbrain.datasets import open_dataset
+    from lmbrain.models import Vocabulary, build_model, model_spec, save_model
+    from lmbrain.rois import pycortex_rois
+    from lmbrain.stages.decoding import decoder
+
+    cfg = copy.deepcopy(tiny_demo[0])
+    spec = {"type": "lstm", "embedding_dim": 8, "hidden_dim": 8, "n_layers": 1}
+    cfg["models"], cfg["use_models"], cfg["device"] = {"tiny": spec}, None, "cpu"
+    cfg["rois"] = {"cache_dir": roi_cache, "min_voxels": 1}
+    cfg["decoding"].update(models=["tiny"], n_voxels=40, rate_rois=[["AC"], ["Broca", "IPS"]])
+    s = resolve(cfg)
+    job = s.decoder_job("tiny")
+    assert job.rois == s.rois and job.decoding.rate_rois == (("AC",), ("Broca", "IPS"))
+    assert resolve(dict(cfg, decoding=dict(cfg["decoding"], rate_rois=None))).decoder_job("tiny").rois is None
+    subject = cfg["demo"]["subject"]
+    ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"])
+    words = sorted({w for st in ds.stories(subject) for w in ds.words(st)["word"]})
+    vocab = Vocabulary(["<unk>"] + words)
+    save_model(build_model(model_spec("tiny", spec), len(vocab), seed=0), vocab, tmp_path / "tiny")
+    seen = []
+    fit = decoder_mod.WordRateModel.fit
+
+    def spy(self, responses, rates):
+        seen.append(None if self.voxels is None else np.asarray(self.voxels).tolist())
+        return fit(self, responses, rates)
+
+    monkeypatch.setattr(decoder_mod.WordRateModel, "fit", spy)
+    fitted = decoder(job, subject, tmp_path / "tiny", tmp_path / "decoder.npz")
+    # independent reference: the ROI masks read directly from pycortex on the subject's grid
+    ref = pycortex_rois("S1", "fullhead", ["AC", "Broca", "IPS"], voxel_space=ds.voxel_space(subject),
+                        cache_dir=roi_cache)
+    want = [np.flatnonzero(ref["AC"]).tolist(), np.flatnonzero(ref["Broca"] | ref["IPS"]).tolist()]
+    assert seen == want and all(want)
+    assert fitted.rate_model_.voxels_.tolist() == want[0] + want[1]  # the average of the two models
+    # errors that say what to do
+    with pytest.raises(ConfigError, match="rate_rois.*rois.source is none"):
+        resolve(dict(cfg, rois={"source": "none"}))
+    bad = dict(cfg["decoding"], rate_rois=[["Nowhere"]])
+    with pytest.raises(ConfigError, match=r"rate_rois names ROI\(s\) Nowhere that are not in rois.names"):
+        resolve(dict(cfg, decoding=bad))
+    with pytest.raises(ConfigError, match="rate_rois: Nowhere not drawn in pycortex subject S1"):
+        check_paths(resolve(dict(cfg, decoding=bad, rois=dict(cfg["rois"], names=None))))  # at workflow start

@@ -217,6 +217,15 @@ def _check_subjects_and_rois(config: dict, source: str) -> None:
                               f"{demo['subject']}, demo.n_subjects {demo['n_subjects']} make {', '.join(made)}); "
                               "raise demo.n_subjects or set subjects: null")
     rois = config["rois"]
+    rate_rois = config["decoding"].get("rate_rois")
+    if rate_rois and rois["source"] == "none":
+        raise ConfigError(f"{source}: decoding.rate_rois fits word-rate models on ROIs, but rois.source is none; "
+                          "set rois.source (pycortex, labels or bids) or decoding.rate_rois: null")
+    if rate_rois and rois["names"] is not None:
+        unknown = [n for g in rate_rois for n in g if n not in rois["names"]]
+        if unknown:
+            raise ConfigError(f"{source}: decoding.rate_rois names ROI(s) {', '.join(unknown)} that are not in "
+                              f"rois.names ({', '.join(rois['names'])})")
     if rois["source"] == "none":
         return
     if rois["source"] == "labels":
@@ -464,6 +473,7 @@ class DecodingSettings:
     n_voxels: int
     shrinkage: float
     rate_voxels: int | None
+    rate_rois: tuple[tuple[str, ...], ...] | None
     word_times: str
     beam_width: int
     extensions: int
@@ -594,6 +604,7 @@ class DecoderJob:
     feature_model: ModelSpec | None
     delays_across_stories: bool = False  # encoding.delays_across_stories (its encoding model's design)
     score: str = "r2"  # encoding.score (its alpha selection and voxel ranking)
+    rois: RoiSettings | None = None  # the ROI source, when decoding.rate_rois fits word-rate models on ROIs
 
 
 @dataclass(frozen=True)
@@ -767,7 +778,8 @@ class Settings:
         return DecoderJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=fit_only,
                           delays=e.delays, alphas=e.alphas, search=e.search, memory_gb=e.memory_gb,
                           cv_folds=e.cv_folds, model=self._spec_without_sweep(model), feature_model=self._feature_model(model),
-                          delays_across_stories=e.delays_across_stories, score=e.score)
+                          delays_across_stories=e.delays_across_stories, score=e.score,
+                          rois=self.rois if self.decoding.rate_rois else None)
 
     def decode_job(self, model: str) -> DecodeJob:
         return DecodeJob(seed=self.seed, device=self.device, dataset=self.dataset, decoding=self.decoding,
@@ -932,7 +944,9 @@ def check_rois(settings: Settings) -> None:
     """ROI checks that need files, made once at workflow start: every ``rois.names`` entry drawn in the
     pycortex subject's overlays (source pycortex), or in the label table (source labels)."""
     r = settings.rois
-    if not r.enabled or r.names is None:
+    rate = [n for g in (settings.decoding.rate_rois or ()) for n in g if n not in (r.names or ())]
+    names = list(dict.fromkeys([*(r.names or ()), *rate]))
+    if not r.enabled or not names:
         return
     if r.source == "pycortex":
         from .rois import RoiError
@@ -942,9 +956,9 @@ def check_rois(settings: Settings) -> None:
                 available = _drawn_names(subject, filestore)
             except RoiError as exc:
                 raise ConfigError(f"rois.source pycortex: {exc}") from None
-            bad = [n for n in r.names if n not in available]
+            bad = [n for n in names if n not in available]
             if bad:
-                raise ConfigError(f"rois.names: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
+                raise ConfigError(f"rois.names / decoding.rate_rois: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
                                   f"available: {', '.join(available)}")
     elif r.source == "labels":
         from .rois import RoiError, read_label_table
@@ -956,11 +970,11 @@ def check_rois(settings: Settings) -> None:
                 table = read_label_table(path)
             except RoiError as exc:
                 raise ConfigError(f"rois.label_table: {exc}") from None
-            names = [n for n in table.loc[table["index"] != 0, "name"]]
-            bad = [n for n in r.names if n not in names]
+            drawn = [n for n in table.loc[table["index"] != 0, "name"]]
+            bad = [n for n in names if n not in drawn]
             if bad:
-                raise ConfigError(f"rois.names: {', '.join(bad)} not in the label table {path}; available: "
-                                  f"{', '.join(names)}")
+                raise ConfigError(f"rois.names / decoding.rate_rois: {', '.join(bad)} not in the label table {path}; "
+                                  f"available: {', '.join(drawn)}")
 
 
 _DRAWN: dict = {}

@@ -204,6 +204,8 @@ def decoder_inputs(wildcards):
     feature_model = S.decoding.feature_model
     if feature_model and feature_model != wildcards.model:
         inputs["feature_model"] = L.model_file(feature_model)
+    if S.decoding.rate_rois and S.rois.source == "labels":  # word-rate models on ROIs read the label files
+        inputs["labels"] = [p.replace("{subject}", wildcards.subject) for p in (S.rois.label_image, S.rois.label_table)]
     return inputs
 
 

@@ -67,6 +67,40 @@ def build_proposer(job: DecoderJob | DecodeJob, model_dir, feature_model_dir=Non
                           top_p=dec.top_p, min_ratio=dec.min_ratio, feature_lm=flm)
 
 
+def rate_voxel_sets(job: DecoderJob, ds, subject: str) -> list[np.ndarray]:
+    """The word-rate models' voxel sets of ``decoding.rate_rois`` (Tang et al.: one model on the speech
+    network, one on auditory cortex, their rates averaged): each group of ROI names is the union of those
+    ROIs' voxels (column indices of the subject's responses), from the ``rois`` source of the job.
+
+    Raises
+    ------
+    DecodingError
+        Naming the ROI source, when a group has no voxels or an ROI cannot be read.
+    """
+    import dataclasses
+
+    from ..rois import RoiError
+    from .rois import subject_rois
+
+    groups = [list(g) for g in job.decoding.rate_rois]
+    if job.rois is None or not job.rois.enabled:
+        raise DecodingError("decoding.rate_rois needs ROIs: set rois.source (pycortex, labels or bids)")
+    names = tuple(dict.fromkeys(n for g in groups for n in g))
+    try:
+        rois = subject_rois(dataclasses.replace(job.rois, names=names), ds, subject, job.dataset.root)
+    except RoiError as exc:
+        raise DecodingError(f"decoding.rate_rois: {exc}") from None
+    sets = []
+    for group in groups:
+        voxels = np.flatnonzero(np.any([rois[n] for n in group], axis=0))
+        if voxels.size == 0:
+            raise DecodingError(f"decoding.rate_rois: ROI(s) {', '.join(group)} of subject {subject} ({rois.source}) "
+                                "hold no voxels; choose other ROIs or set decoding.rate_rois: null")
+        log.info("word-rate model on %s: %d voxels", "+".join(group), voxels.size)
+        sets.append(voxels)
+    return sets
+
+
 def decoder(job: DecoderJob, subject: str, model_dir, out_path, feature_model_dir=None) -> Decoder:
     """What the ``decoder`` rule does: fit the decoder of ``subject`` on its training stories and save it
     to ``out_path``. Returns the fitted :class:`~lmbrain.decoding.Decoder`."""
@@ -89,8 +123,9 @@ def decoder(job: DecoderJob, subject: str, model_dir, out_path, feature_model_di
         tr_times.append(ds.tr_times(subject, story))
     # the responses in one float32 array (a real subject's training set is several GB)
     responses = stacked_responses(ds, subject, train, [len(t) for t in tr_times], error=DecodingError)
+    rate_sets = rate_voxel_sets(job, ds, subject) if dec.rate_rois else None
     model = Decoder(n_voxels=dec.n_voxels, shrinkage=dec.shrinkage, delays=tuple(job.delays), alphas=job.alphas,
-                    rate_voxels=dec.rate_voxels, device=device, search=job.search, memory_gb=job.memory_gb,
+                    rate_voxels=dec.rate_voxels, rate_voxel_sets=rate_sets, device=device, search=job.search, memory_gb=job.memory_gb,
                     cv_folds=job.cv_folds,
                     rate_delays_across_stories=bool(job.decoding.rate_delays_across_stories),
                     delays_across_stories=bool(job.delays_across_stories), score=job.score)
