@@ -262,3 +262,13 @@ def test_label_table_names_are_checked_at_start(tmp_path):
                    "label_table": str(tmp_path / "labels.tsv"), "names": ["AC", "PPA"], "order": []}
     with pytest.raises(ConfigError, match=r"rois.names: PPA not in the label table .*labels.tsv; available: AC, IPS"):
         check_rois(resolve(cfg))
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "config.yaml"))
+def test_every_shipped_overlay_validates_over_the_default_config(overlay):
+    """The config files the README and benchmarks name (real size, TRW validation, Tang et al.'s decoding
+    settings) are valid overlays of config/config.yaml: schema and cross-field checks."""
+    from lmbrain.config import load_config, resolve
+
+    cfg = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / overlay)
+    resolve(cfg)
