@@ -189,7 +189,7 @@ def test_decoder_word_rate_models_on_rois(tiny_demo, tmp_path, roi_cache, monkey
     import copy
 
     import lmbrain.decoding.decoder as decoder_mod
-    from lmbrain.config import ConfigError, check_paths
+    from lmbrain.config import ConfigError, check_paths, from_json, to_json
     from lmbrain.datasets import open_dataset
     from lmbrain.models import Vocabulary, build_model, model_spec, save_model
     from lmbrain.rois import pycortex_rois
@@ -203,6 +203,7 @@ def test_decoder_word_rate_models_on_rois(tiny_demo, tmp_path, roi_cache, monkey
     s = resolve(cfg)
     job = s.decoder_job("tiny")
     assert job.rois == s.rois and job.decoding.rate_rois == (("AC",), ("Broca", "IPS"))
+    assert from_json(type(job), to_json(job)) == job  # the rule's params
     assert resolve(dict(cfg, decoding=dict(cfg["decoding"], rate_rois=None))).decoder_job("tiny").rois is None
     subject = cfg["demo"]["subject"]
     ds = open_dataset(cfg["dataset"]["layout"], cfg["dataset"]["root"])
