@@ -1,12 +1,15 @@
 """The glue every rule script runs in (lmbrain.workflow.run_rule): logs, progress bars, clean failures."""
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from lmbrain import LmbrainError
 from lmbrain.workflow import run_rule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _smk(log):
@@ -40,3 +43,25 @@ def test_a_library_error_ends_the_job_with_its_message(tmp_path, monkeypatch):
     text = log.read_text()
     assert "lmbrain error in rule test_rule: story x: 3 TRs of features but 4 of responses" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("subjects", [None, ["DEMO01", "DEMO02"]])
+def test_report_captions_render_with_the_default_config(subjects):
+    """`snakemake --report` renders every caption with the run's config: the default demo config has
+    `subjects: null`, on which the workflow description failed (`join` of None: no report at all)."""
+    from types import SimpleNamespace
+
+    import jinja2
+
+    from lmbrain.config import load_config
+
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    cfg["subjects"] = subjects
+    wildcards = SimpleNamespace(subject="DEMO01", model="lstm", feature="pooled-L1", k="8", name="trw_map",
+                                story="romeo_and_juliet_04")
+    for rst in sorted((ROOT / "workflow" / "report").glob("*.rst")):
+        text = jinja2.Template(rst.read_text()).render(snakemake=SimpleNamespace(config=cfg, wildcards=wildcards))
+        assert "None" not in text, rst.name
+    rendered = jinja2.Template((ROOT / "workflow/report/workflow.rst").read_text()).render(
+        snakemake=SimpleNamespace(config=cfg, wildcards=wildcards))
+    assert ("DEMO01, DEMO02" if subjects else "the demo's") in rendered
