@@ -231,5 +231,5 @@ def test_decoder_word_rate_models_on_rois(tiny_demo, tmp_path, roi_cache, monkey
     bad = dict(cfg["decoding"], rate_rois=[["Nowhere"]])
     with pytest.raises(ConfigError, match=r"rate_rois names ROI\(s\) Nowhere that are not in rois.names"):
         resolve(dict(cfg, decoding=bad))
-    with pytest.raises(ConfigError, match="rate_rois: Nowhere not drawn in pycortex subject S1"):
+    with pytest.raises(ConfigError, match="decoding.rate_rois: Nowhere not drawn in pycortex subject S1"):
         check_paths(resolve(dict(cfg, decoding=bad, rois=dict(cfg["rois"], names=None))))  # at workflow start

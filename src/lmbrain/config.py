@@ -948,6 +948,9 @@ def check_rois(settings: Settings) -> None:
     names = list(dict.fromkeys([*(r.names or ()), *rate]))
     if not r.enabled or not names:
         return
+
+    def key(bad):  # the setting that names them: rois.names first, then decoding.rate_rois
+        return "rois.names" if any(n in (r.names or ()) for n in bad) else "decoding.rate_rois"
     if r.source == "pycortex":
         from .rois import RoiError
 
@@ -958,7 +961,8 @@ def check_rois(settings: Settings) -> None:
                 raise ConfigError(f"rois.source pycortex: {exc}") from None
             bad = [n for n in names if n not in available]
             if bad:
-                raise ConfigError(f"rois.names / decoding.rate_rois: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
+                bad = [n for n in bad if key(bad) == key([n])]
+                raise ConfigError(f"{key(bad)}: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
                                   f"available: {', '.join(available)}")
     elif r.source == "labels":
         from .rois import RoiError, read_label_table
@@ -973,8 +977,9 @@ def check_rois(settings: Settings) -> None:
             drawn = [n for n in table.loc[table["index"] != 0, "name"]]
             bad = [n for n in names if n not in drawn]
             if bad:
-                raise ConfigError(f"rois.names / decoding.rate_rois: {', '.join(bad)} not in the label table {path}; "
-                                  f"available: {', '.join(drawn)}")
+                bad = [n for n in bad if key(bad) == key([n])]
+                raise ConfigError(f"{key(bad)}: {', '.join(bad)} not in the label table {path}; available: "
+                                  f"{', '.join(drawn)}")
 
 
 _DRAWN: dict = {}
