@@ -78,6 +78,39 @@ def test_outputs_per_context_length(null_run):
         assert np.isclose(np.nanmax(img.get_fdata()), table["test_r"].max(), atol=1e-6)
         # a per-k preview map: PNG only (the TRW stage's summary maps are the PDFs)
         assert (folder / "test_r.png").stat().st_size > 10000 and not (folder / "test_r.pdf").exists()
+    # and every k's preview on one sheet (what the report shows): two panels side by side
+    import matplotlib.image as mpimg
+
+    sheet = mpimg.imread(tmp / "out" / "test_r_by_k.png")
+    panel = mpimg.imread(tmp / "out" / "k1" / "test_r.png")
+    assert sheet.shape[1] == 2 * 400 and sheet.shape[0] > 400 * panel.shape[0] / panel.shape[1]
+    assert (tmp / "out" / "r2_lm_by_k.png").exists()
+
+
+def test_contact_sheet_places_each_figure_in_its_grid_cell(tmp_path):
+    """Panels in reading order, ncols per row, each scaled to panel_px wide; a title adds a strip on top."""
+    import matplotlib.image as mpimg
+
+    from lmbrain.plots import contact_sheet
+
+    colours = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]
+    pngs = []
+    for i, c in enumerate(colours):
+        pngs.append(tmp_path / f"p{i}.png")
+        mpimg.imsave(pngs[-1], np.broadcast_to(np.array(c, dtype=np.float32), (50, 100, 3)).copy())
+    contact_sheet(pngs, tmp_path / "sheet.png", ncols=3, panel_px=200)
+    im = mpimg.imread(tmp_path / "sheet.png")[..., :3]
+    assert im.shape[:2] == (2 * 100, 3 * 200)
+    for i, c in enumerate(colours):
+        r, col = divmod(i, 3)
+        np.testing.assert_allclose(im[r * 100 + 50, col * 200 + 100], c, atol=0.05)
+    np.testing.assert_allclose(im[150, 500], 1, atol=0.05)  # the empty cell stays white
+    contact_sheet(pngs, tmp_path / "titled.png", title="every k", ncols=2, panel_px=200)
+    titled = mpimg.imread(tmp_path / "titled.png")[..., :3]
+    assert titled.shape[:2] == (2 * 100 + 40, 2 * 200)
+    np.testing.assert_allclose(titled[40 + 150, 300], colours[3], atol=0.05)
+    with pytest.raises(ValueError, match="no figures"):
+        contact_sheet([], tmp_path / "none.png")
 
 
 def test_permutation_null_holds_on_pure_noise_voxels(null_run):

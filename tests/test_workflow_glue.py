@@ -57,11 +57,14 @@ def test_report_captions_render_with_the_default_config(subjects):
 
     cfg = load_config(ROOT / "config" / "config.yaml")
     cfg["subjects"] = subjects
-    wildcards = SimpleNamespace(subject="DEMO01", model="lstm", feature="pooled-L1", k="8", name="trw_map",
-                                story="romeo_and_juliet_04")
-    for rst in sorted((ROOT / "workflow" / "report").glob("*.rst")):
-        text = jinja2.Template(rst.read_text()).render(snakemake=SimpleNamespace(config=cfg, wildcards=wildcards))
-        assert "None" not in text, rst.name
+    for name in ("trw_map", "test_r", "r2_lm"):
+        wildcards = SimpleNamespace(subject="DEMO01", model="lstm", feature="pooled-L1", k="8", name=name,
+                                    story="romeo_and_juliet_04")
+        for rst in sorted((ROOT / "workflow" / "report").glob("*.rst")):
+            text = jinja2.Template(rst.read_text()).render(snakemake=SimpleNamespace(config=cfg, wildcards=wildcards))
+            assert "None" not in text, rst.name
+            if rst.name == "encoding.rst":
+                assert ("language-model band" in text) == (name == "r2_lm") and f"k<k>/{name}.png" in text
     rendered = jinja2.Template((ROOT / "workflow/report/workflow.rst").read_text()).render(
         snakemake=SimpleNamespace(config=cfg, wildcards=wildcards))
     assert ("DEMO01, DEMO02" if subjects else "the demo's") in rendered

@@ -150,6 +150,47 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     return save_figure(fig, png, dpi=dpi, vector=vector)
 
 
+def contact_sheet(pngs, png, title: str = "", ncols: int = 3, panel_px: int = 400) -> list[Path]:
+    """One PNG with the figures ``pngs`` (files, each drawn as saved: title, map and colour bar) as
+    panels of a grid of ``ncols`` columns, each scaled to ``panel_px`` pixels wide (PNG only, 100 dpi).
+
+    A report then shows a model's maps at every context length as one image, where one figure per k
+    made it large and slow to open; the full-size figures stay where they are. Panels keep their
+    aspect ratio; a grid cell of an image with another ratio is padded with white.
+    """
+    import matplotlib.image as mpimg
+
+    pngs = [Path(p) for p in pngs]
+    if not pngs:
+        raise ValueError("contact_sheet: no figures given")
+    if ncols < 1 or panel_px < 1:
+        raise ValueError(f"contact_sheet: ncols and panel_px must be positive, got {ncols} and {panel_px}")
+    images = [mpimg.imread(str(p)) for p in pngs]
+    aspect = max(im.shape[0] / im.shape[1] for im in images)  # height / width of the tallest panel
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    dpi = 100
+    w = panel_px / dpi
+    head = 0.4 if title else 0.0
+    plt = _pyplot()
+    fig = plt.figure(figsize=(ncols * w, nrows * w * aspect + head), dpi=dpi)
+    top = 1 - head / (nrows * w * aspect + head)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        ax = fig.add_axes([c / ncols, top * (1 - (r + 1) / nrows), 1 / ncols, top / nrows])
+        ax.imshow(im, interpolation="antialiased")
+        ax.set_xlim(-0.5, im.shape[1] - 0.5)
+        ax.set_ylim(im.shape[1] * aspect - 0.5, -0.5)  # pad shorter panels at the bottom
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, y=1 - 0.5 * head / (nrows * w * aspect + head))
+    png = Path(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return [png]
+
+
 def _scale(fig, ax, norm, cmap, label, categories):
     """A horizontal colour bar under ``ax``, or a legend of the category colours."""
     plt = _pyplot()

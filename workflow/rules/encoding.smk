@@ -8,11 +8,11 @@ rule encoding_model:
     output:
         report(
             directory(L.encoding_dir("{subject}", "{model}", "{feature}")),
-            patterns=["k{k}/test_r.png"],
+            patterns=["{name}_by_k.png"],
             caption="../report/encoding.rst",
             category="Encoding models",
             subcategory="{model}",
-            labels={"subject": "{subject}", "model": "{model}", "feature": "{feature}", "k": "{k}"},
+            labels={"subject": "{subject}", "model": "{model}", "feature": "{feature}", "figure": "{name}"},
         ),
     wildcard_constraints:
         feature="(" + "|".join(FEATURE_KINDS) + ")-(L[0-9]+|last)",

@@ -3,8 +3,9 @@
 Reads the model's features of every story of the subject and the subject's responses (once, reused
 for every k); for each k fits :class:`lmbrain.ridge.RidgeCV` on the training stories and scores the
 test stories (:mod:`lmbrain.encoding`, :mod:`lmbrain.stats`). Writes, into ``<out>/k<k>/``:
-``voxels.tsv``, ``weights.h5``, ``predictions.h5``, ``test_r.nii.gz``, ``test_r.png`` (a preview: PNG only), and
-``<out>/summary.tsv``; the folder appears only when complete (:func:`lmbrain.io.atomic_dir`).
+``voxels.tsv``, ``weights.h5``, ``predictions.h5``, ``test_r.nii.gz``, ``test_r.png`` (a preview: PNG only);
+into ``<out>``: ``summary.tsv`` and ``test_r_by_k.png`` (every k's preview on one sheet; banded models
+also ``r2_lm_by_k.png``). The folder appears only when complete (:func:`lmbrain.io.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -146,6 +147,14 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
             log.info("%s %s %s k=%d: %d features, mean r %.3f, %.1f%% voxels significant (q < %.2f), %.1f s", subject,
                      model, feature, k, row["n_features"], row["mean_r"], 100 * row["fraction_significant"], enc.fdr,
                      row["seconds"])
+        if space is not None and enc.maps:  # every k's preview on one sheet (the report shows these)
+            from ..plots import contact_sheet
+
+            for name, what in (("test_r", "test correlation"), ("r2_lm", "language-model band's split test R2")):
+                pngs = [Path(k_folder(tmp_dir, k)) / f"{name}.png" for k in ks]
+                if all(p.exists() for p in pngs):
+                    contact_sheet(pngs, Path(tmp_dir) / f"{name}_by_k.png",
+                                  title=f"{subject} · {model} {feature} · {what} at every context length k")
         summary = pd.DataFrame(rows)
         with atomic_path(Path(tmp_dir) / "summary.tsv") as tmp:
             summary.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
