@@ -81,10 +81,10 @@ def test_outputs_per_context_length(null_run):
     # and every k's preview on one sheet (what the report shows): two panels side by side
     import matplotlib.image as mpimg
 
-    sheet = mpimg.imread(tmp / "out" / "test_r_by_k.png")
+    sheet = mpimg.imread(tmp / "out" / "test_r_by_k.jpg")
     panel = mpimg.imread(tmp / "out" / "k1" / "test_r.png")
     assert sheet.shape[1] == 2 * 400 and sheet.shape[0] > 400 * panel.shape[0] / panel.shape[1]
-    assert (tmp / "out" / "r2_lm_by_k.png").exists()
+    assert (tmp / "out" / "r2_lm_by_k.jpg").exists()
 
 
 def test_contact_sheet_places_each_figure_in_its_grid_cell(tmp_path):
@@ -109,6 +109,12 @@ def test_contact_sheet_places_each_figure_in_its_grid_cell(tmp_path):
     titled = mpimg.imread(tmp_path / "titled.png")[..., :3]
     assert titled.shape[:2] == (2 * 100 + 40, 2 * 200)
     np.testing.assert_allclose(titled[40 + 150, 300], colours[3], atol=0.05)
+    contact_sheet(pngs, tmp_path / "sheet.jpg", ncols=3, panel_px=200)  # JPEG by suffix
+    with open(tmp_path / "sheet.jpg", "rb") as fh:
+        assert fh.read(3) == b"\xff\xd8\xff"
+    jpg = mpimg.imread(tmp_path / "sheet.jpg")[..., :3] / 255.0
+    assert jpg.shape[:2] == im.shape[:2]
+    np.testing.assert_allclose(jpg[150, 100], colours[3], atol=0.1)
     with pytest.raises(ValueError, match="no figures"):
         contact_sheet([], tmp_path / "none.png")
 

@@ -151,12 +151,13 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
 
 
 def contact_sheet(pngs, png, title: str = "", ncols: int = 3, panel_px: int = 400) -> list[Path]:
-    """One PNG with the figures ``pngs`` (files, each drawn as saved: title, map and colour bar) as
-    panels of a grid of ``ncols`` columns, each scaled to ``panel_px`` pixels wide (PNG only, 100 dpi).
+    """One image with the figures ``pngs`` (files, each drawn as saved: title, map and colour bar) as
+    panels of a grid of ``ncols`` columns, each scaled to ``panel_px`` pixels wide (100 dpi).
 
     A report then shows a model's maps at every context length as one image, where one figure per k
     made it large and slow to open; the full-size figures stay where they are. Panels keep their
-    aspect ratio; a grid cell of an image with another ratio is padded with white.
+    aspect ratio; a grid cell of an image with another ratio is padded with white. ``png`` ending in
+    ``.jpg`` writes a JPEG (quality 85): a quarter of the PNG's size for noisy voxel maps.
     """
     import matplotlib.image as mpimg
 
@@ -185,8 +186,9 @@ def contact_sheet(pngs, png, title: str = "", ncols: int = 3, panel_px: int = 40
     if title:
         fig.suptitle(title, y=1 - 0.5 * head / (nrows * w * aspect + head))
     png = Path(png)
+    jpeg = png.suffix.lower() in (".jpg", ".jpeg")
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="jpeg" if jpeg else "png", **({"pil_kwargs": {"quality": 85}} if jpeg else {}))
     plt.close(fig)
     return [png]
 

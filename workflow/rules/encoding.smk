@@ -8,7 +8,7 @@ rule encoding_model:
     output:
         report(
             directory(L.encoding_dir("{subject}", "{model}", "{feature}")),
-            patterns=["{name}_by_k.png"],
+            patterns=["{name}_by_k.jpg"],
             caption="../report/encoding.rst",
             category="Encoding models",
             subcategory="{model}",

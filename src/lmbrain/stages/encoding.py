@@ -4,8 +4,8 @@ Reads the model's features of every story of the subject and the subject's respo
 for every k); for each k fits :class:`lmbrain.ridge.RidgeCV` on the training stories and scores the
 test stories (:mod:`lmbrain.encoding`, :mod:`lmbrain.stats`). Writes, into ``<out>/k<k>/``:
 ``voxels.tsv``, ``weights.h5``, ``predictions.h5``, ``test_r.nii.gz``, ``test_r.png`` (a preview: PNG only);
-into ``<out>``: ``summary.tsv`` and ``test_r_by_k.png`` (every k's preview on one sheet; banded models
-also ``r2_lm_by_k.png``). The folder appears only when complete (:func:`lmbrain.io.atomic_dir`).
+into ``<out>``: ``summary.tsv`` and ``test_r_by_k.jpg`` (every k's preview on one sheet; banded models
+also ``r2_lm_by_k.jpg``). The folder appears only when complete (:func:`lmbrain.io.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def encoding_model(job: EncodingJob, subject: str, feature: str, out_dir, layout
             for name, what in (("test_r", "test correlation"), ("r2_lm", "language-model band's split test R2")):
                 pngs = [Path(k_folder(tmp_dir, k)) / f"{name}.png" for k in ks]
                 if all(p.exists() for p in pngs):
-                    contact_sheet(pngs, Path(tmp_dir) / f"{name}_by_k.png",
+                    contact_sheet(pngs, Path(tmp_dir) / f"{name}_by_k.jpg",
                                   title=f"{subject} · {model} {feature} · {what} at every context length k")
         summary = pd.DataFrame(rows)
         with atomic_path(Path(tmp_dir) / "summary.tsv") as tmp:
