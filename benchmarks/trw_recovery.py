@@ -89,10 +89,10 @@ def prepare_models(cfg: dict, settings, layout, names, models_from: Path | None,
 
 
 def run_model(settings, layout, subject: str, name: str, times: dict, scramble: bool) -> pd.DataFrame:
-    from lmbrain.stages.common import open_job_dataset
+    from lmbrain.stages.common import open_job_dataset, split_stories
     from lmbrain.stages.encoding import encoding_model
     from lmbrain.stages.features import extract_features
-    from lmbrain.stages.trw import trw
+    from lmbrain.stages.trw import scrambled_features, trw
 
     t = times.setdefault(name, {})
     ds = open_job_dataset(settings.dataset)
@@ -109,7 +109,13 @@ def run_model(settings, layout, subject: str, name: str, times: dict, scramble: 
         job = dataclasses.replace(job, trw=dataclasses.replace(job.trw, scramble=False))
     out = Path(layout.trw_dir(subject, name))
     if not (out / "voxels.tsv").exists():
-        _time(t, "trw", trw, job, subject, enc, layout.model_dir(name), out, layout=layout)
+        if job.trw.scramble:  # the test stories' scrambled versions (rule scrambled_features), timed with trw
+            _, test = split_stories(ds, subject, settings.dataset)
+            for story in test:
+                if not Path(layout.scrambled_file(name, story)).exists():
+                    _time(t, "trw", scrambled_features, settings.scramble_job(name), story, layout.model_dir(name),
+                          layout.scrambled_file(name, story))
+        _time(t, "trw", trw, job, subject, enc, out, layout=layout)
     return pd.read_csv(out / "voxels.tsv", sep="\t")
 
 
@@ -159,7 +165,7 @@ def context_free_control(settings, layout, subject: str, source: str, times: dic
     if not (out / "voxels.tsv").exists():
         job = settings.trw_job(source)
         job = dataclasses.replace(job, trw=dataclasses.replace(job.trw, scramble=False))
-        _time(t, "trw", trw, job, subject, enc, None, out, layout=cf)
+        _time(t, "trw", trw, job, subject, enc, out, layout=cf)
     return name
 
 
@@ -182,7 +188,7 @@ def oracle_control(root: Path, settings, layout, subject: str, times: dict) -> s
     if not (out / "voxels.tsv").exists():
         job = dataclasses.replace(settings.trw_job(name), feature="hidden-L1")
         job = dataclasses.replace(job, trw=dataclasses.replace(job.trw, scramble=False))
-        _time(t, "trw", trw, job, subject, enc, None, out, layout=layout)
+        _time(t, "trw", trw, job, subject, enc, out, layout=layout)
     return name
 
 

@@ -200,6 +200,10 @@ def test_subjects_default_to_the_demo_subjects_and_truth_is_per_subject():
     cfg["subjects"] = ["DEMO01", "group"]
     with pytest.raises(ConfigError, match="subjects: 'group' is reserved"):
         resolve(cfg)
+    for name in ("scrambled", "features", "models"):  # every folder results/ has beside the subjects'
+        cfg["subjects"] = ["DEMO01", name]
+        with pytest.raises(ConfigError, match=f"subjects: '{name}' is reserved .*results/{name}/"):
+            resolve(cfg)
     cfg = base()
     cfg["subjects"] = ["DEMO01", "DEMO03"]
     with pytest.raises(ConfigError, match="DEMO03 not made by the demo.*demo.n_subjects 2"):

@@ -191,13 +191,21 @@ def test_oracle_features_reach_the_planted_ceiling(tmp_path, shakespeare_archive
     assert ratio > 0.75, (np.median(achieved), np.median(allowed))
 
 
+def _scrambled(cfg, model_dir, layout, model="lstm"):
+    """The test stories' scrambled versions, as rule scrambled_features makes them."""
+    from lmbrain.stages.trw import scrambled_features
+
+    for story in cfg["stories"]["test"]:
+        scrambled_features(resolve(cfg).scramble_job(model), story, model_dir, layout.scrambled_file(model, story))
+
+
 def test_trw_stage_on_the_encoding_outputs(null_run):
     from lmbrain.stages.trw import trw
 
     cfg, tmp, _ = null_run
     layout = Layout(results=str(tmp))
-    table = trw(resolve(cfg).trw_job("lstm"), "DEMO01", tmp / "out", layout.model_dir("lstm"), tmp / "trw",
-                layout=layout)
+    _scrambled(cfg, layout.model_dir("lstm"), layout)
+    table = trw(resolve(cfg).trw_job("lstm"), "DEMO01", tmp / "out", tmp / "trw", layout=layout)
     n_vox = open_dataset("lebel2023", cfg["dataset"]["root"]).n_voxels("DEMO01")
     assert len(table) == n_vox and set(table["k_best"]) <= {1, 8}
     assert {"voxel", "trw_words", "trw_low", "trw_high", "k_best", "gain", "significant"} <= set(table.columns)
@@ -222,8 +230,10 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
     monkeypatch.setattr(scrambling, "scramble", lambda words, level, **kw: words.assign(source=range(len(words))))
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     k_best = np.where(np.arange(ds.n_voxels("DEMO01")) % 2, 8, 1)  # each voxel through its own best k
-    out = _scrambling(resolve(cfg).trw_job("lstm"), ds, Layout(results=str(tmp)).model_dir("lstm"), tmp / "out",
-                      [1, 8], k_best, cfg["stories"]["test"], progress=False)
+    layout = Layout(results=str(tmp / "identity"))  # scrambled versions made with the identity 'scramble'
+    _scrambled(cfg, Layout(results=str(tmp)).model_dir("lstm"), layout)
+    out = _scrambling(resolve(cfg).trw_job("lstm"), ds, tmp / "out", [1, 8], k_best, cfg["stories"]["test"], layout,
+                      progress=False)
     on = out["scramble_class"] != "none"  # voxels whose banded model kept the feature band
     assert on.mean() > 0.3
     for level in ("word", "sentence", "paragraph"):
@@ -233,6 +243,52 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
     for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
                  "recovery.tsv", "planted_vs_recovered.png"):
         assert (tmp / "trw" / name).exists(), name
+
+
+def test_shared_scrambled_versions_give_the_in_memory_survival(null_run, tmp_path):
+    """The trw stage reads the scrambled versions that rule scrambled_features wrote once per (model,
+    story) and gets exactly what lmbrain.scrambling.scramble_survival computes in memory with the
+    model; a file made with other settings, or none, stops the job with a message naming the rule."""
+    import dataclasses
+
+    import h5py
+
+    from lmbrain.models import load_model
+    from lmbrain.scrambling import scramble_survival
+    from lmbrain.stages.trw import _scrambling
+    from lmbrain.trw import TRWError
+
+    cfg, tmp, _ = null_run
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    test = cfg["stories"]["test"]
+    n_vox = ds.n_voxels("DEMO01")
+    k_best = np.where(np.arange(n_vox) % 3, 8, 1)
+    layout = Layout(results=str(tmp_path))
+    model_dir = Layout(results=str(tmp)).model_dir("lstm")
+    _scrambled(cfg, model_dir, layout)
+    with h5py.File(layout.scrambled_file("lstm", test[0]), "r") as fh:
+        assert sorted(fh) == ["intact", "paragraph", "sentence", "word"]
+        assert sorted(fh["word"]) == [f"seed{s}" for s in range(cfg["trw"].get("scramble_seeds", 3))]
+        assert fh["intact/k8"].dtype == np.float32 and fh.attrs["feature"] == resolve(cfg).trw_feature("lstm")
+    job = resolve(cfg).trw_job("lstm")
+    got = _scrambling(job, ds, tmp / "out", [1, 8], k_best, test, layout, progress=False)
+    weights = {}
+    for k in (1, 8):
+        with h5py.File(tmp / "out" / f"k{k}" / "weights.h5") as fh:
+            coef = fh["coef"][:, np.flatnonzero(k_best == k)].astype(np.float64)
+        weights[k] = coef.reshape(4, -1, coef.shape[1]).sum(axis=0)
+    tc = job.trw
+    kind, layer = parse_feature(job.feature)
+    want = scramble_survival(load_model(model_dir, name="lstm"), layer, kind,
+                             [(s, ds.words(s), ds.tr_times(s)) for s in test], weights, k_best, seeds=tc.scramble_seeds,
+                             seed=job.seed, sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap,
+                             threshold=tc.scramble_threshold)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, atol=1e-12)
+    stale = dataclasses.replace(job, trw=dataclasses.replace(tc, scramble_seeds=tc.scramble_seeds + 1))
+    with pytest.raises(TRWError, match="made with other settings: seeds .*rerun the scrambled_features rule"):
+        _scrambling(stale, ds, tmp / "out", [1, 8], k_best, test, layout, progress=False)
+    with pytest.raises(TRWError, match="missing \\(run the scrambled_features rule for model lstm"):
+        _scrambling(job, ds, tmp / "out", [1, 8], k_best, test, Layout(results=str(tmp_path / "none")), progress=False)
 
 
 def test_cv_folds_groups_stories_into_fewer_folds(null_run, tmp_path, monkeypatch):

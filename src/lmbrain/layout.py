@@ -11,6 +11,7 @@ Snakemake wildcards (``layout.encoding_dir("{subject}", "{model}", "{feature}")`
     results/corpus/{train,heldout}.txt, corpus.json           the word-level models' corpus
     results/models/<model>/config.json, ...                   trained or pointed-to language models
     results/features/<model>/<story>/k<k>.h5                  word features at context length k
+    results/scrambled/<model>/<story>.h5                      the story scrambled, read at every k (TRW scrambling)
     results/<subject>/encoding/<model>/<feature>/k<k>/        encoding model per context length
     results/<subject>/trw/<model>/                            temporal receptive windows
     results/<subject>/rois/<model>/                           TRW per region of interest (rois.tsv, figure)
@@ -78,6 +79,10 @@ class Layout:
 
     def feature_file(self, model, story, k) -> str:
         return self._r("features", model, story, f"k{k}.h5")
+
+    def scrambled_file(self, model, story) -> str:
+        """The story's scrambled versions as the model reads them (rule ``scrambled_features``)."""
+        return self._r("scrambled", model, f"{story}.h5")
 
     # -- subject results ---------------------------------------------------------------------
     def encoding_dir(self, subject, model, feature) -> str:

@@ -167,6 +167,31 @@ def read_word_features(lm, words: pd.DataFrame, ks, layer: int, kind: str, state
     return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in ks}
 
 
+def scrambled_versions(lm, layer: int, kind: str, words: pd.DataFrame, ks, seeds: int = 3, seed: int = 0,
+                       sentence_gap: float = 0.3, paragraph_gap: float = 0.7, state_context: int | None = None):
+    """The story and its scrambled versions as ``lm`` reads them, one version at a time.
+
+    Yields ``(version, {k: (n_words, n_features) float64})``: first ``("intact", 0)``, then ``(level,
+    s)`` for each level of :data:`SCRAMBLE_LEVELS` and ``s`` in ``range(seeds)`` (scrambled with seed
+    ``seed + s``, :func:`scramble`). Every version's rows are in the intact story's word order, so row
+    ``i`` is always the same word: its features in the scrambled context. These depend on the story and
+    the model only, so subjects who heard the same story can share them (the workflow's
+    ``scrambled_features`` rule).
+    """
+    ks = [int(k) for k in ks]
+    yield ("intact", 0), read_word_features(lm, words, ks, layer, kind, state_context)
+    for lv in SCRAMBLE_LEVELS:
+        for sd in range(seeds):
+            scr = scramble(words, lv, seed=seed + sd, sentence_gap=sentence_gap, paragraph_gap=paragraph_gap)
+            Fs = read_word_features(lm, scr, ks, layer, kind, state_context)
+            src = scr["source"].to_numpy()
+            aligned = {}
+            for k in ks:  # back to the intact word order
+                aligned[k] = np.empty_like(Fs[k])
+                aligned[k][src] = Fs[k]
+            yield (lv, sd), aligned
+
+
 def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best, seeds: int = 3, seed: int = 0,
                       sentence_gap: float = 0.3, paragraph_gap: float = 0.7, threshold: float = 0.7,
                       progress: bool = False, label: str = "", state_context: int | None = None) -> pd.DataFrame:
@@ -174,14 +199,8 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
 
     Each story is scrambled at the word, sentence and paragraph level (``seeds`` seeds each, seeded
     ``seed, seed + 1, ...``; units from pauses, see :func:`segment_units`) and read by the language
-    model ``lm`` at every context length used. A voxel's predicted response to a word is the word's
-    features (``kind`` at ``layer``) at the voxel's own best context length ``k_best`` (chosen by
-    cross-validation) read through the voxel's encoding weights fitted at that k (summed over delays,
-    with the same per-column scaling as the design): the voxel's best encoding model, so a
-    short-window voxel is not judged through a long-context model it does not prefer. Scrambling
-    moves words in time, so the comparison is made word by word, each scrambled word matched to the
-    same word in the intact story. Statistics are accumulated story by story (memory: two words x
-    voxels arrays).
+    model ``lm`` at every context length used (:func:`scrambled_versions`); then
+    :func:`survival_from_versions`. See there for the comparison.
 
     Parameters
     ----------
@@ -192,15 +211,48 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
         ``hidden``, ``pooled``, ``heads``, ``entropy`` or ``distance``.
     stories : iterable of (name, words, tr_times)
         The test stories: their word tables (``word``, ``onset``, ``offset``, ``midpoint``) and TR times.
+    weights, k_best, threshold, progress, label
+        As for :func:`survival_from_versions`.
+    seeds, seed, sentence_gap, paragraph_gap
+        Scrambles per level, base seed, pause lengths (s) ending a sentence / a paragraph.
+    state_context : int or None
+        The model's ``state_context`` (:func:`lmbrain.features.iter_features`), as for its features.
+    """
+    used = sorted(int(k) for k in weights)
+    versions = ((name, words, tr_times,
+                 scrambled_versions(lm, layer, kind, words, used, seeds=seeds, seed=seed, sentence_gap=sentence_gap,
+                                    paragraph_gap=paragraph_gap, state_context=state_context))
+                for name, words, tr_times in stories)
+    return survival_from_versions(versions, weights, k_best, seeds=seeds, threshold=threshold, progress=progress,
+                                  label=label)
+
+
+def survival_from_versions(stories, weights: dict, k_best, seeds: int = 3, threshold: float = 0.7,
+                           progress: bool = False, label: str = "") -> pd.DataFrame:
+    """Each voxel's predicted response to a word in scrambled stories against the intact story.
+
+    A voxel's predicted response to a word is the word's features at the voxel's own best context
+    length ``k_best`` (chosen by cross-validation) read through the voxel's encoding weights fitted at
+    that k (summed over delays, with the same per-column scaling as the design): the voxel's best
+    encoding model, so a short-window voxel is not judged through a long-context model it does not
+    prefer. Scrambling moves words in time, so the comparison is made word by word, each scrambled
+    word matched to the same word in the intact story. Statistics are accumulated story by story
+    (memory: two words x voxels arrays).
+
+    Parameters
+    ----------
+    stories : iterable of (name, words, tr_times, versions)
+        The test stories: word tables (``midpoint`` is used), TR times, and an iterable of ``(version,
+        {k: (n_words, n_features)})`` as :func:`scrambled_versions` yields it (intact first, rows in the
+        intact word order; at least the context lengths of ``weights``).
     weights : dict
         ``{k: (n_features, n_voxels_k)}`` encoding weights summed over delays, for the voxels whose
         ``k_best`` is k (in voxel order).
     k_best : array of int, shape (n_voxels,)
-    seeds, seed, sentence_gap, paragraph_gap, threshold
-        Scrambles per level, base seed, pause lengths (s) ending a sentence / a paragraph, survival
-        correlation a voxel must keep for its class (:func:`scramble_summary`).
-    state_context : int or None
-        The model's ``state_context`` (:func:`lmbrain.features.iter_features`), as for its features.
+    seeds : int
+        Scrambled versions per level each story must have.
+    threshold : float
+        Survival correlation a voxel must keep for its class (:func:`scramble_summary`).
 
     Returns
     -------
@@ -220,41 +272,42 @@ def scramble_survival(lm, layer: int, kind: str, stories, weights: dict, k_best,
     if missing:
         raise TRWError(f"no encoding weights for the context length(s) {missing} some voxels prefer")
 
-    def word_features(words):
-        return read_word_features(lm, words, used, layer, kind, state_context)
-
     def predict(F, scale):
-        out = np.empty((next(iter(F.values())).shape[0], k_best.size))
+        out = np.empty((F[used[0]].shape[0], k_best.size))
         for k in used:
-            out[:, groups[k]] = F[k] @ (weights[k] / scale[k][:, None])
+            out[:, groups[k]] = np.asarray(F[k], dtype=np.float64) @ (weights[k] / scale[k][:, None])
         return out
 
     stories = list(stories)
+    expected = [("intact", 0)] + [(lv, sd) for lv in SCRAMBLE_LEVELS for sd in range(seeds)]
     acc = {(lv, sd): SurvivalSums() for lv in SCRAMBLE_LEVELS for sd in range(seeds)}
-    bar = tqdm(total=len(stories) * (1 + len(SCRAMBLE_LEVELS) * seeds), desc=f"scrambling {label}".strip(),
-               unit="version", disable=not progress)
-    for story, words, tr_times in stories:
-        F = word_features(words)
-        bar.update()
-        scale = {}
-        for k in used:
-            if weights[k].shape[0] != F[k].shape[1]:
-                raise TRWError(f"k={k}: weights for {weights[k].shape[0]} features per delay, "
-                               f"the model gives {F[k].shape[1]}")
-            std = downsample(F[k], words["midpoint"].to_numpy(), tr_times).std(axis=0)
-            scale[k] = np.where(std > 0, std, np.inf)
-        intact = predict(F, scale)
-        for lv in SCRAMBLE_LEVELS:
-            for sd in range(seeds):
-                scr = scramble(words, lv, seed=seed + sd, sentence_gap=sentence_gap, paragraph_gap=paragraph_gap)
-                Fs = word_features(scr)
-                src = scr["source"].to_numpy()
-                aligned = {}
-                for k in used:  # back to the intact word order
-                    aligned[k] = np.empty_like(Fs[k])
-                    aligned[k][src] = Fs[k]
-                acc[(lv, sd)].add(intact, predict(aligned, scale))
-                bar.update()
+    bar = tqdm(total=len(stories) * len(expected), desc=f"scrambling {label}".strip(), unit="version",
+               disable=not progress)
+    for story, words, tr_times, versions in stories:
+        seen = []
+        for version, F in versions:
+            version = (str(version[0]), int(version[1]))
+            absent = [k for k in used if k not in F]
+            if absent:
+                raise TRWError(f"story {story}, version {version}: no features at context length(s) {absent}")
+            if version == ("intact", 0):
+                scale = {}
+                for k in used:
+                    if weights[k].shape[0] != F[k].shape[1]:
+                        raise TRWError(f"k={k}: weights for {weights[k].shape[0]} features per delay, "
+                                       f"the model gives {F[k].shape[1]}")
+                    std = downsample(np.asarray(F[k], dtype=np.float64), words["midpoint"].to_numpy(), tr_times).std(axis=0)
+                    scale[k] = np.where(std > 0, std, np.inf)
+                intact = predict(F, scale)
+            elif not seen or version not in acc:
+                raise TRWError(f"story {story}: version {version} {'before the intact story' if not seen else 'is not expected'}"
+                               f" (expected {', '.join(map(str, expected))})")
+            else:
+                acc[version].add(intact, predict(F, scale))
+            seen.append(version)
+            bar.update()
+        if seen != expected:
+            raise TRWError(f"story {story}: scrambled versions {seen}, expected {expected}")
         log.info("scrambling %s: %d words, %d seeds per level, context lengths %s", story, len(words), seeds, used)
     bar.close()
     out, surv = {}, {}

@@ -79,6 +79,10 @@ def trw_settings(wildcards):
     return to_json(S.trw_job(wildcards.model, wildcards.subject))
 
 
+def scramble_settings(wildcards):
+    return to_json(S.scramble_job(wildcards.model))
+
+
 def rois_settings(wildcards):
     return to_json(S.rois_job())
 
@@ -175,13 +179,16 @@ def encoding_inputs(wildcards):
 
 
 def trw_inputs(wildcards):
-    """The context sweep of the model's TRW feature, the model (scrambling) and the test stories'
-    features (the multi-timescale LSTM's unit timescales are saved with them)."""
-    return {
+    """The context sweep of the model's TRW feature, the test stories' features (the multi-timescale
+    LSTM's unit timescales are saved with them) and, with trw.scramble, their scrambled versions."""
+    test = subject_test_stories(wildcards.subject)
+    inputs = {
         "encoding": L.encoding_dir(wildcards.subject, wildcards.model, S.trw_feature(wildcards.model)),
-        "model": L.model_file(wildcards.model),
-        "features": [L.features_dir(wildcards.model, s) for s in subject_test_stories(wildcards.subject)],
+        "features": [L.features_dir(wildcards.model, s) for s in test],
     }
+    if S.trw.scramble:
+        inputs["scrambled"] = [L.scrambled_file(wildcards.model, s) for s in test]
+    return inputs
 
 
 def rois_inputs(wildcards):

@@ -1,4 +1,30 @@
 # Temporal receptive windows: per-voxel estimates from each model's context sweep, maps and figures.
+# In-silico scrambling reads each test story's scrambled versions, made once per (model, story) by
+# scrambled_features and shared by every subject who heard the story.
+
+
+rule scrambled_features:
+    input:
+        model=L.model_file("{model}"),
+        data=dataset_ready(),
+    output:
+        L.scrambled_file("{model}", "{story}"),
+    params:
+        settings=scramble_settings,
+        code=CODE_VERSION,
+    log:
+        L.log("scrambled", "{model}", "{story}"),
+    benchmark:
+        L.benchmark("scrambled", "{model}", "{story}")
+    threads: model_threads
+    resources:
+        gpu=model_gpus,
+        mem_mb=fixed_mem(6000),
+        runtime=120,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/scrambled_features.py"
 
 
 rule trw:

@@ -1,10 +1,8 @@
 # Rule trw: temporal receptive windows of one model for one subject (lmbrain.stages.trw.trw).
-from pathlib import Path
-
 from lmbrain.config import TRWJob, from_json
 from lmbrain.stages.trw import trw
 from lmbrain.workflow import run_rule
 
 with run_rule(snakemake):
     trw(from_json(TRWJob, snakemake.params.settings), snakemake.wildcards.subject, snakemake.input.encoding,
-        Path(snakemake.input.model).parent, snakemake.output[0], progress=True)
+        snakemake.output[0], progress=True)

@@ -2,8 +2,10 @@
 
 Reads the context sweep of the model's TRW feature (the encoding folder's ``k<k>/voxels.tsv``,
 ``predictions.h5`` and, for scrambling and the multi-timescale LSTM, ``weights.h5``), the test
-responses, the model (in-silico scrambling) and the test stories' features (the multi-timescale
-LSTM's unit timescales, and the model's context use). Science: :mod:`lmbrain.trw` (curves, bootstrap,
+responses, the test stories read by the model in scrambled versions (in-silico scrambling; made once
+per model and story by :func:`scrambled_features`, rule ``scrambled_features``, and shared by the
+subjects) and the test stories' features (the multi-timescale LSTM's unit timescales, and the model's
+context use). Science: :mod:`lmbrain.trw` (curves, bootstrap,
 unit timescales, seconds), :mod:`lmbrain.context_use` (how far the features resolve context),
 :mod:`lmbrain.scrambling`, :mod:`lmbrain.recovery` (scoring against a planted answer).
 
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import TRWJob
+from ..config import ScrambleJob, TRWJob
 from ..io import atomic_dir, atomic_path
 from ..layout import DEFAULT, Layout, k_folder
 from .common import open_job_dataset, split_stories
@@ -57,7 +59,7 @@ def read_sweep(encoding_dir, ks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return np.asarray(ks), np.stack(cols["cv_score"]), np.stack(cols["test_r"]), np.stack(cols["q"])
 
 
-def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Layout = DEFAULT,
+def trw(job: TRWJob, subject: str, encoding_dir, out_dir, layout: Layout = DEFAULT,
         progress: bool = False) -> pd.DataFrame:
     """Per-voxel TRW estimates, maps and figures for ``subject`` and ``job.model`` (module docstring)."""
     import h5py
@@ -117,7 +119,7 @@ def trw(job: TRWJob, subject: str, encoding_dir, model_dir, out_dir, layout: Lay
             table["timescale_words"], table["timescale_p"] = mtlstm_timescales(coef, timescales, n_delays,
                                                                                seed=job.seed)
     if tc.scramble:
-        extra = _scrambling(job, ds, model_dir, encoding_dir, ks, table["k_best"].to_numpy(), test, progress)
+        extra = _scrambling(job, ds, encoding_dir, ks, table["k_best"].to_numpy(), test, layout, progress)
         for col in extra.columns:
             table[col] = extra[col].to_numpy()
     with atomic_dir(out_dir) as tmp:
@@ -191,30 +193,99 @@ def _context_use(job: TRWJob, layout: Layout, stories, ks):
     return use
 
 
-def _scrambling(job: TRWJob, ds, model_dir, encoding_dir, ks, k_best, test, progress) -> pd.DataFrame:
-    """Read each used k's weights (summed over delays) and run :func:`lmbrain.scrambling.scramble_survival`."""
+def scrambled_features(job: ScrambleJob, story: str, model_dir, out_file, progress: bool = False) -> None:
+    """Rule ``scrambled_features``: ``story`` and its scrambled versions read by ``job.model`` at every
+    context length (:func:`lmbrain.scrambling.scrambled_versions`), written atomically to ``out_file``.
+
+    The file holds ``intact/k<k>`` and ``<level>/seed<s>/k<k>`` (words x features, float32, rows in the
+    intact word order) of the model's TRW feature, and the settings that made it as attributes; every
+    subject's ``trw`` job that has the story among its test stories reads it.
+    """
     import h5py
 
     from ..encoding import parse_feature
+    from ..io import progress_bar
     from ..models import load_model, resolve_layers
-    from ..scrambling import scramble_survival
+    from ..scrambling import SCRAMBLE_LEVELS, scrambled_versions
     from ..training import pick_device
 
-    tc = job.trw
     kind, layer = parse_feature(job.feature)
     lm = load_model(model_dir, device=pick_device(job.device), name=job.model.name)
     layer = resolve_layers([-1 if layer is None else layer], lm.n_layers, f"model '{job.model.name}'")[0]
+    words = open_job_dataset(job.dataset).words(story)
+    ks = [int(k) for k in job.model.context_lengths]
+    n_versions = 1 + len(SCRAMBLE_LEVELS) * job.seeds
+    with atomic_path(out_file) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs.update(_scramble_attrs(job, story, len(words)))
+        fh.attrs.update({"kind": kind, "layer": int(layer), "context_lengths": ks})
+        versions = scrambled_versions(lm, layer, kind, words, ks, seeds=job.seeds, seed=job.seed,
+                                      sentence_gap=job.sentence_gap, paragraph_gap=job.paragraph_gap,
+                                      state_context=job.model.get("state_context"))
+        for (level, sd), F in progress_bar(versions, total=n_versions, desc=f"scrambling {story}", unit="version",
+                                           disable=not progress):
+            group = "intact" if level == "intact" else f"{level}/seed{sd}"
+            for k in ks:
+                fh.create_dataset(f"{group}/k{k}", data=F[k].astype(np.float32))
+    log.info("%s %s: %d words, intact and %d scrambled versions at k = %s", job.model.name, story, len(words),
+             n_versions - 1, ks)
+
+
+def _scramble_attrs(job: ScrambleJob, story: str, n_words: int) -> dict:
+    """What a scrambled-features file must match to be read for a TRW job."""
+    return {"model": job.model.name, "feature": job.feature, "story": story, "n_words": int(n_words),
+            "seeds": int(job.seeds), "seed": int(job.seed), "sentence_gap": float(job.sentence_gap),
+            "paragraph_gap": float(job.paragraph_gap)}
+
+
+def _read_scrambled(path, job: ScrambleJob, story: str, n_words: int, ks):
+    """The versions of a scrambled-features file, one at a time (as
+    :func:`lmbrain.scrambling.scrambled_versions` yields them), after checking it was made with these
+    settings."""
+    import h5py
+
+    from ..scrambling import SCRAMBLE_LEVELS
+    from ..trw import TRWError
+
+    if not Path(path).exists():
+        raise TRWError(f"{path}: missing (run the scrambled_features rule for model {job.model.name}, story {story})")
+    want = _scramble_attrs(job, story, n_words)
+    with h5py.File(path, "r") as fh:
+        have = {key: fh.attrs.get(key) for key in want}
+        stale = [f"{key} {have[key]!r} (expected {want[key]!r})" for key in want if have[key] != want[key]]
+        if stale:
+            raise TRWError(f"{path}: made with other settings: {'; '.join(stale)}; rerun the scrambled_features rule")
+        groups = [("intact", 0, "intact")] + [(lv, sd, f"{lv}/seed{sd}") for lv in SCRAMBLE_LEVELS
+                                               for sd in range(job.seeds)]
+        for level, sd, group in groups:
+            yield (level, sd), {k: fh[f"{group}/k{k}"][()] for k in ks}
+
+
+def _scrambling(job: TRWJob, ds, encoding_dir, ks, k_best, test, layout: Layout, progress) -> pd.DataFrame:
+    """Read each used k's weights (summed over delays) and the test stories' scrambled versions
+    (``layout.scrambled_file``, rule ``scrambled_features``), then
+    :func:`lmbrain.scrambling.survival_from_versions`."""
+    import h5py
+
+    from ..scrambling import survival_from_versions
+
+    tc = job.trw
+    scramble = ScrambleJob(seed=job.seed, device=job.device, dataset=job.dataset, seeds=tc.scramble_seeds,
+                           sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap, model=job.model,
+                           feature=job.feature)
     weights = {}
     for k in [int(k) for k in ks if np.any(k_best == k)]:
         with h5py.File(Path(k_folder(encoding_dir, k)) / "weights.h5", "r") as fh:
             coef = fh["coef"][:, np.flatnonzero(k_best == k)].astype(np.float64)
             n_delays = len(fh["delays"][()])
         weights[k] = coef.reshape(n_delays, coef.shape[0] // n_delays, -1).sum(axis=0)
-    stories = ((s, ds.words(s), ds.tr_times(s)) for s in test)
-    return scramble_survival(lm, layer, kind, stories, weights, k_best, seeds=tc.scramble_seeds, seed=job.seed,
-                             sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap,
-                             threshold=tc.scramble_threshold, progress=progress, label=job.model.name,
-                             state_context=job.model.get("state_context"))
+    used = sorted(weights)
+    stories = []
+    for s in test:
+        words = ds.words(s)
+        stories.append((s, words, ds.tr_times(s),
+                        _read_scrambled(layout.scrambled_file(job.model.name, s), scramble, s, len(words), used)))
+    return survival_from_versions(stories, weights, k_best, seeds=tc.scramble_seeds,
+                                  threshold=tc.scramble_threshold, progress=progress, label=job.model.name)
 
 
 def _maps_and_figures(job: TRWJob, ds, subject, ks, cv, test_r, table, out_dir: Path) -> None:
