@@ -232,15 +232,16 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def figure(folders: list[Path], png: Path) -> None:
-    """Recovery (trw_peak over all high-SNR signal voxels) against training TRs, one line per model."""
+    """Recovery (the primary estimate, ``PRIMARY[0]``, over all high-SNR signal voxels and over the
+    significant ones) against training TRs, one line per model."""
     from lmbrain.plots import _pyplot, save_figure
 
     frames = [pd.read_csv(Path(f) / "summary.tsv", sep="\t") for f in folders]
     data = pd.concat(frames, ignore_index=True)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, col, label in ((axes[0], "trw_peak_all", "all high-SNR signal voxels"),
-                           (axes[1], "trw_peak_sig", "high-SNR voxels significant at their best k")):
+    for ax, col, label in ((axes[0], f"{PRIMARY[0]}_all", "all high-SNR signal voxels"),
+                           (axes[1], f"{PRIMARY[0]}_sig", "high-SNR voxels significant at their best k")):
         for i, (model, rows) in enumerate(data.groupby("model", sort=False)):
             rows = rows.sort_values("train_trs")
             style = "--" if model in ("planted", "oracle", "context_free") else "-"
@@ -249,7 +250,7 @@ def figure(folders: list[Path], png: Path) -> None:
         ax.set_xlabel("training TRs")
         ax.set_title(label, fontsize=9)
         ax.axhline(0, color="0.6", lw=0.8)
-    axes[0].set_ylabel("Spearman rho, trw_peak vs planted window")
+    axes[0].set_ylabel(f"Spearman rho, {PRIMARY[0]} vs planted window")
     axes[0].legend(frameon=False, fontsize=7)
     fig.suptitle("TRW recovery against the amount of training data")
     fig.tight_layout()
