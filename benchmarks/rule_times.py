@@ -29,6 +29,8 @@ def rule_of(rel: Path) -> str:
         return parts[-1]
     if parts[0] == "features":
         return "extract_features"
+    if parts[0] == "scrambled":  # scrambled/<model>/<story>
+        return "scrambled_features"
     if parts[0] == "group":
         return "group"
     if len(parts) == 1:

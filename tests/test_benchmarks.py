@@ -46,7 +46,8 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
              "features/lstm/story_a.tsv": (4.0, 3.0, 400.0), "features/lstm/story_b.tsv": (6.0, 5.0, 500.0),
              "DEMO01/encoding/lstm/pooled-L1.tsv": (80.0, 120.0, 900.0), "DEMO01/trw/lstm.tsv": (30.0, 29.0, 800.0),
              "DEMO01/decoding/lstm/decoder.tsv": (50.0, 60.0, 1500.0), "DEMO01/decoding/lstm/story_c.tsv": (90.0, 95.0, 1700.0),
-             "group/lstm.tsv": (3.0, 2.0, 300.0), "demo_dataset.tsv": (30.0, 15.0, 370.0)}
+             "group/lstm.tsv": (3.0, 2.0, 300.0), "demo_dataset.tsv": (30.0, 15.0, 370.0),
+             "scrambled/lstm/story_c.tsv": (12.0, 20.0, 450.0)}
     for rel, (s, cpu, rss) in files.items():
         path = tmp_path / "results" / "benchmarks" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +60,8 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
     assert rows["decode"][:2] == ["1", "90"] and rows["decoder"][:2] == ["1", "50"]
     assert rows["encoding_model"][:3] == ["1", "80", "120"] and rows["trw"][:2] == ["1", "30"]
     assert rows["train_model"][:2] == ["1", "60"] and rows["pretrained_model"][:2] == ["1", "5"]
-    assert rows["total"][:3] == ["10", "358", "433"]
+    assert rows["scrambled_features"] == ["1", "12", "20", "12", "450"]
+    assert rows["total"][:3] == ["11", "370", "453"]
     assert list(rows)[0] == "decode"  # largest wall time first
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "none")],
                           capture_output=True, text=True)
