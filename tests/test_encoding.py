@@ -287,6 +287,10 @@ def test_shared_scrambled_versions_give_the_in_memory_survival(null_run, tmp_pat
     stale = dataclasses.replace(job, trw=dataclasses.replace(tc, scramble_seeds=tc.scramble_seeds + 1))
     with pytest.raises(TRWError, match="made with other settings: seeds .*rerun the scrambled_features rule"):
         _scrambling(stale, ds, tmp / "out", [1, 8], k_best, test, layout, progress=False)
+    with h5py.File(layout.scrambled_file("lstm", test[0]), "r+") as fh:  # made before k = 8 joined the sweep
+        fh.attrs["context_lengths"] = [1]
+    with pytest.raises(TRWError, match="made with other settings: context lengths \\[1\\] \\(expected \\[1, 8\\]"):
+        _scrambling(job, ds, tmp / "out", [1, 8], k_best, test, layout, progress=False)
     with pytest.raises(TRWError, match="missing \\(run the scrambled_features rule for model lstm"):
         _scrambling(job, ds, tmp / "out", [1, 8], k_best, test, Layout(results=str(tmp_path / "none")), progress=False)
 

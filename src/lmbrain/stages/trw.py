@@ -252,6 +252,9 @@ def _read_scrambled(path, job: ScrambleJob, story: str, n_words: int, ks):
     with h5py.File(path, "r") as fh:
         have = {key: fh.attrs.get(key) for key in want}
         stale = [f"{key} {have[key]!r} (expected {want[key]!r})" for key in want if have[key] != want[key]]
+        made = {int(k) for k in fh.attrs.get("context_lengths", [])}
+        if not set(ks) <= made:
+            stale.append(f"context lengths {sorted(made)} (expected {sorted(ks)} among them)")
         if stale:
             raise TRWError(f"{path}: made with other settings: {'; '.join(stale)}; rerun the scrambled_features rule")
         groups = [("intact", 0, "intact")] + [(lv, sd, f"{lv}/seed{sd}") for lv in SCRAMBLE_LEVELS
