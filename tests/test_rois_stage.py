@@ -145,7 +145,8 @@ def _job_counts(text):
 @pytest.mark.slow
 def test_adding_a_subject_plans_only_its_jobs_and_the_group_jobs(tmp_path, shakespeare_archive):
     """With DEMO01's results in place (marked done with --touch), adding DEMO02 to subjects: schedules
-    DEMO02's jobs and each model's group job, nothing of DEMO01 and no model or feature job."""
+    DEMO02's jobs and each model's group job, nothing of DEMO01 and no model, feature or scrambled-story
+    job (those are per story, shared by the subjects)."""
     cfg = {"dataset": {"layout": "lebel2023", "root": "data/demo"},
            "stories": {"train": "all", "test": ["romeo_and_juliet_03"]},
            "demo": {"n_stories": 4, "min_words": 120, "max_words": 250, "voxel_stride": [4, 12, 12], "n_repeats": 2,
@@ -157,8 +158,8 @@ def test_adding_a_subject_plans_only_its_jobs_and_the_group_jobs(tmp_path, shake
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     plan = _run(["-n", "--configfile", "one.yaml"], tmp_path)
     assert _job_counts(plan.stdout) == {"pretrained_model": 1, "run_config": 1, "data_summary": 1,
-                                        "extract_features": 4, "encoding_model": 1, "trw": 1, "rois": 1, "group": 1,
-                                        "all": 1, "total": 12}, plan.stdout[-2000:]
+                                        "extract_features": 4, "scrambled_features": 1, "encoding_model": 1, "trw": 1,
+                                        "rois": 1, "group": 1, "all": 1, "total": 13}, plan.stdout[-2000:]
     # stand-ins for every planned output (directories have no suffix), then --touch records them as done
     for line in plan.stdout.splitlines():
         if line.strip().startswith("output:"):
