@@ -212,8 +212,8 @@ def _check_subjects_and_rois(config: dict, source: str) -> None:
         if not demo["build"]:
             raise ConfigError(f"{source}: subjects: list the subject ids of the dataset (subjects: null means the demo's "
                               "subjects, and demo.build is false)")
-    elif set(config["subjects"]) & set(RESERVED_FOLDERS):
-        name = sorted(set(config["subjects"]) & set(RESERVED_FOLDERS))[0]
+    elif reserved := sorted(set(config["subjects"]) & set(RESERVED_FOLDERS)):
+        name = reserved[0]
         raise ConfigError(f"{source}: subjects: '{name}' is reserved for the {RESERVED_FOLDERS[name]} (results/{name}/); "
                           "rename that subject")
     elif demo["build"]:
@@ -577,6 +577,13 @@ class TRWJob:
     model: ModelSpec
     feature: str
 
+    def scramble_job(self) -> "ScrambleJob":
+        """The settings of the ``scrambled_features`` job whose file this job's scrambling reads."""
+        t = self.trw
+        return ScrambleJob(seed=self.seed, device=self.device, dataset=self.dataset, seeds=t.scramble_seeds,
+                           sentence_gap=t.sentence_gap, paragraph_gap=t.paragraph_gap, model=self.model,
+                           feature=self.feature)
+
 
 @dataclass(frozen=True)
 class ScrambleJob:
@@ -771,10 +778,7 @@ class Settings:
                       feature=self.trw_feature(model))
 
     def scramble_job(self, model: str) -> ScrambleJob:
-        t = self.trw
-        return ScrambleJob(seed=self.seed, device=self.device, dataset=self.dataset, seeds=t.scramble_seeds,
-                           sentence_gap=t.sentence_gap, paragraph_gap=t.paragraph_gap, model=self.model(model),
-                           feature=self.trw_feature(model))
+        return self.trw_job(model).scramble_job()
 
     def rois_job(self) -> RoisJob:
         return RoisJob(seed=self.seed, dataset=self.dataset, rois=self.rois)
@@ -977,8 +981,9 @@ def check_rois(settings: Settings) -> None:
     if not r.enabled or not names:
         return
 
-    def key(bad):  # the setting that names them: rois.names first, then decoding.rate_rois
-        return "rois.names" if any(n in (r.names or ()) for n in bad) else "decoding.rate_rois"
+    def named(bad):  # the setting that lists unknown names (rois.names first) and those of them it lists
+        listed = [n for n in bad if n in (r.names or ())]
+        return ("rois.names", listed) if listed else ("decoding.rate_rois", bad)
     if r.source == "pycortex":
         from .rois import RoiError
 
@@ -989,8 +994,8 @@ def check_rois(settings: Settings) -> None:
                 raise ConfigError(f"rois.source pycortex: {exc}") from None
             bad = [n for n in names if n not in available]
             if bad:
-                bad = [n for n in bad if key(bad) == key([n])]
-                raise ConfigError(f"{key(bad)}: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
+                key, bad = named(bad)
+                raise ConfigError(f"{key}: {', '.join(bad)} not drawn in pycortex subject {subject}'s overlays; "
                                   f"available: {', '.join(available)}")
     elif r.source == "labels":
         from .rois import RoiError, read_label_table
@@ -1005,8 +1010,8 @@ def check_rois(settings: Settings) -> None:
             drawn = [n for n in table.loc[table["index"] != 0, "name"]]
             bad = [n for n in names if n not in drawn]
             if bad:
-                bad = [n for n in bad if key(bad) == key([n])]
-                raise ConfigError(f"{key(bad)}: {', '.join(bad)} not in the label table {path}; available: "
+                key, bad = named(bad)
+                raise ConfigError(f"{key}: {', '.join(bad)} not in the label table {path}; available: "
                                   f"{', '.join(drawn)}")
 
 

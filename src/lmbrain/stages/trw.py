@@ -272,9 +272,7 @@ def _scrambling(job: TRWJob, ds, encoding_dir, ks, k_best, test, layout: Layout,
     from ..scrambling import survival_from_versions
 
     tc = job.trw
-    scramble = ScrambleJob(seed=job.seed, device=job.device, dataset=job.dataset, seeds=tc.scramble_seeds,
-                           sentence_gap=tc.sentence_gap, paragraph_gap=tc.paragraph_gap, model=job.model,
-                           feature=job.feature)
+    scramble = job.scramble_job()
     weights = {}
     for k in [int(k) for k in ks if np.any(k_best == k)]:
         with h5py.File(Path(k_folder(encoding_dir, k)) / "weights.h5", "r") as fh:
