@@ -9,6 +9,7 @@ complete on the cluster. Alone: `LMBRAIN_SLURM_TEST=1 python -m pytest tests/tes
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,12 +69,24 @@ def test_demo_runs_through_the_slurm_profile(slurm, tmp_path, shakespeare_archiv
         "device": "cpu",
     }
     (tmp_path / "slurm.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "config/profiles/slurm"),
          "--configfile", "slurm.yaml", "--jobs", "4", "--slurm-status-command", "squeue", "--slurm-no-account",
          "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=1800)
-    out = proc.stdout + proc.stderr
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=1800)
+    except subprocess.TimeoutExpired:
+        # Interrupted (not killed), Snakemake cancels the SLURM jobs it submitted: none is left in the queue
+        # to hold the node or to run later. The failure shows what the queue was waiting for.
+        queue = subprocess.run(["squeue", "-o", "%i %j %T %r %M"], capture_output=True, text=True).stdout
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        pytest.fail(f"the SLURM run did not finish in 30 min; the queue then:\n{queue}\n{out[-3000:]}")
     assert proc.returncode == 0, out[-4000:]
     # the jobs went through SLURM (sbatch job ids), not the local executor
     assert "Job" in out and "has been submitted with SLURM jobid" in out, out[-3000:]

@@ -30,7 +30,7 @@ if [[ ! -s /etc/munge/munge.key ]]; then
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
 fi
 chmod 0400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || munged --force
+pgrep -x -r D,R,S munged >/dev/null || munged --force
 
 HOST=$(hostname -s)
 # at least 4 CPUs (oversubscribed on smaller machines): a group of the profile's small jobs asks for
@@ -64,14 +64,24 @@ SchedulerType=sched/backfill
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=main Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONFEOF
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+# With both daemons down no job of this cluster can be running, but the saved state still lists the jobs
+# that were queued or running when they stopped (a killed test run, a machine that was suspended). Recovered,
+# such phantom jobs hold the node's CPUs until slurmctld gives up on them (half an hour) and then run their
+# stale commands. This cluster is only for trying the profile, so a cold start clears its state (-c).
+# (A killed daemon can linger as a zombie until it is reaped: only live processes count as running.)
+running() { pgrep -x -r D,R,S "$1" >/dev/null; }
+CLEAN=()
+if ! running slurmctld && ! running slurmd; then
+    CLEAN=(-c)
+fi
+running slurmctld || slurmctld "${CLEAN[@]}"
+running slurmd || slurmd "${CLEAN[@]}"
 for _ in $(seq 30); do
-    if sinfo -h -o "%T" 2>/dev/null | grep -qE "idle|mixed|allocated"; then
+    if timeout 10 sinfo -h -o "%T" 2>/dev/null | grep -qE "idle|mixed|allocated"; then
         sinfo
         exit 0
     fi
-    scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+    timeout 10 scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
     sleep 1
 done
 echo "error: the SLURM node did not come up; see $STATE/slurmctld.log and $STATE/slurmd.log" >&2
