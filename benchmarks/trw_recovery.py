@@ -65,6 +65,16 @@ def _time(times: dict, key: str, fn, *args, **kwargs):
     return out
 
 
+def merge_times(previous: dict, current: dict) -> dict:
+    """The stage times of a resumed study: ``previous`` (an earlier run's times.json into the same ``--out``)
+    updated by the stages this run timed. A resumed run skips the stages whose outputs exist, so their
+    times are those of the run that made them; a stage timed again replaces its earlier time."""
+    merged = {name: dict(stages) for name, stages in previous.items()}
+    for name, stages in current.items():
+        merged.setdefault(name, {}).update(stages)
+    return merged
+
+
 def prepare_models(cfg: dict, settings, layout, names, models_from: Path | None, times: dict) -> None:
     """Train (or copy from ``models_from``) the trained models, build planted/pretrained ones."""
     from lmbrain.stages.models import prepare_corpus, pretrained_model, train_model
@@ -326,6 +336,8 @@ def main(argv=None) -> int:
     train, _ = split_stories(ds, subject, settings.dataset)
     meta = {"label": out.name, "train_trs": int(sum(len(ds.tr_times(subject, s)) for s in train)),
             "n_voxels": int(ds.n_voxels(subject))}
+    if (out / "times.json").exists():  # a resumed study keeps the times of the stages it did not rerun
+        times = merge_times(json.loads((out / "times.json").read_text()), times)
     rec, summary = collect(settings, layout, subject, names, times, meta)
     rec.to_csv(out / "recovery.tsv", sep="\t", index=False, float_format="%.4g")
     summary.to_csv(out / "summary.tsv", sep="\t", index=False)

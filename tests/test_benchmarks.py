@@ -82,3 +82,19 @@ def test_scaling_benchmark_prints_each_point_and_the_growth():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--trs", "100"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "two stories" in proc.stderr
+
+
+def test_recovery_study_keeps_the_times_of_stages_a_resumed_run_skips():
+    """benchmarks/trw_recovery.py resumed into the same --out (e.g. to add a model) keeps the earlier run's
+    stage times in times.json instead of overwriting them with the new run's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from trw_recovery import merge_times
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    previous = {"dataset": {"build": 210.0}, "lstm": {"model": 76.0, "features": 283.0, "encoding": 418.0}}
+    current = {"transformer": {"model": 90.0, "features": 300.0}, "lstm": {"encoding": 400.0}}
+    merged = merge_times(previous, current)
+    assert merged == {"dataset": {"build": 210.0}, "lstm": {"model": 76.0, "features": 283.0, "encoding": 400.0},
+                      "transformer": {"model": 90.0, "features": 300.0}}
+    assert previous["lstm"]["encoding"] == 418.0  # inputs untouched
