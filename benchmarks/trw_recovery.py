@@ -147,11 +147,12 @@ def context_free_control(settings, layout, subject: str, source: str, times: dic
     ds = open_job_dataset(settings.dataset)
     rng = np.random.default_rng(seed)
     cf = dataclasses.replace(layout, results=str(Path(layout.results) / "context_free"))
-    t0 = time.perf_counter()
+    t0, copied = time.perf_counter(), False
     for story in ds.stories(subject):
         dst = Path(cf.features_dir(source, story))
         if dst.exists():
             continue
+        copied = True
         tmp = dst.with_name(dst.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         src = Path(layout.feature_file(source, story, ks[0]))
@@ -167,7 +168,8 @@ def context_free_control(settings, layout, subject: str, source: str, times: dic
                         fh[key].visititems(jitter)
                 fh.attrs["context_length"] = k
         tmp.rename(dst)
-    t["features"] = time.perf_counter() - t0
+    if copied:  # a resumed study that copies nothing keeps the time of the run that did
+        t["features"] = time.perf_counter() - t0
     enc = Path(cf.encoding_dir(subject, source, feature))
     if not (enc / "summary.tsv").exists():
         _time(t, "encoding", encoding_model, settings.encoding_job(source), subject, feature, enc, layout=cf)

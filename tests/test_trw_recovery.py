@@ -167,7 +167,10 @@ def test_context_free_features_fail_the_recovery_check(planted_run):
 # high-SNR voxels, none of them significant for this weak model) trw_centroid measured 0.66 with the
 # default banded model (nuisance bands) and 0.74 with plain ridge; trw_peak 0.57 / 0.67. LM_THRESHOLD is a
 # regression guard far above the context-free control (|rho| < 0.3), not the target (>= 0.7 on the
-# default demo, which the README table reports).
+# default demo, which the README table reports). The target cannot be asserted at this size: with the
+# same settings and other config seeds (0, 1, 2) this model measured 0.57, 0.56 and 0.64, and the default
+# config's LSTM (2 epochs of 300,000 words) 0.64, 0.45, 0.75 and 0.72 (seed 2023): one test story and
+# ~118 voxels leave a seed-to-seed spread of about 0.1.
 LM = {"type": "lstm", "embedding_dim": 64, "hidden_dim": 128, "n_layers": 1, "epochs": 1, "max_train_words": 150000,
       "min_count": 5, "max_vocab": 6000}
 LM_THRESHOLD = 0.5
