@@ -30,7 +30,9 @@ if [[ ! -s /etc/munge/munge.key ]]; then
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
 fi
 chmod 0400 /etc/munge/munge.key
-pgrep -x -r D,R,S munged >/dev/null || munged --force
+# A killed daemon can linger as a zombie until it is reaped: only live processes count as running.
+running() { pgrep -x -r D,R,S "$1" >/dev/null; }
+running munged || munged --force
 
 HOST=$(hostname -s)
 # at least 4 CPUs (oversubscribed on smaller machines): a group of the profile's small jobs asks for
@@ -68,8 +70,6 @@ CONFEOF
 # that were queued or running when they stopped (a killed test run, a machine that was suspended). Recovered,
 # such phantom jobs hold the node's CPUs until slurmctld gives up on them (half an hour) and then run their
 # stale commands. This cluster is only for trying the profile, so a cold start clears its state (-c).
-# (A killed daemon can linger as a zombie until it is reaped: only live processes count as running.)
-running() { pgrep -x -r D,R,S "$1" >/dev/null; }
 CLEAN=()
 if ! running slurmctld && ! running slurmd; then
     CLEAN=(-c)
