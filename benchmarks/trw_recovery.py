@@ -20,6 +20,8 @@ run resumes and a second run only recollects). Then, for every model:
 - Spearman rho of each TRW estimate (``trw_words``, ``trw_peak``, ``k_best``, ``com_words``,
   ``scramble_index``, ``timescale_words``) with the planted window over all high-SNR signal voxels and
   over those significant at their best k (:func:`lmbrain.recovery.planted_recovery`);
+- ``trw_centroid`` within quarters of the high-SNR signal voxels by fit quality (their best CV score;
+  :func:`lmbrain.recovery.recovery_by_fit`): where the windows hold and where they do not;
 - the model's context ceiling and the fraction of voxels at it; agreement of the scrambling classes
   with the planted classes (when ``trw.scramble``);
 - wall-clock seconds of each stage.
@@ -29,7 +31,8 @@ simulator's own states (``oracle``) as the positive ceiling; and a context-free 
 the ``--control`` model's (default: the first language model's) context-1 features copied to every
 k with a jitter of 1% of their spread, through the same encoding and TRW stages.
 
-Writes ``<out>/recovery.tsv`` (every model, estimate and voxel set), ``<out>/summary.tsv`` (one row
+Writes ``<out>/recovery.tsv`` (every model, estimate and voxel set), ``<out>/recovery_by_fit.tsv``
+(every model, fit-quality quarter), ``<out>/summary.tsv`` (one row
 per model: the primary estimate, ceilings, classes, times) and ``<out>/summary.md``. ``--simulate``
 and ``--dataset`` runs reuse trained models from ``--models-from`` (trained on the same corpus).
 """
@@ -205,10 +208,10 @@ def oracle_control(root: Path, settings, layout, subject: str, times: dict) -> s
 
 
 def collect(settings, layout, subject: str, names: list[str], times: dict, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from lmbrain.recovery import planted_recovery, read_truth
+    from lmbrain.recovery import planted_recovery, read_truth, recovery_by_fit
 
     truth = read_truth(settings.trw.truth)
-    long, rows = [], []
+    long, by_fit, rows = [], [], []
     for name in names:
         folder = Path(layout.trw_dir(subject, name))
         table = pd.read_csv(folder / "voxels.tsv", sep="\t")
@@ -222,6 +225,12 @@ def collect(settings, layout, subject: str, names: list[str], times: dict, meta:
                 if (vox, est) in get.index:
                     row[f"{est}_{label}"] = round(float(get.loc[(vox, est), "spearman"]), 4)
                     row[f"n_{label}"] = int(get.loc[(vox, est), "n"])
+        fit = recovery_by_fit(truth, table, "trw_centroid")
+        fit.insert(0, "model", name)
+        by_fit.append(fit)
+        # the primary estimate over the worst- and the best-fitted quarter of the high-SNR signal voxels
+        row["trw_centroid_fit_q1"] = round(float(fit["spearman"].iloc[0]), 4)
+        row["trw_centroid_fit_q4"] = round(float(fit["spearman"].iloc[-1]), 4)
         if "context_ceiling" in table:
             row["context_ceiling"] = int(table["context_ceiling"].iloc[0])
             row["at_ceiling"] = round(float(table["at_ceiling"].mean()), 4)
@@ -233,7 +242,7 @@ def collect(settings, layout, subject: str, names: list[str], times: dict, meta:
             if isinstance(sec, float):
                 row[f"seconds_{stage}"] = round(sec, 1)
         rows.append(row)
-    return pd.concat(long, ignore_index=True), pd.DataFrame(rows)
+    return pd.concat(long, ignore_index=True), pd.DataFrame(rows), pd.concat(by_fit, ignore_index=True)
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -340,8 +349,9 @@ def main(argv=None) -> int:
             "n_voxels": int(ds.n_voxels(subject))}
     if (out / "times.json").exists():  # a resumed study keeps the times of the stages it did not rerun
         times = merge_times(json.loads((out / "times.json").read_text()), times)
-    rec, summary = collect(settings, layout, subject, names, times, meta)
+    rec, summary, by_fit = collect(settings, layout, subject, names, times, meta)
     rec.to_csv(out / "recovery.tsv", sep="\t", index=False, float_format="%.4g")
+    by_fit.to_csv(out / "recovery_by_fit.tsv", sep="\t", index=False, float_format="%.4g")
     summary.to_csv(out / "summary.tsv", sep="\t", index=False)
     (out / "summary.md").write_text(_markdown(summary))
     (out / "times.json").write_text(json.dumps(times, indent=1, default=str))

@@ -271,3 +271,47 @@ def test_centroid_window_against_a_loop():
     assert centroid_window(ks, np.array([[0.0], [0.0], [3.0], [1.0], [0.0]]))[0] == pytest.approx(
         np.exp((2.2 * np.log(4) + 0.2 * np.log(8)) / 2.4))
     assert centroid_window(ks, np.full((5, 1), 0.3))[0] == 1
+
+
+def test_recovery_by_fit_quality_bins_the_scored_voxels_by_their_cv_score():
+    """Issue 15: recovery within quarters of fit quality (cv_best). Planted: the 40 best-fitted high-SNR signal
+    voxels carry the exact window, the 40 worst a shuffled one; noise, low-level and low-SNR voxels are not
+    scored. The bins follow cv_best (equal counts, worst first), never the truth."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from lmbrain.recovery import RecoveryError, recovery_by_fit
+
+    rng = np.random.default_rng(3)
+    n = 100
+    windows = rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256], n).astype(float)
+    snr = np.r_[np.full(80, 1.0), np.full(20, 0.1)]  # the last 20 are below the signal voxels' median SNR
+    truth = pd.DataFrame({"voxel": np.arange(n), "trw_words": windows, "snr": snr, "noise": 0,
+                          "driver": "topics"})
+    truth.loc[[0, 1], "noise"] = 1  # pure noise and low-level voxels leave the scored set
+    truth.loc[2, "driver"] = "word_rate"
+    cv = rng.uniform(0, 0.2, n)
+    order = np.argsort(cv[:80])  # among the 80 high-SNR voxels (minus 3 unscored)
+    est = windows * np.exp(rng.normal(0, 0.05, n))
+    worst = [v for v in order if v > 2][:40]
+    est[worst] = rng.permutation(windows[worst])
+    table = pd.DataFrame({"voxel": np.arange(n), "cv_best": cv, "trw_centroid": est, "significant": True})
+    fit = recovery_by_fit(read_truth_frame(truth), table, n_bins=4)
+    scored = np.array([v for v in order if v > 2])
+    assert fit["n"].tolist() == [20, 19, 19, 19] and fit["n"].sum() == 77
+    parts = np.array_split(scored, 4)
+    for row, part in zip(fit.itertuples(), parts):
+        assert row.cv_best_min == pytest.approx(cv[part].min()) and row.cv_best_max == pytest.approx(cv[part].max())
+        assert row.cv_best_median == pytest.approx(np.median(cv[part]))
+        assert row.spearman == pytest.approx(spearmanr(windows[part], est[part]).correlation)
+    assert fit["spearman"].iloc[-1] > 0.95 and fit["spearman"].iloc[0] < 0.6
+    # a constant estimate within a bin gives NaN; a table without cv_best says what is missing
+    flat = table.assign(trw_centroid=1.0)
+    assert recovery_by_fit(read_truth_frame(truth), flat)["spearman"].isna().all()
+    with pytest.raises(RecoveryError, match="no cv_best column"):
+        recovery_by_fit(read_truth_frame(truth), table.drop(columns="cv_best"))
+
+
+def read_truth_frame(truth):
+    """A truth table as :func:`lmbrain.recovery.read_truth` returns it (noise as bool)."""
+    return truth.assign(noise=truth["noise"].astype(bool))

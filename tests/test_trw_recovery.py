@@ -214,6 +214,11 @@ def test_language_model_recovers_windows_beside_a_context_free_control(lm_run):
     print(f"LSTM pooled features: Spearman {rho:.3f} over {n} high-SNR voxels (trw_peak {_rho(rec, 'trw_peak')[0]:.3f}, "
           f"trw_words {_rho(rec)[0]:.3f})")
     assert n >= 60 and rho >= LM_THRESHOLD, rec
+    # where it holds: by fit quality (cv_best quarters), the best-fitted voxels recover better than the worst
+    fit = pd.read_csv(tmp / "lm" / "trw" / "recovery_by_fit.tsv", sep="\t")
+    print("by fit quality:", fit.round(3).to_dict("list"))
+    assert fit["bin"].tolist() == [1, 2, 3, 4] and fit["n"].sum() == n
+    assert fit["spearman"].iloc[-1] > fit["spearman"].iloc[0] + 0.2, fit
     # negative control: the same features without context
     ds = open_dataset("lebel2023", cfg["dataset"]["root"])
     rng = np.random.default_rng(0)

@@ -6,7 +6,8 @@ pure-noise voxel), ``snr`` (signal-to-noise ratio) and ``driver`` (text: what dr
 driven by ``none`` or by a low-level regressor, :data:`LOW_LEVEL`, carry no window and are not scored).
 :func:`read_truth` checks it;
 :func:`planted_recovery` gives Spearman correlations of planted windows with each recovered estimate
-over the voxel sets the columns allow.
+over the voxel sets the columns allow; :func:`recovery_by_fit` gives the same correlation within bins of
+the voxels' fit quality (their best CV score), to show where a model's windows hold and where they do not.
 """
 
 from __future__ import annotations
@@ -130,4 +131,43 @@ def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
             constant = ok.sum() < 3 or np.ptp(y[ok]) == 0 or np.ptp(x[ok]) == 0
             rho = np.nan if constant else spearmanr(x[ok], y[ok]).correlation
             rows.append({"voxels": name, "estimate": col, "n": int(ok.sum()), "spearman": rho})
+    return pd.DataFrame(rows)
+
+
+def recovery_by_fit(truth: pd.DataFrame, table: pd.DataFrame, estimate: str = "trw_centroid",
+                    n_bins: int = 4) -> pd.DataFrame:
+    """Spearman correlation of planted windows with ``estimate`` within quantile bins of fit quality.
+
+    Fit quality is each voxel's ``cv_best`` (the cross-validated score at its best k: training stories
+    only, never the truth or the test story). The voxels are those of :func:`planted_recovery`'s first
+    SNR-restricted set (``high-SNR signal voxels``, or ``signal voxels`` without an ``snr`` column),
+    split into ``n_bins`` bins of equal count by ``cv_best`` (bin 1 = the worst fitted).
+
+    Returns one row per bin: ``bin``, ``n``, ``cv_best_min``, ``cv_best_median``, ``cv_best_max``,
+    ``spearman`` (NaN when a bin has fewer than 3 voxels or a constant estimate).
+    """
+    from scipy.stats import spearmanr
+
+    for col in ("cv_best", estimate):
+        if col not in table:
+            raise RecoveryError(f"the TRW table has no {col} column: recovery by fit quality needs cv_best and the "
+                                f"estimate ({', '.join(map(str, table.columns))})")
+    if int(n_bins) < 1:
+        raise RecoveryError(f"n_bins must be at least 1, got {n_bins}")
+    aligned, sets = planted_sets(truth, table)
+    m = sets.get("high-SNR signal voxels", sets["signal voxels"])
+    cv = table["cv_best"].to_numpy(dtype=np.float64)
+    est = table[estimate].to_numpy(dtype=np.float64)
+    m = m & np.isfinite(cv) & np.isfinite(est)
+    idx = np.flatnonzero(m)
+    idx = idx[np.argsort(cv[idx], kind="stable")]
+    rows = []
+    for b, part in enumerate(np.array_split(idx, int(n_bins)), start=1):
+        x, y = aligned["trw_words"].to_numpy()[part], est[part]
+        constant = part.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
+        rows.append({"bin": b, "n": int(part.size),
+                     "cv_best_min": float(cv[part].min()) if part.size else np.nan,
+                     "cv_best_median": float(np.median(cv[part])) if part.size else np.nan,
+                     "cv_best_max": float(cv[part].max()) if part.size else np.nan,
+                     "spearman": np.nan if constant else float(spearmanr(x, y).correlation)})
     return pd.DataFrame(rows)

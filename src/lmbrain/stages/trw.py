@@ -342,13 +342,15 @@ def _score_planted(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None
 
 def _planted_outputs(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None:
     from ..plots import planted_vs_recovered
-    from ..recovery import planted_class, planted_recovery, planted_sets, read_truth
+    from ..recovery import planted_class, planted_recovery, planted_sets, read_truth, recovery_by_fit
     from ..scrambling import SCRAMBLE_CLASSES, unit_lengths
 
     truth = read_truth(job.trw.truth)
     rec = planted_recovery(truth, table)
     with atomic_path(out_dir / "recovery.tsv") as tmp:
         rec.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
+    with atomic_path(out_dir / "recovery_by_fit.tsv") as tmp:  # where the primary estimate holds: by fit quality
+        recovery_by_fit(truth, table, "trw_centroid").to_csv(tmp, sep="\t", index=False, float_format="%.4g")
     t, sets = planted_sets(truth, table)
     names = list(sets)
     scatter_set, primary = sets[names[-2]], sets[names[-1]]  # e.g. high-SNR voxels, and those significant
