@@ -207,7 +207,8 @@ def oracle_control(root: Path, settings, layout, subject: str, times: dict) -> s
     return name
 
 
-def collect(settings, layout, subject: str, names: list[str], times: dict, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(settings, layout, subject: str, names: list[str], times: dict,
+            meta: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from lmbrain.recovery import planted_recovery, read_truth, recovery_by_fit
 
     truth = read_truth(settings.trw.truth)

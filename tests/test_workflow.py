@@ -88,6 +88,8 @@ def test_workflow_runs_end_to_end(tiny_workdir):
         trw = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/voxels.tsv", sep="\t")
         assert set(trw["k_best"]) <= {1, 2, 8} and len(trw) == len(table)
         assert (tiny_workdir / f"results/DEMO01/trw/{model}/recovery.tsv").exists()
+        by_fit = pd.read_csv(tiny_workdir / f"results/DEMO01/trw/{model}/recovery_by_fit.tsv", sep="\t")
+        assert by_fit["bin"].tolist() == [1, 2, 3, 4]
         assert (tiny_workdir / f"results/scrambled/{model}/romeo_and_juliet_03.h5").exists()
         assert (tiny_workdir / f"results/benchmarks/scrambled/{model}/romeo_and_juliet_03.tsv").exists()
     # decoding: the decoded words, the side-by-side transcript, scores against the null, identification
