@@ -117,8 +117,6 @@ def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     ``significant`` and the estimates). Voxel sets: :func:`planted_sets`. Estimates: ``trw_words``, ``trw_peak``, ``trw_centroid``,
     ``k_best``, ``com_words`` and, when present, ``scramble_index`` and ``timescale_words``.
     """
-    from scipy.stats import spearmanr
-
     truth, sets = planted_sets(truth, table)
     estimates = [c for c in ("trw_words", "trw_peak", "trw_centroid", "k_best", "com_words", "scramble_index",
                              "timescale_words")
@@ -128,10 +126,17 @@ def planted_recovery(truth: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         for col in estimates:
             x, y = truth["trw_words"].to_numpy()[m], table[col].to_numpy(dtype=np.float64)[m]
             ok = np.isfinite(y)
-            constant = ok.sum() < 3 or np.ptp(y[ok]) == 0 or np.ptp(x[ok]) == 0
-            rho = np.nan if constant else spearmanr(x[ok], y[ok]).correlation
-            rows.append({"voxels": name, "estimate": col, "n": int(ok.sum()), "spearman": rho})
+            rows.append({"voxels": name, "estimate": col, "n": int(ok.sum()), "spearman": _spearman(x[ok], y[ok])})
     return pd.DataFrame(rows)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rho of planted windows ``x`` with estimates ``y``; NaN for fewer than 3 voxels or a constant side."""
+    from scipy.stats import spearmanr
+
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan
+    return float(spearmanr(x, y).correlation)
 
 
 def recovery_by_fit(truth: pd.DataFrame, table: pd.DataFrame, estimate: str = "trw_centroid",
@@ -146,8 +151,6 @@ def recovery_by_fit(truth: pd.DataFrame, table: pd.DataFrame, estimate: str = "t
     Returns one row per bin: ``bin``, ``n``, ``cv_best_min``, ``cv_best_median``, ``cv_best_max``,
     ``spearman`` (NaN when a bin has fewer than 3 voxels or a constant estimate).
     """
-    from scipy.stats import spearmanr
-
     for col in ("cv_best", estimate):
         if col not in table:
             raise RecoveryError(f"the TRW table has no {col} column: recovery by fit quality needs cv_best and the "
@@ -163,11 +166,9 @@ def recovery_by_fit(truth: pd.DataFrame, table: pd.DataFrame, estimate: str = "t
     idx = idx[np.argsort(cv[idx], kind="stable")]
     rows = []
     for b, part in enumerate(np.array_split(idx, int(n_bins)), start=1):
-        x, y = aligned["trw_words"].to_numpy()[part], est[part]
-        constant = part.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
         rows.append({"bin": b, "n": int(part.size),
                      "cv_best_min": float(cv[part].min()) if part.size else np.nan,
                      "cv_best_median": float(np.median(cv[part])) if part.size else np.nan,
                      "cv_best_max": float(cv[part].max()) if part.size else np.nan,
-                     "spearman": np.nan if constant else float(spearmanr(x, y).correlation)})
+                     "spearman": _spearman(aligned["trw_words"].to_numpy()[part], est[part])})
     return pd.DataFrame(rows)
