@@ -30,8 +30,8 @@ TextGrids      lmbrain's writer, three formats                a separate minimal
 
 The text is Romeo and Juliet by default (the word-level models of the default config never see it), so
 the default models can be reused; ``--plays`` takes more plays (for real-size amounts of data), which
-the models to be checked must then leave out of their corpus as well. The voxels have no brain geometry (no pycortex-db folder): maps are
-skipped, every voxel stands alone.
+the models to be checked must then leave out of their corpus as well. The voxels have no brain
+geometry (no pycortex-db folder): maps are skipped, every voxel stands alone.
 """
 
 from __future__ import annotations

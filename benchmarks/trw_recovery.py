@@ -316,8 +316,12 @@ def main(argv=None) -> int:
 
         root = out / "data"
         if not (root / "sim.json").exists():
-            # the stories come from the plays the config's models leave out of their corpus
-            plays = cfg["corpus"].get("exclude") or cfg["demo"]["plays"]
+            # the stories come from the plays the config's models leave out of their corpus (the config's own
+            # rule: corpus.exclude, null = demo.plays)
+            plays = resolve(cfg, source=", ".join(a.config)).corpus.exclude
+            if not plays:
+                raise SystemExit("--simulate needs the plays the models leave out of their corpus: set corpus.exclude "
+                                 "(or demo.plays with corpus.source shakespeare)")
             _time(times.setdefault("dataset", {}), "build", simulate_trw.simulate, root, a.simulate, a.sim_voxels,
                   a.sim_seed, plays=plays)
         sim = json.loads((root / "sim.json").read_text())

