@@ -4,11 +4,14 @@
     python benchmarks/ridge.py --size real-slice       # 10000 x 3072 -> 2000-voxel slice, extrapolated to 95k
     python benchmarks/ridge.py --size banded           # BandedRidgeCV: 3000 x (60+200+300) -> 8000 targets
     python benchmarks/ridge.py --size banded-real-slice --methods lmbrain-banded-refine   # memory at real size
+    python benchmarks/ridge.py --size banded-demo --methods lmbrain-banded-grid,lmbrain-eigh-banded-grid,himalaya-banded-torch
 
 Banded sizes (``banded*``) time lmbrain.ridge.BandedRidgeCV against himalaya's BandedRidgeCV on the
 same 20 band-weight candidates (himalaya's n_iter=20, random_state=0) x 11 alphas and the same 5 folds,
 both selecting by himalaya's default neg_mse, and compare the per-band penalties, test predictions and
-test split R2 with lmbrain's grid search.
+test split R2 with lmbrain's grid search. ``lmbrain-eigh-banded-*`` forces one eigendecomposition per
+fold and candidate where lmbrain would share one per fold (one wide band and narrow ones, as the
+``banded-demo*`` sizes: a language-model band beside the nuisance bands), for the ratio of the two.
 
 Every method fits the same planted problem (same alphas; the same 5 contiguous folds of whole
 "stories" for lmbrain and himalaya; scikit-learn's RidgeCV(alpha_per_target=True) can only use its
@@ -36,7 +39,13 @@ SIZES = {"quick": (3000, 2000, 20000), "real-slice": (10000, 3072, 2000), "real"
 # banded: (samples, band widths, targets, candidates, alphas)
 BANDED_SIZES = {"banded": (3000, (60, 200, 300), 8000, 20, 11), "banded-tiny": (600, (12, 40, 60), 2000, 20, 11),
                 # a real subject's TRs and bands totalling 3000 features, fewer voxels and candidates: memory
-                "banded-real-slice": (10000, (500, 1000, 1500), 5000, 3, 3)}
+                "banded-real-slice": (10000, (500, 1000, 1500), 5000, 3, 3),
+                # the demo's encoding models: one language-model band (128 units or SmolLM2's 576, 4 delays) and
+                # three 4-column nuisance bands, 1,111 training TRs, 2,508 voxels, 12 candidates, 13 alphas
+                "banded-demo": (1111, (512, 4, 4, 4), 2508, 12, 13),
+                "banded-demo-smollm2": (1111, (2304, 4, 4, 4), 2508, 12, 13),
+                # SmolLM2 beside the nuisance bands at a real subject's TRs (primal): memory
+                "banded-real-smollm2-slice": (10000, (2304, 4, 4, 4), 5000, 3, 3)}
 ALPHAS = np.logspace(1, 3, 10) ** 2  # the Huth-lab grid, as penalties
 N_TEST = 300
 
@@ -72,7 +81,8 @@ def make_banded_data(n, widths, t, seed, out: Path):
     p = sum(widths)
     edges = np.cumsum((0,) + tuple(widths))
     X = rng.standard_normal((n + N_TEST, p)).astype(np.float32)
-    X[:, edges[1]: edges[1] + widths[0]] += 0.5 * X[:, : widths[0]]  # bands share some signal
+    w = min(widths[0], widths[1])
+    X[:, edges[1]: edges[1] + w] += 0.5 * X[:, :w]  # bands share some signal
     X -= X[:n].mean(0)
     X /= X[:n].std(0)
     Y = np.empty((n + N_TEST, t), dtype=np.float32)
@@ -110,7 +120,11 @@ def banded_child(method, data: Path, device: str):
     groups, fl = folds(len(X))
     t0 = time.perf_counter()
     if method.startswith("lmbrain"):
+        import lmbrain.ridge as ridge_mod
         from lmbrain.ridge import BandedRidgeCV
+
+        if "-eigh-" in method:  # one eigendecomposition per (fold, candidate), not the shared factorisation
+            ridge_mod._lowrank_split = lambda *a: None
 
         m = BandedRidgeCV(alphas=alphas, gammas=n_cand, cv=5, score="neg_mse", search=method.split("-")[-1],
                           device=device, random_state=0, memory_gb=float(os.environ.get("LMB_MEM_GB", 2)))

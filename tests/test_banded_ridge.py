@@ -365,3 +365,53 @@ def test_refine_gammas_never_lowers_the_cv_score():
         np.testing.assert_allclose(m.coef_[:, j], w, rtol=1e-7, atol=1e-10)
     with pytest.raises(RidgeError, match="refine_gammas"):
         BandedRidgeCV(refine_gammas=-1, device="cpu").fit(X, Y, bands, groups)
+
+
+GAMMAS4 = np.array([[0.25] * 4, [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0.6, 0.3, 0.05, 0.05],
+                    [0.05, 0.15, 0.4, 0.4], [0, 0.5, 0.5, 0], [0.4, 0, 0.3, 0.3]])
+
+
+def test_lowrank_split_picks_one_wide_band_beside_narrow_ones():
+    from lmbrain.ridge import _lowrank_split
+
+    assert _lowrank_split([512, 4, 4, 4], 1111) == 0  # a language-model band beside the nuisance bands
+    assert _lowrank_split([4, 60, 3, 5], 240) == 1
+    assert _lowrank_split([2304, 4, 4, 4], 1111) == 0  # dual: 4 r <= n as well
+    assert _lowrank_split([2304, 4, 4, 4], 40) is None
+    assert _lowrank_split([4, 10, 16], 240) is None  # no band wide enough to share
+    assert _lowrank_split([16], 240) is None
+
+
+@pytest.mark.parametrize("dual", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("search", ["grid", "refine"])
+def test_shared_factorisation_matches_the_closed_form_and_the_per_candidate_path(dual, dtype, search, monkeypatch):
+    """One wide band and narrow ones (the encoding models' language-model band beside the nuisance bands):
+    one eigendecomposition per fold serves every candidate, corners included (the wide band switched off, or
+    narrow ones), with the float64 closed form's scores, choices and weights, and the per-candidate path's
+    CV scores and per-fold split."""
+    import lmbrain.ridge as ridge_mod
+
+    widths, n = ((5, 150, 4, 3), 120) if dual else ((5, 60, 4, 3), 240)
+    X, Y, bands, groups = planted_bands(n=n, widths=widths, t=30, seed=4)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    folds = make_folds(len(X), groups)
+    tight = dtype == "float64"
+    eps = np.finfo(dtype).eps
+    gammas = GAMMAS4[:, [1, 0, 2, 3]]  # the wide band is the second
+    ref_scores, ref_c, ref_alpha, ref_coef = banded_closed_form(X, Y, bands, folds, ALPHAS, gammas, "r2", eps)
+    m = BandedRidgeCV(alphas=ALPHAS, gammas=gammas, device="cpu", dtype=dtype, search=search).fit(X, Y, bands, groups)
+    assert m._lowrank and m._dual == dual
+    if search == "grid":
+        np.testing.assert_allclose(m.cv_scores_, ref_scores, atol=1e-10 if tight else 5e-5)
+        same = (m.best_candidates_ == ref_c) & (m.best_alphas_ == ref_alpha)
+        assert same.all() if tight else same.mean() > 0.9
+        np.testing.assert_allclose(m.coef_[:, same], ref_coef[:, same], rtol=1e-6 if tight else 1e-3,
+                                   atol=(1e-9 if tight else 2e-4) * np.abs(ref_coef).max())
+        assert (m.best_gammas_[1] == 0).any()  # the corner without the wide band was chosen somewhere
+    monkeypatch.setattr(ridge_mod, "_lowrank_split", lambda sizes, n: None)
+    each = BandedRidgeCV(alphas=ALPHAS, gammas=gammas, device="cpu", dtype=dtype, search=search).fit(X, Y, bands, groups)
+    assert not each._lowrank
+    np.testing.assert_allclose(m.cv_scores_, each.cv_scores_, atol=1e-10 if tight else 5e-5)
+    assert (m.best_candidates_ == each.best_candidates_).mean() > (0.999 if tight else 0.9)
+    np.testing.assert_allclose(m.cv_score_split(X, Y), each.cv_score_split(X, Y), atol=1e-8 if tight else 1e-3)
