@@ -415,3 +415,21 @@ def test_shared_factorisation_matches_the_closed_form_and_the_per_candidate_path
     np.testing.assert_allclose(m.cv_scores_, each.cv_scores_, atol=1e-10 if tight else 5e-5)
     assert (m.best_candidates_ == each.best_candidates_).mean() > (0.999 if tight else 0.9)
     np.testing.assert_allclose(m.cv_score_split(X, Y), each.cv_score_split(X, Y), atol=1e-8 if tight else 1e-3)
+
+
+@pytest.mark.parametrize("widths,n", [((60, 4, 4, 4), 240), ((150, 4, 4, 4), 120)])
+def test_shared_factorisation_with_refined_gammas_and_small_batches(widths, n, monkeypatch):
+    """The local gamma search (voxel subsets) and voxel batches of a tight memory budget take the shared
+    factorisation to the same fit as the per-candidate path."""
+    import lmbrain.ridge as ridge_mod
+
+    X, Y, bands, groups = planted_bands(n=n, widths=widths, t=30, seed=5)
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    kw = dict(gammas=6, refine_gammas=2, dtype="float64", random_state=0, memory_gb=0.001, device="cpu")
+    m = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
+    monkeypatch.setattr(ridge_mod, "_lowrank_split", lambda sizes, n: None)
+    each = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
+    assert m._lowrank and not each._lowrank and len(m.gammas_) > 6
+    np.testing.assert_array_equal(m.best_candidates_, each.best_candidates_)
+    np.testing.assert_allclose(m.best_scores_, each.best_scores_, atol=1e-12)
+    np.testing.assert_allclose(m.coef_, each.coef_, atol=1e-10 * np.abs(each.coef_).max())
