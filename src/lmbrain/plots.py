@@ -118,7 +118,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     ``dpi``) and, when ``vector``, PDF (a preview map drawn per context length is PNG only: half the
     drawing time and a report that opens quickly). A PNG-only map renders its flatmap at the PNG's own
     height in pixels (``5.2 * dpi``) instead of pycortex's 1024, which the PNG would only downsample
-    (a third of the drawing time at ``dpi=100``); a map with a PDF keeps 1024 for print.
+    (about 40% of the drawing time at ``dpi=100``); a map with a PDF keeps 1024 for print.
     """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
