@@ -359,6 +359,12 @@ def _lowrank_split(band_sizes, n_samples: int) -> int | None:
     return big if 4 * r <= min(int(band_sizes[big]), n_samples) else None
 
 
+def _lowrank_columns(bands, big: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """The wide band's columns and the other bands' columns (sorted), as index tensors."""
+    narrow = np.sort(np.concatenate([b for j, b in enumerate(bands) if j != big]))
+    return torch.as_tensor(bands[big], device=dev), torch.as_tensor(narrow, device=dev)
+
+
 def _use_dual(n_samples: int, n_features: int) -> bool:
     """Ridge and banded ridge solve in kernel space when there are more features than samples (their
     eigendecompositions are then n x n instead of p x p; the same fit by the push-through identity)."""
@@ -927,9 +933,7 @@ class BandedRidgeCV(_Estimator):
                    shape=(n, p, sum(len(v) for _, v in folds_idx), max(len(v) for _, v in folds_idx), n_folds, n_alpha))
         big = _lowrank_split([len(b) for b in band_idx], n)
         if big is not None:  # one eigendecomposition per fold, shared by every candidate
-            wide = torch.as_tensor(band_idx[big], device=dev)
-            narrow = torch.as_tensor(np.sort(np.concatenate([b for j, b in enumerate(band_idx) if j != big])), device=dev)
-            ctx.update(lowrank=(wide, narrow), lowrank_big=big)
+            ctx.update(lowrank=_lowrank_columns(band_idx, big, dev), lowrank_big=big)
         self._lowrank = big is not None
         self._run_candidates(ctx, cand, np.arange(n_cand), None, state, cv_scores, progress=self.progress)
         rounds = self._check_refine_gammas()
@@ -1115,7 +1119,7 @@ class BandedRidgeCV(_Estimator):
         P = None  # no validation rows: a refit (_fixed_fits_lowrank)
         if "A" in fold:  # from A as stored (dtype), as the main term uses it
             P = torch.einsum("nq,aq,qr->anr", fold["A"].double(), inv, Cp) - (fold["Ar"] * dr[None, :])[None]
-        return dict(g=g, dr=None if self._dual else dr, dr_all=dr, Cr=Cr.to(dt), E=(inv[:, :, None] * Cr[None]).to(dt),
+        return dict(g=g, dr=dr, Cr=Cr.to(dt), E=(inv[:, :, None] * Cr[None]).to(dt),
                     inv=inv.to(dt), P=P, Sinv=torch.linalg.inv(S))
 
     def _run_candidates_lowrank(self, ctx, cand, ids, vox, state, cv_scores, progress=False):
@@ -1146,8 +1150,8 @@ class BandedRidgeCV(_Estimator):
             # eigenbasis and the narrow columns' X_tr'Y_tr (primal), or U' Y_tr (dual)
             bf, br = [], []
             if self._dual:
-                for _, _, tr in parts:
-                    bf.append(Yb[tr].T @ folds[len(bf)]["basis"])
+                for i, (_, _, tr) in enumerate(parts):
+                    bf.append(Yb[tr].T @ folds[i]["basis"])
             else:
                 xty = Xt.T @ Yb
                 for i, (va, drop, _) in enumerate(parts):
@@ -1277,8 +1281,7 @@ class BandedRidgeCV(_Estimator):
         (:meth:`_run_candidates_lowrank`'s algebra on the fitted rows ``Xr``): primal
         ``W_f = sqrt(g) Q x_f``, ``W_r = d_r x_r``; dual ``W_f = g X_f' U w``, ``W_r = d_r N' w``."""
         dev, dt = self._dev, self._dt
-        f = torch.as_tensor(self.bands_[big], device=dev)
-        r = torch.as_tensor(np.sort(np.concatenate([b for j, b in enumerate(self.bands_) if j != big])), device=dev)
+        f, r = _lowrank_columns(self.bands_, big, dev)
         if self._dual:
             X64 = Xr.double()
             evals, basis = torch.linalg.eigh(X64[:, f] @ X64[:, f].T)
@@ -1305,7 +1308,7 @@ class BandedRidgeCV(_Estimator):
                     z = _rowsolve((Bi @ k["Cr"]).double(), Sinv)  # N' w
                     w = Bi - (z @ k["Cr"].double().T).to(dt) * inv
                     W[f] = k["g"] * (Xf_t @ (basis @ w.T))
-                    W[r] = (k["dr_all"][:, None] * z.T).to(dt)
+                    W[r] = (k["dr"][:, None] * z.T).to(dt)
                 else:
                     z = Xr.T @ Yb
                     Bi = (z[f].T @ basis) * inv
