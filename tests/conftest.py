@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny demo configuration and the pip-fetched text archive (cached in data/cache)."""
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,31 @@ def tiny_config(root: Path, **demo) -> dict:
     cfg["stories"]["test"] = ["romeo_and_juliet_03"]
     cfg["decoding"]["models"] = []  # tests that replace the models decode only when they say so
     return cfg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_path(tmp_path_factory):
+    """The PATH the session started with; snakemake commands of the tests run without SLURM's `scontrol`.
+
+    snakemake-executor-plugin-slurm runs `scontrol show config` each time snakemake starts (to word the help of
+    --slurm-status-command). Where SLURM's tools are installed but no controller answers (.ci/run installs
+    slurm-wlm for tests/test_slurm.py; the test cluster is down before and after that test), the call waits
+    ~9-10 s for the controller: on every snakemake command of the suite. The tests that do not use SLURM get
+    an `scontrol` that fails at once, as on a machine without SLURM; tests/test_slurm.py puts the real one back.
+    """
+    original = os.environ["PATH"]
+    if shutil.which("scontrol") is None:
+        yield original
+        return
+    shim = tmp_path_factory.mktemp("no-slurm")
+    (shim / "scontrol").write_text("#!/bin/sh\necho 'scontrol: SLURM is not used by this test (tests/conftest.py)' >&2\n"
+                                   "exit 1\n")
+    (shim / "scontrol").chmod(0o755)
+    os.environ["PATH"] = f"{shim}{os.pathsep}{original}"
+    try:
+        yield original
+    finally:
+        os.environ["PATH"] = original
 
 
 @pytest.fixture(scope="session")

