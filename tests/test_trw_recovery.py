@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow  # trains a small LSTM and runs the TRW stage on a 6-story demo
+pytestmark = pytest.mark.slow  # runs the TRW stage on a 6-story demo (planted) and a 20-story one (a small LSTM)
 
 from lmbrain.config import resolve
 
@@ -163,32 +163,44 @@ def test_context_free_features_fail_the_recovery_check(planted_run):
 # -- a language model, not the oracle ------------------------------------------------------------
 # A small LSTM trained here on the corpus (never the stories) for one epoch of 150,000 words: its pooled
 # features (the window mean of its word states) change with every context length, so its context sweep
-# follows the planted windows without the generator's topics. On this small demo (one test story, 116
-# high-SNR voxels, none of them significant for this weak model) trw_centroid measured 0.66 with the
-# default banded model (nuisance bands) and 0.74 with plain ridge; trw_peak 0.57 / 0.67. LM_THRESHOLD is a
-# regression guard far above the context-free control (|rho| < 0.3), not the target (>= 0.7 on the
-# default demo, which the README table reports). The target cannot be asserted at this size: with the
-# same settings and other config seeds (0, 1, 2) this model measured 0.57, 0.56 and 0.64, and the default
-# config's LSTM (2 epochs of 300,000 words) 0.64, 0.45, 0.75 and 0.72 (seed 2023): one test story and
-# ~118 voxels leave a seed-to-seed spread of about 0.1.
+# follows the planted windows without the generator's topics.
+#
+# LM_THRESHOLD is the target (Spearman >= 0.7 over all high-SNR signal voxels, trw_centroid), asserted at
+# the amount of training data where the recovery study finds it robust: 20 stories (~3,000 training TRs, the
+# size of the study's config/trw-validation.yaml) with the default SNR range and leave-one-story-out CV, on a
+# coarse voxel grid (stride [4, 8, 8]: ~115-120 high-SNR signal voxels) so the test stays short. Over config seeds
+# 2023, 1 and 2 this model measured 0.84, 0.84 and 0.89 (context-free controls -0.11, -0.09, -0.26); with 8 CV
+# folds instead (as that overlay sets, to save time) 0.78, 0.81 and 0.78. The default demo's size (8 stories,
+# ~1,100 training TRs) is not asserted here: there the default LSTM gives 0.65-0.71 over three seeds (README,
+# "Seed to seed"), so a test of it would pass or fail by the seed; on the 6-story demo of the planted tests
+# this model gave 0.57-0.66.
 LM = {"type": "lstm", "embedding_dim": 64, "hidden_dim": 128, "n_layers": 1, "epochs": 1, "max_train_words": 150000,
       "min_count": 5, "max_vocab": 6000}
-LM_THRESHOLD = 0.5
+LM_THRESHOLD = 0.7
 
 
-def _lm_config(cfg):
-    cfg = {**cfg, "models": {"lstm": dict(LM)}, "features": {**cfg["features"], "pooled": True},
-           "encoding": {**cfg["encoding"], "features": ["pooled"]}}
+def _lm_config(tmp):
+    cfg = tiny_config(tmp / "demo", n_stories=20, min_words=400, max_words=900, voxel_stride=[4, 8, 8], n_repeats=3,
+                      noise_fraction=0.2)
+    cfg["stories"]["test"] = ["romeo_and_juliet_06"]
+    cfg["models"] = {"lstm": dict(LM)}
+    cfg["use_models"] = None
+    cfg["device"] = "cpu"
+    cfg["features"].update(context_lengths=KS, pooled=True)
+    cfg["encoding"].update(features=["pooled"], n_permutations=200, maps=False)
+    cfg["trw"].update(n_boot=50, scramble_seeds=2)
     return cfg
 
 
 @pytest.fixture(scope="module")
-def lm_run(planted_run):
+def lm_run(tmp_path_factory, shakespeare_archive):
+    from lmbrain.demo import build_demo
     from lmbrain.stages.models import prepare_corpus, train_model
 
-    cfg, tmp, _ = planted_run
-    cfg = _lm_config(cfg)
+    tmp = tmp_path_factory.mktemp("lm_recovery")
+    cfg = _lm_config(tmp)
     settings = resolve(cfg)
+    build_demo(settings.demo_job(), progress=False)
     layout = Layout(results=str(tmp / "lm"))
     prepare_corpus(settings.corpus_job(), tmp / "lm" / "corpus")
     train_model(settings.train_job("lstm"), tmp / "lm" / "corpus", layout.model_dir("lstm"), progress=False)
