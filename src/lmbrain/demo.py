@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import LmbrainError, __version__
 from . import corpus as corpus_mod
@@ -190,6 +189,8 @@ def timings_to_textgrid(timings: pd.DataFrame, end: float) -> "tg.TextGrid":
 
 def canonical_hrf(t: np.ndarray) -> np.ndarray:
     """SPM canonical double-gamma HRF (peak ~5 s, undershoot ~15 s), 0 for t < 0, peak-normalised."""
+    from scipy import stats  # here, not at module level: the workflow imports this module at start (check_demo_root)
+
     t = np.asarray(t, dtype=np.float64)
     h = stats.gamma.pdf(t, 6) - stats.gamma.pdf(t, 16) / 6.0
     h[t < 0] = 0
