@@ -39,11 +39,12 @@ KS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 THRESHOLD = 0.8
 
 
-def _config(tmp):
-    cfg = tiny_config(tmp / "demo", n_stories=6, min_words=400, max_words=900, voxel_stride=[4, 8, 8],
-                      snr_min=0.3, snr_max=1.0, n_repeats=3, noise_fraction=0.2)
+def _config(tmp, models, **demo):
+    """The test demo (``demo``: its size and SNR) with ``models``, every k of KS and short permutation tests."""
+    cfg = tiny_config(tmp / "demo", min_words=400, max_words=900, voxel_stride=[4, 8, 8], n_repeats=3,
+                      noise_fraction=0.2, **demo)
     cfg["stories"]["test"] = ["romeo_and_juliet_06"]
-    cfg["models"] = {"planted": {"type": "planted"}}
+    cfg["models"] = models
     cfg["use_models"] = None
     cfg["features"]["context_lengths"] = KS
     cfg["device"] = "cpu"
@@ -52,25 +53,30 @@ def _config(tmp):
     return cfg
 
 
+def _sweep(settings, cfg, model, feature, layout, out):
+    """Features of every story, the encoding models of ``feature`` (in ``out/encoding``), the scrambled test
+    stories and the TRW stage (in ``out/trw``) for a model already in ``layout``; returns the TRW table."""
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    for story in ds.stories("DEMO01"):
+        extract_features(settings.feature_job(model), story, layout.model_dir(model), layout.features_dir(model, story))
+    encoding_model(settings.encoding_job(model), "DEMO01", feature, out / "encoding", layout=layout)
+    for story in cfg["stories"]["test"]:
+        scrambled_features(settings.scramble_job(model), story, layout.model_dir(model),
+                           layout.scrambled_file(model, story))
+    return trw(settings.trw_job(model), "DEMO01", out / "encoding", out / "trw", layout=layout)
+
+
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory, shakespeare_archive):
     from lmbrain.demo import build_demo
 
     tmp = tmp_path_factory.mktemp("recovery")
-    cfg = _config(tmp)
+    cfg = _config(tmp, {"planted": {"type": "planted"}}, n_stories=6, snr_min=0.3, snr_max=1.0)
     settings = resolve(cfg)
     build_demo(settings.demo_job(), progress=False)
     layout = Layout(results=str(tmp))
     pretrained_model(settings.pretrained_job("planted"), layout.model_dir("planted"))
-    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
-    for story in ds.stories("DEMO01"):
-        extract_features(settings.feature_job("planted"), story, layout.model_dir("planted"),
-                         layout.features_dir("planted", story))
-    encoding_model(settings.encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "encoding", layout=layout)
-    for story in cfg["stories"]["test"]:
-        scrambled_features(settings.scramble_job("planted"), story, layout.model_dir("planted"),
-                           layout.scrambled_file("planted", story))
-    table = trw(settings.trw_job("planted"), "DEMO01", tmp / "encoding", tmp / "trw", layout=layout)
+    table = _sweep(settings, cfg, "planted", "hidden-L1", layout, tmp)
     return cfg, tmp, table
 
 
@@ -180,15 +186,9 @@ LM_THRESHOLD = 0.7
 
 
 def _lm_config(tmp):
-    cfg = tiny_config(tmp / "demo", n_stories=20, min_words=400, max_words=900, voxel_stride=[4, 8, 8], n_repeats=3,
-                      noise_fraction=0.2)
-    cfg["stories"]["test"] = ["romeo_and_juliet_06"]
-    cfg["models"] = {"lstm": dict(LM)}
-    cfg["use_models"] = None
-    cfg["device"] = "cpu"
-    cfg["features"].update(context_lengths=KS, pooled=True)
-    cfg["encoding"].update(features=["pooled"], n_permutations=200, maps=False)
-    cfg["trw"].update(n_boot=50, scramble_seeds=2)
+    cfg = _config(tmp, {"lstm": dict(LM)}, n_stories=20)  # the default SNR range
+    cfg["features"]["pooled"] = True
+    cfg["encoding"]["features"] = ["pooled"]
     return cfg
 
 
@@ -204,14 +204,7 @@ def lm_run(tmp_path_factory, shakespeare_archive):
     layout = Layout(results=str(tmp / "lm"))
     prepare_corpus(settings.corpus_job(), tmp / "lm" / "corpus")
     train_model(settings.train_job("lstm"), tmp / "lm" / "corpus", layout.model_dir("lstm"), progress=False)
-    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
-    for story in ds.stories("DEMO01"):
-        extract_features(settings.feature_job("lstm"), story, layout.model_dir("lstm"), layout.features_dir("lstm", story))
-    encoding_model(settings.encoding_job("lstm"), "DEMO01", "pooled-L1", tmp / "lm" / "encoding", layout=layout)
-    for story in cfg["stories"]["test"]:
-        scrambled_features(settings.scramble_job("lstm"), story, layout.model_dir("lstm"),
-                           layout.scrambled_file("lstm", story))
-    table = trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm" / "encoding", tmp / "lm" / "trw", layout=layout)
+    table = _sweep(settings, cfg, "lstm", "pooled-L1", layout, tmp / "lm")
     return cfg, tmp, layout, table
 
 
