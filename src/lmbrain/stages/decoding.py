@@ -239,7 +239,7 @@ def decode(job: DecodeJob, subject: str, story: str, model_dir, decoder_path, ou
     windows, summary = ev.null_statistics(scored, [scorer.score(s, times) for s in nulls], metrics,
                                           alpha=dec.fdr, name="lm")
     start = float(tr_times[0] - np.mean(np.diff(tr_times)) / 2)
-    shifts = ev.shift_offsets(end - start, dec.shift_samples, dec.min_shift)
+    shifts = ev.shift_offsets(end - start, dec.shift_samples, dec.min_shift, step=dec.step)
     shifted = [scorer.score(found, ev.shifted_times(times, s, start, end)) for s in shifts]
     windows_shift, summary_shift = ev.null_statistics(scored, shifted, metrics, alpha=dec.fdr, name="shift")
     windows = windows.join(windows_shift[[c for c in windows_shift.columns if c.endswith(
