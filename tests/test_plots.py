@@ -38,3 +38,42 @@ def test_preview_flatmap_is_rendered_at_the_png_height_and_matches_the_default(t
     differ = np.abs(mine - ref).max(axis=-1) > 0.1
     print(f"mean |diff| {np.abs(mine - ref).mean():.4f}, pixels off by > 0.1: {differ.mean():.4f}")
     assert np.abs(mine - ref).mean() < 0.01 and differ.mean() < 0.02
+
+
+def test_figures_are_saved_as_palette_pngs_close_to_the_full_colour_rendering(tmp_path):
+    """save_figure stores the PNG with a 256-colour palette: pixels within a fraction of a level of the RGBA
+    rendering on average, a smaller file, and the exact figure in the PDF; transparency is kept."""
+    import io
+
+    from PIL import Image
+
+    from lmbrain.plots import _pyplot, palette_png, save_figure
+
+    plt = _pyplot()
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.imshow(np.random.default_rng(0).standard_normal((60, 90)).cumsum(axis=1), cmap="inferno")
+        ax.plot(np.arange(90), 30 + 10 * np.sin(np.arange(90) / 7), color="C0", lw=2)
+        ax.set_title("a map, a curve and some text")
+        return fig
+
+    full = io.BytesIO()
+    fig = figure()
+    fig.savefig(full, dpi=100, bbox_inches="tight", format="png")
+    save_figure(fig, tmp_path / "f.png", dpi=100)
+    with Image.open(tmp_path / "f.png") as im:
+        assert im.mode == "P"
+        got = np.asarray(im.convert("RGB"), dtype=float)
+    want = np.asarray(Image.open(io.BytesIO(full.getvalue())).convert("RGB"), dtype=float)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 0.5
+    assert (tmp_path / "f.png").stat().st_size < 0.6 * len(full.getvalue())
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    clear = io.BytesIO()
+    fig = figure()
+    fig.savefig(clear, dpi=50, format="png", transparent=True)
+    plt.close(fig)
+    clear.seek(0)
+    palette_png(clear, tmp_path / "clear.png")
+    with Image.open(tmp_path / "clear.png") as im:
+        assert im.mode == "RGBA" and im.getchannel("A").getextrema()[0] == 0
