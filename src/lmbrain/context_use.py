@@ -93,7 +93,7 @@ def feature_context_use(files_by_story: dict, kind: str = "hidden", layers=None,
     """
     import pandas as pd
 
-    from .features import feature_info, read_features
+    from .featurefile import feature_info, read_features
 
     stories = list(files_by_story)
     if not stories:

@@ -113,7 +113,7 @@ def encoding_features(model_type: str, layers, kinds=("hidden",), mode: str = "l
 # ------------------------------------------------------------------------------------------
 def story_tr_features(path: str | os.PathLike, kind: str, layer: int | None, tr_times: np.ndarray) -> np.ndarray:
     """One story's word features of ``kind`` at ``layer`` downsampled to ``tr_times``: ``(n_trs, d)`` float64."""
-    from .features import feature_info, read_features
+    from .featurefile import feature_info, read_features
     from .stimulus import downsample
 
     if layer is None:

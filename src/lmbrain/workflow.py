@@ -10,6 +10,8 @@ Each ``workflow/scripts/*.py`` file is a few lines::
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -42,12 +44,7 @@ def run_rule(smk):
         PROGRESS_INTERVAL["seconds"] = 30.0
     threads = max(int(getattr(smk, "threads", 1) or 1), 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+    torch_threads(threads)
     rule = getattr(smk, "rule", "rule")
     logging.getLogger("lmbrain").info("rule %s started (threads=%d)", rule, threads)
     try:
@@ -70,3 +67,55 @@ def run_rule(smk):
         sys.stderr = old_stderr
         if stream is not old_stderr:
             stream.close()
+
+
+def torch_threads(n: int) -> None:
+    """Give torch ``n`` intra-op threads: now if torch is imported, else the moment it is.
+
+    Importing torch takes ~2.7 s; the jobs that never use it (ROIs, TRW, group, summaries) should not
+    pay that to set a thread count. An import hook sets it right after ``import torch`` runs instead.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+        return
+    for finder in sys.meta_path:
+        if isinstance(finder, _TorchThreadsOnImport):
+            finder.n = n
+            return
+    sys.meta_path.insert(0, _TorchThreadsOnImport(n))
+
+
+class _TorchThreadsOnImport(importlib.abc.MetaPathFinder):
+    """Finds ``torch`` with the other finders and wraps its loader to call ``set_num_threads`` after the
+    module has run; then takes itself off ``sys.meta_path``."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenSetThreads(spec.loader, self.n)
+        return spec
+
+
+class _ThenSetThreads(importlib.abc.Loader):
+    """A loader that runs ``loader`` and then ``module.set_num_threads(n)``; every other attribute is the
+    wrapped loader's (resource readers and the like)."""
+
+    def __init__(self, loader, n: int):
+        self._loader, self._n = loader, n
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        module.set_num_threads(self._n)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)

@@ -171,7 +171,7 @@ def _context_use(job: TRWJob, layout: Layout, stories, ks):
     cannot be read: the ceiling then defaults to the longest k."""
     from ..context_use import ContextUseError, feature_context_use
     from ..encoding import parse_feature
-    from ..features import FeatureError, feature_info
+    from ..featurefile import FeatureError, feature_info
 
     kind, layer = parse_feature(job.feature)
     files = {s: {int(k): layout.feature_file(job.model.name, s, k) for k in ks} for s in stories}
