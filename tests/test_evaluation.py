@@ -71,7 +71,7 @@ def test_memoised_meteor_equals_nltk_on_every_window(tmp_path):
         want = np.array([meteor_score([r], h, wordnet=wn) if r and h else (0.0 if r else np.nan)
                          for r, h in zip(scorer.refs, hyps)])
         assert np.array_equal(got, want, equal_nan=True)
-    assert isinstance(scorer.wordnet, ev.MemoWordNet) and len(scorer.stemmer._stems) <= len(vocab)
+    assert isinstance(scorer.wordnet, ev.MemoWordNet) and scorer.stemmer.stem.cache_info().currsize <= len(vocab)
     assert scorer.wordnet.synsets("car") is scorer.wordnet.synsets("car")  # looked up once
     assert scorer.wordnet.get_version() == wn.get_version()  # the rest of the reader is passed through
 

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -134,35 +135,22 @@ def wordnet_reader(cache_dir: str | os.PathLike):
 
 
 class MemoStemmer:
-    """nltk's Porter stemmer (METEOR's default) with each word's stem kept: METEOR stems every word of
-    every window pair again, and a story's windows overlap by 19 of 20 s."""
+    """nltk's Porter stemmer (METEOR's default) with each word's stem kept (``stem`` is cached): METEOR
+    stems every word of every window pair again, and a story's windows overlap by 19 of 20 s."""
 
     def __init__(self):
         from nltk.stem.porter import PorterStemmer
 
-        self._stemmer = PorterStemmer()
-        self._stems: dict[str, str] = {}
-
-    def stem(self, word: str) -> str:
-        stem = self._stems.get(word)
-        if stem is None:
-            stem = self._stems[word] = self._stemmer.stem(word)
-        return stem
+        self.stem = functools.cache(PorterStemmer().stem)
 
 
 class MemoWordNet:
-    """A WordNet reader whose ``synsets(word)`` are looked up once per word (METEOR asks for the synsets
-    of every decoded word of every window pair). Lookups other than ``synsets`` go to the reader."""
+    """A WordNet reader whose ``synsets`` are looked up once per argument (cached: METEOR asks for the
+    synsets of every decoded word of every window pair). Lookups other than ``synsets`` go to the reader."""
 
     def __init__(self, reader):
         self._reader = reader
-        self._synsets: dict[str, list] = {}
-
-    def synsets(self, word: str) -> list:
-        found = self._synsets.get(word)
-        if found is None:
-            found = self._synsets[word] = self._reader.synsets(word)
-        return found
+        self.synsets = functools.cache(reader.synsets)
 
     def __getattr__(self, name):
         return getattr(self._reader, name)
