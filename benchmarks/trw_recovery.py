@@ -229,7 +229,8 @@ def collect(settings, layout, subject: str, names: list[str], times: dict,
             for vox, label in (("high-SNR signal voxels", "all"), ("high-SNR significant", "sig")):
                 if (vox, est) in get.index:
                     row[f"{est}_{label}"] = round(float(get.loc[(vox, est), "spearman"]), 4)
-                    row[f"n_{label}"] = int(get.loc[(vox, est), "n"])
+                    if est == PRIMARY[0]:  # the voxels of the primary estimate (scramble_index may have fewer)
+                        row[f"n_{label}"] = int(get.loc[(vox, est), "n"])
         fit = recovery_by_fit(truth, table, "trw_centroid")
         fit.insert(0, "model", name)
         by_fit.append(fit)

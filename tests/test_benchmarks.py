@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +152,36 @@ def test_scoring_benchmark_prints_its_ratio_and_identical_scores(shakespeare_arc
     assert all(r[-1] == "yes" and r[3].endswith("x") for r in rows.values()), proc.stdout
     ours, ref = (int(n) for n in rows["bertscore"][-4:-1:2])  # "texts embedded": lmbrain / reference
     assert ours <= ref, proc.stdout
+
+
+def test_recovery_study_counts_the_voxels_of_the_primary_estimate(tmp_path):
+    """summary.tsv's n_all / n_sig are the voxels the primary estimate (trw_centroid) is scored over, not those
+    of the last estimate in the table (scramble_index is NaN where a voxel has no scrambled fit)."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from trw_recovery import collect
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(0)
+    n = 40
+    windows = rng.integers(1, 64, n).astype(float)
+    truth = pd.DataFrame({"voxel": np.arange(n), "trw_words": windows, "noise": 0, "snr": rng.random(n)})
+    truth.to_csv(tmp_path / "truth.tsv", sep="\t", index=False)
+    est = windows * np.exp(rng.normal(0, 0.3, n))
+    scramble = rng.random(n)
+    scramble[::3] = np.nan
+    table = pd.DataFrame({"voxel": np.arange(n), "significant": np.arange(n) % 2 == 0, "cv_best": rng.random(n),
+                          **{c: est for c in ("trw_words", "trw_peak", "trw_centroid", "k_best", "com_words")},
+                          "scramble_index": scramble})
+    (tmp_path / "trw" / "m").mkdir(parents=True)
+    table.to_csv(tmp_path / "trw" / "m" / "voxels.tsv", sep="\t", index=False)
+    settings = SimpleNamespace(trw=SimpleNamespace(truth=str(tmp_path / "truth.tsv")))
+    layout = SimpleNamespace(trw_dir=lambda subject, name: str(tmp_path / "trw" / name))
+    rec, summary, _ = collect(settings, layout, "S", ["m"], {}, {"label": "x"})
+    get = rec.set_index(["voxels", "estimate"])["n"]
+    row = summary.iloc[0]
+    assert row["n_all"] == get[("high-SNR signal voxels", "trw_centroid")] == 20
+    assert row["n_sig"] == get[("high-SNR significant", "trw_centroid")]
+    assert get[("high-SNR signal voxels", "scramble_index")] < 20
