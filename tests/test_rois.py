@@ -81,6 +81,43 @@ def test_pycortex_unknown_roi_names_the_file_and_lists_available():
         R.pycortex_roi_volumes("S1", "nope", ["AC"])
 
 
+def test_roi_names_are_read_without_importing_pycortex_and_agree_with_it(tmp_path):
+    """The workflow checks rois.names at every start; pycortex_roi_names reads S1's overlays without
+    importing pycortex (about 2 s), finds the filestore pycortex is configured with, and gives pycortex's
+    answer. An overlays file pycortex's reader would reject goes to pycortex and gets its error."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("cortex")
+    code = ("import sys, json; from lmbrain import rois as R; s = R._configured_filestore(); "
+            "n = R.pycortex_roi_names('S1'); print(json.dumps([s, n, 'cortex' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import json
+
+    store, names, imported = json.loads(out.splitlines()[-1])
+    assert not imported
+    import cortex
+
+    assert store == str(cortex.db.filestore) == R._configured_filestore()
+    svg = R._overlays_path(cortex.db, "S1")
+    assert R._drawn_rois_plain(svg) == R._drawn_rois(svg)
+    assert names == R._drawn_rois(svg)[0] and "V4" not in names
+    # a copy of S1 whose overlays lose a layer's shapes: pycortex reads it and its reader's error is reported
+    bad = tmp_path / "db" / "S1"
+    bad.mkdir(parents=True)
+    text = svg.read_text(encoding="utf-8")
+    broken = text.replace('inkscape:label="shapes"', 'inkscape:label="shapez"', 1)
+    assert broken != text
+    (bad / "overlays.svg").write_text(broken, encoding="utf-8")
+    assert R._drawn_rois_plain(bad / "overlays.svg") is None
+    with pytest.raises(R.RoiError, match="cannot read the overlays file"):
+        R.pycortex_roi_names("S1", filestore=tmp_path / "db")
+    (bad / "overlays.svg").write_text(text.replace("<path", "<circle", 3), encoding="utf-8")
+    assert R._drawn_rois_plain(bad / "overlays.svg") is not None
+    with R._pycortex_filestore(tmp_path / "db") as db:  # fewer outlines, the same answer as pycortex's
+        assert R._drawn_rois_plain(bad / "overlays.svg") == R._drawn_rois(R._overlays_path(db, "S1"))
+
+
 def test_pycortex_grid_mismatch_is_an_error(s1):
     cortex = pytest.importorskip("cortex")
     ref = cortex.db.get_xfm("S1", "fullhead").reference

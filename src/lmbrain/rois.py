@@ -196,10 +196,14 @@ def _pycortex_filestore(filestore):
 
 
 def _overlays_path(db, subject: str) -> Path:
-    subj_dir = Path(db.filestore) / subject
+    return _subject_overlays(db.filestore, subject)
+
+
+def _subject_overlays(filestore, subject: str) -> Path:
+    subj_dir = Path(filestore) / subject
     if not subj_dir.is_dir():
-        avail = sorted(p.name for p in Path(db.filestore).iterdir() if p.is_dir())
-        raise RoiError(f"{db.filestore}: no pycortex subject {subject!r} (available: {', '.join(avail)})")
+        avail = sorted(p.name for p in Path(filestore).iterdir() if p.is_dir())
+        raise RoiError(f"{filestore}: no pycortex subject {subject!r} (available: {', '.join(avail)})")
     svg = subj_dir / "overlays.svg"
     if not svg.exists():
         raise RoiError(f"{svg}: the pycortex subject has no overlays.svg, so no drawn ROIs; give the ROIs as a "
@@ -234,8 +238,85 @@ def pycortex_roi_names(subject: str, filestore=None) -> list[str]:
     filestore : path, optional
         pycortex filestore holding the subject; default: pycortex's configured one.
     """
+    # The workflow checks rois.names with this at every start (each dry run, each cluster job), and
+    # importing pycortex takes about 2 s: the overlays file is found and read without it where it can be.
+    store = filestore if filestore is not None else _configured_filestore()
+    if store is not None and Path(store).is_dir():
+        svg = _subject_overlays(store, subject)
+        fast = _drawn_rois_plain(svg)
+        if fast is not None:
+            return fast[0]
     with _pycortex_filestore(filestore) as db:
         return _drawn_rois(_overlays_path(db, subject))[0]
+
+
+_SVG_NS = "{http://www.w3.org/2000/svg}"
+_INK_LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
+
+
+def _configured_filestore() -> str | None:
+    """pycortex's configured filestore, read as ``cortex.options`` reads it (the package's
+    ``defaults.cfg``, then the user's ``options.cfg``) but without importing pycortex; pycortex's own
+    ``cortex.db.filestore`` once it is imported. None when pycortex is not installed or its files are
+    not where this expects them (the caller then asks pycortex)."""
+    import sys
+
+    if "cortex" in sys.modules and hasattr(sys.modules["cortex"], "db"):
+        return str(sys.modules["cortex"].db.filestore)
+    import configparser
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("cortex")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        pkg = Path(list(spec.submodule_search_locations)[0])
+        ad_spec = importlib.util.spec_from_file_location("_lmbrain_pycortex_appdirs", pkg / "appdirs.py")
+        appdirs = importlib.util.module_from_spec(ad_spec)
+        ad_spec.loader.exec_module(appdirs)
+        cfg = configparser.ConfigParser()
+        if not cfg.read(pkg / "defaults.cfg"):
+            return None
+        cfg.read(Path(appdirs.user_data_dir("pycortex")) / "options.cfg")
+    except Exception:  # noqa: BLE001 - any surprise: let pycortex resolve it
+        return None
+    if cfg.has_option("basic", "filestore"):
+        return cfg.get("basic", "filestore")
+    return str(pkg.parent / "filestore" / "db")
+
+
+def _drawn_rois_plain(svg_path: Path) -> tuple[list[str], list[str]] | None:
+    """:func:`_drawn_rois` read with the standard library: the same answer for a well-formed overlays
+    file (every top-level layer but ``data`` labelled and holding ``shapes`` and ``labels`` layers, as
+    pycortex's reader requires), None for anything else, which pycortex then reads and reports on. (A
+    path pycortex cannot parse is found by the ``rois`` job, which reads the file with pycortex.)"""
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.parse(svg_path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return None
+    layers = root.findall(f"{_SVG_NS}g")
+    data = [g for g in layers if g.get(_INK_LABEL) == "data"][:1]  # pycortex drops the first data layer
+    shapes_of = {}
+    for g in layers:
+        if g in data:
+            continue
+        name = g.get(_INK_LABEL)
+        sub = {s.get(_INK_LABEL): s for s in reversed(g.findall(f"{_SVG_NS}g"))}  # the first of each label
+        if name is None or "shapes" not in sub or "labels" not in sub:
+            return None
+        shapes_of[name] = sub["shapes"]
+    if "rois" not in shapes_of:
+        return None
+    count = {}
+    for shape in shapes_of["rois"].findall(f"{_SVG_NS}g"):
+        name = shape.get(_INK_LABEL)
+        if name is None:
+            return None
+        count[name] = len(shape.findall(f"{_SVG_NS}path"))
+    drawn = [n for n, c in count.items() if c > 0]
+    return drawn, [n for n in count if n not in drawn]
 
 
 _VOLUME_CACHE: dict = {}
