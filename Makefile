@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 CORES  ?= $(shell nproc 2>/dev/null || echo 2)
 BIN     = $(VENV)/bin
+# the tests run in one worker per CPU (at most 4; each test file stays in one worker, in its order);
+# PYTEST_PARALLEL= runs them in one process
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test test-fast install lint clean
 
@@ -23,11 +26,11 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES) --keep-going
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # the fast lane: unit tests without the end-to-end and training runs (marked slow)
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 lint: install
 	$(BIN)/snakemake --lint
