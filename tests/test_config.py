@@ -276,3 +276,17 @@ def test_every_shipped_overlay_validates_over_the_default_config(overlay):
 
     cfg = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / overlay)
     resolve(cfg)
+
+
+def test_schema_read_with_libyaml_equals_the_python_reader():
+    """load_schema uses libyaml's safe loader when PyYAML has it (every workflow start reads the schema): the
+    same schema, value for value and type for type, as PyYAML's pure-Python safe loader gives."""
+    import yaml
+
+    from lmbrain.config import SCHEMA_PATH, load_schema
+
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        expected = yaml.safe_load(fh)
+    got = load_schema()
+    assert got == expected
+    assert repr(got) == repr(expected)  # same types (1 vs 1.0 vs True) and key order

@@ -47,8 +47,9 @@ class ConfigError(LmbrainError, ValueError):
 # ------------------------------------------------------------------------------------------
 # Schema validation
 def load_schema() -> dict:
+    # libyaml's loader where PyYAML has it (the same safe resolvers): every workflow start reads the schema
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
