@@ -69,6 +69,20 @@ def point(n_trs: int, n_voxels: int, n_features: int, story_trs: int, permutatio
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+def growth_line(n_trs: int, pts: list[tuple[int, float]], extrapolate: int) -> str | None:
+    """The growth from the fewest to the most voxels at ``n_trs`` and the linear extrapolation of the
+    time to ``extrapolate`` voxels; none where the time did not grow (fixed costs and timing noise
+    dominate such small points, and a line through them would extrapolate to a falling time)."""
+    if len(pts) < 2:
+        return None
+    (v0, t0), (v1, t1) = pts[0], pts[-1]
+    head = f"{n_trs} TRs: {v1 / v0:.1f}x the voxels -> {t1 / t0:.2f}x the time; "
+    if t1 <= t0:
+        return head + "the time did not grow with the voxels at these sizes: no extrapolation"
+    slope = (t1 - t0) / (v1 - v0)
+    return head + f"extrapolated (linear in voxels) to {extrapolate} voxels: {t1 + slope * (extrapolate - v1):.0f} s per k"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voxels", type=int, nargs="+", default=[2500, 20000])
@@ -105,15 +119,12 @@ def main(argv=None):
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             total = r["fit_s"] + r["test_s"]
             results[(n_trs, v)] = total
-            print(f"{n_trs:6d} {v:7d} {r['folds']:5d} {r['fit_s']:8.1f} {r['test_s']:7.1f} {total:8.1f} "
+            print(f"{n_trs:6d} {v:7d} {r['folds']:5d} {r['fit_s']:8.3f} {r['test_s']:7.3f} {total:8.3f} "
                   f"{1000 * total / v:8.2f} {r['peak_gb']:8.2f}", flush=True)
     for n_trs in args.trs:
-        pts = sorted((v, t) for (n, v), t in results.items() if n == n_trs)
-        if len(pts) >= 2:
-            (v0, t0), (v1, t1) = pts[0], pts[-1]
-            slope = (t1 - t0) / (v1 - v0)
-            print(f"{n_trs} TRs: {v1 / v0:.1f}x the voxels -> {t1 / t0:.2f}x the time; extrapolated (linear in voxels) to "
-                  f"{args.extrapolate} voxels: {t1 + slope * (args.extrapolate - v1):.0f} s per k")
+        line = growth_line(n_trs, sorted((v, t) for (n, v), t in results.items() if n == n_trs), args.extrapolate)
+        if line:
+            print(line)
     return 0
 
 

@@ -91,10 +91,20 @@ def test_scaling_benchmark_prints_each_point_and_the_growth():
     points = [line.split() for line in lines[2:4]]
     assert [p[:3] for p in points] == [["300", "40", "3"], ["300", "80", "3"]], proc.stdout
     assert all(float(p[5]) > 0 and float(p[7]) > 0 for p in points)
-    assert "2.0x the voxels" in lines[4] and "80000 voxels" in lines[4]
+    assert "2.0x the voxels" in lines[4] and ("80000 voxels" in lines[4] or "no extrapolation" in lines[4])
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--trs", "100"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "two stories" in proc.stderr
+
+
+def test_scaling_growth_never_extrapolates_a_falling_time():
+    growth_line = _benchmark("scaling").growth_line
+    line = growth_line(1100, [(2500, 10.0), (20000, 45.0)], 80000)
+    assert line.endswith("to 80000 voxels: 165 s per k"), line  # 45 + 35 / 17,500 * 60,000
+    # tiny points where start-up noise makes the larger one faster: no negative time
+    line = growth_line(300, [(40, 0.094), (80, 0.047)], 80000)
+    assert "0.50x the time" in line and "no extrapolation" in line and "s per k" not in line
+    assert growth_line(300, [(40, 0.1)], 80000) is None
 
 
 def test_recovery_study_keeps_the_times_of_stages_a_resumed_run_skips():
