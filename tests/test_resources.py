@@ -92,3 +92,24 @@ def test_smollm2_width_from_its_gguf_header(tiny_demo, tmp_path):
     assert feature_width(resolve(cfg), "smollm2") == 576  # SmolLM2-135M's hidden size
     cfg["demo"]["cache_dir"] = str(tmp_path / "empty")  # not fetched yet: scheduling never downloads
     assert feature_width(resolve(cfg), "smollm2") == WIDE and not (tmp_path / "empty").exists()
+
+
+def test_job_threads_share_the_machine_by_memory():
+    from lmbrain.resources import CLUSTER_THREADS, job_threads, machine_memory_mb
+
+    assert job_threads(3, 50_000, 2, machine_mb=24_000) == 3  # an integer as it is (Snakemake caps it)
+    assert job_threads("auto", 50_000, 2, local=False, machine_mb=24_000) == CLUSTER_THREADS
+    # the demo's requests on 2 cores and 24 GB: one thread each
+    assert [job_threads("auto", mb, 2, machine_mb=24_000) for mb in (1_900, 4_400, 6_000, 12_000)] == [1] * 4
+    assert job_threads("auto", 12_001, 2, machine_mb=24_000) == 2
+    assert job_threads("auto", 90_000, 2, machine_mb=24_000) == 2  # never more than the cores
+    assert job_threads("auto", 10_800, 8, machine_mb=32_000) == 3  # a real subject's encoding on a workstation
+    # the jobs that run side by side (cores // threads of them) fit in memory together
+    for cores in (1, 2, 3, 8, 16, 64):
+        for mb in (500, 1_900, 6_000, 10_800, 23_000, 40_000):
+            t = job_threads("auto", mb, cores, machine_mb=24_000)
+            assert 1 <= t <= cores
+            assert (cores // t) * mb <= 24_000 or t == cores
+            assert t == 1 or (cores // (t - 1)) * mb > 24_000  # and no fewer threads would do
+    assert machine_memory_mb() > 100
+    assert job_threads("auto", 1, None) == 1

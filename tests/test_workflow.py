@@ -1,5 +1,6 @@
 """End-to-end: the workflow runs on a tiny config, plans the expected jobs, and lints clean."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,27 @@ def test_dry_run_lists_jobs(tiny_workdir):
     out = proc.stdout + proc.stderr
     for rule in ("demo_dataset", "data_summary", "train_model", "all"):
         assert rule in out
+
+
+def _job_threads(out: str, rule: str) -> list[int]:
+    """The threads of each planned job of ``rule`` in a dry run's output (Snakemake prints none for 1)."""
+    blocks = [b for b in re.split(r"\n(?=\[)|\n\n", out) if re.search(rf"^(rule|checkpoint) {rule}:", b, re.M)]
+    return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for b in blocks]
+
+
+def test_heavy_jobs_take_their_memory_share_of_the_cores(tiny_workdir):
+    """resources.threads: auto (the default) gives a local job the fewest threads with which the jobs
+    run side by side fit in the machine's memory; an integer is taken as it is, capped at --cores."""
+    from lmbrain.resources import machine_memory_mb
+
+    proc = run(["-n", "--cores", "2", "--configfile", "tiny.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stderr
+    share = 1 if 2 * 6000 <= machine_memory_mb() else 2  # train_model asks for 6 GB
+    assert _job_threads(proc.stdout, "train_model") == [share, share], proc.stdout[-3000:]
+    (tiny_workdir / "threads4.yaml").write_text("resources:\n  threads: 4\n")
+    proc = run(["-n", "--cores", "2", "--configfile", "tiny.yaml", "threads4.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert _job_threads(proc.stdout, "train_model") == [2, 2]
 
 
 @pytest.mark.slow

@@ -511,7 +511,7 @@ class DecodingSettings:
 @dataclass(frozen=True)
 class ResourceSettings:
     gpu: int
-    threads: int
+    threads: int | str  # or "auto" (lmbrain.resources.job_threads)
 
 
 # -- one object per workflow rule: exactly what its stage reads ------------------------------

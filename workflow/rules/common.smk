@@ -100,9 +100,25 @@ def decode_settings(wildcards):
 
 
 # -- resources -----------------------------------------------------------------------------------
-def model_threads(wildcards):
-    """Threads of the heavy jobs (config resources.threads)."""
-    return S.resources.threads
+def _run_cores():
+    """Snakemake's --cores (None when not given, e.g. a dry run)."""
+    try:
+        return workflow._cores
+    except Exception:  # noqa: BLE001 - not set
+        return None
+
+
+def job_threads(mem_mb):
+    """Threads of a heavy job whose memory request is ``mem_mb(wildcards, attempt)``: config
+    resources.threads, an integer or auto (a local run: the fewest threads with which the jobs run side
+    by side fit in the machine's memory; a cluster: 4; lmbrain.resources.job_threads)."""
+    from lmbrain.resources import job_threads as threads_of
+
+    def threads(wildcards):
+        return threads_of(S.resources.threads, mem_mb(wildcards, 1), _run_cores(),
+                          local=not (workflow.non_local_exec or workflow.remote_exec))
+
+    return threads
 
 
 def model_gpus(wildcards):
@@ -135,6 +151,10 @@ def fixed_mem(mb):
         return mb * attempt
 
     return mem_mb
+
+
+# training, feature extraction and scrambling: a fixed request (a model's passes do not grow with the subject)
+model_mem_mb = fixed_mem(6000)
 
 
 # -- stories (known once the dataset exists: after the demo checkpoint when the demo is built) ---------

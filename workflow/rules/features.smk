@@ -16,10 +16,10 @@ rule extract_features:
         L.log("features", "{model}", "{story}"),
     benchmark:
         L.benchmark("features", "{model}", "{story}")
-    threads: model_threads
+    threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,
-        mem_mb=fixed_mem(6000),
+        mem_mb=model_mem_mb,
         runtime=240,
     conda:
         "../../environment.yml"

@@ -49,10 +49,10 @@ rule train_model:
         L.log("models", "{model}", "train_model"),
     benchmark:
         L.benchmark("models", "{model}", "train_model")
-    threads: model_threads
+    threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,
-        mem_mb=fixed_mem(6000),
+        mem_mb=model_mem_mb,
         runtime=240,
     conda:
         "../../environment.yml"

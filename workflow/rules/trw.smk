@@ -16,10 +16,10 @@ rule scrambled_features:
         L.log("scrambled", "{model}", "{story}"),
     benchmark:
         L.benchmark("scrambled", "{model}", "{story}")
-    threads: model_threads
+    threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,
-        mem_mb=fixed_mem(6000),
+        mem_mb=model_mem_mb,
         runtime=120,
     conda:
         "../../environment.yml"
@@ -46,7 +46,7 @@ rule trw:
         L.log("{subject}", "trw", "{model}"),
     benchmark:
         L.benchmark("{subject}", "trw", "{model}")
-    threads: model_threads
+    threads: job_threads(trw_mem_mb)
     resources:
         mem_mb=trw_mem_mb,
         runtime=60,
