@@ -16,6 +16,7 @@ rule decoder:
         L.log("{subject}", "decoding", "{model}", "decoder"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "decoder")
+    priority: model_priority
     threads: job_threads(decoder_mem_mb)
     resources:
         gpu=model_gpus,
@@ -50,6 +51,7 @@ rule decode:
         L.log("{subject}", "decoding", "{model}", "{story}"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "{story}")
+    priority: model_priority
     threads: job_threads(decode_mem_mb)
     resources:
         gpu=model_gpus,

@@ -16,6 +16,7 @@ rule scrambled_features:
         L.log("scrambled", "{model}", "{story}"),
     benchmark:
         L.benchmark("scrambled", "{model}", "{story}")
+    priority: model_priority
     threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,
@@ -46,6 +47,7 @@ rule trw:
         L.log("{subject}", "trw", "{model}"),
     benchmark:
         L.benchmark("{subject}", "trw", "{model}")
+    priority: model_priority
     threads: job_threads(trw_mem_mb)
     resources:
         mem_mb=trw_mem_mb,
