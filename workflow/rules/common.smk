@@ -121,14 +121,6 @@ def job_threads(mem_mb):
     return threads
 
 
-def model_priority(wildcards):
-    """Scheduling priority of a model's jobs: 1 for a HuggingFace model, 0 for the others. A pretrained
-    model's jobs are the workflow's longest (the demo's SmolLM2: features ~30 s per story against 3-8 s,
-    scrambled versions 230 s against 4-45 s, encoding 125-139 s against 32-78 s); among the jobs ready to
-    run, its chain then starts first instead of running alone on one core at the end (longest first)."""
-    return int(S.models[wildcards.model].type == "huggingface")
-
-
 def model_gpus(wildcards):
     """GPUs each GPU-capable job asks for (config resources.gpu; limit concurrency with --resources gpu=N)."""
     return S.resources.gpu

@@ -16,7 +16,6 @@ rule decoder:
         L.log("{subject}", "decoding", "{model}", "decoder"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "decoder")
-    priority: model_priority
     threads: job_threads(decoder_mem_mb)
     resources:
         gpu=model_gpus,
@@ -51,7 +50,6 @@ rule decode:
         L.log("{subject}", "decoding", "{model}", "{story}"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "{story}")
-    priority: model_priority
     threads: job_threads(decode_mem_mb)
     resources:
         gpu=model_gpus,

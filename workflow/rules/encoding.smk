@@ -23,7 +23,6 @@ rule encoding_model:
         L.log("{subject}", "encoding", "{model}", "{feature}"),
     benchmark:
         L.benchmark("{subject}", "encoding", "{model}", "{feature}")
-    priority: model_priority
     threads: job_threads(encoding_mem_mb)
     resources:
         gpu=model_gpus,

@@ -16,7 +16,6 @@ rule extract_features:
         L.log("features", "{model}", "{story}"),
     benchmark:
         L.benchmark("features", "{model}", "{story}")
-    priority: model_priority
     threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,

@@ -72,7 +72,6 @@ rule pretrained_model:
         L.log("models", "{model}", "pretrained_model"),
     benchmark:
         L.benchmark("models", "{model}", "pretrained_model")
-    priority: model_priority
     threads: 1
     resources:
         mem_mb=fixed_mem(4000),

@@ -16,7 +16,6 @@ rule scrambled_features:
         L.log("scrambled", "{model}", "{story}"),
     benchmark:
         L.benchmark("scrambled", "{model}", "{story}")
-    priority: model_priority
     threads: job_threads(model_mem_mb)
     resources:
         gpu=model_gpus,
@@ -47,7 +46,6 @@ rule trw:
         L.log("{subject}", "trw", "{model}"),
     benchmark:
         L.benchmark("{subject}", "trw", "{model}")
-    priority: model_priority
     threads: job_threads(trw_mem_mb)
     resources:
         mem_mb=trw_mem_mb,
