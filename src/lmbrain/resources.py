@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 MB = 1e6
 BASE_MB = 1500  # python, torch, numpy, h5py and the package itself
@@ -148,8 +149,6 @@ CLUSTER_THREADS = 4  # resources.threads: auto on a cluster: each job's CPUs (it
 def machine_memory_mb() -> float:
     """Physical memory of this machine in MB (the total, not what is free now: a thread count taken
     from it does not change from one run to the next)."""
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB
 
 
@@ -182,8 +181,6 @@ def job_threads(threads: int | str, mem_mb: float, cores: int | None, local: boo
         return int(threads)
     if not local:
         return CLUSTER_THREADS
-    import os
-
     cores = int(cores or os.cpu_count() or 1)
     machine_mb = float(machine_mb if machine_mb is not None else machine_memory_mb())
     fit = int(machine_mb // max(float(mem_mb), 1.0))  # such jobs that fit in memory together

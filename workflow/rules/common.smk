@@ -108,15 +108,15 @@ def _run_cores():
         return None
 
 
-def job_threads(mem_mb):
+def threads_for(mem_mb):
     """Threads of a heavy job whose memory request is ``mem_mb(wildcards, attempt)``: config
     resources.threads, an integer or auto (a local run: the fewest threads with which the jobs run side
     by side fit in the machine's memory; a cluster: 4; lmbrain.resources.job_threads)."""
-    from lmbrain.resources import job_threads as threads_of
+    from lmbrain.resources import job_threads
 
     def threads(wildcards):
-        return threads_of(S.resources.threads, mem_mb(wildcards, 1), _run_cores(),
-                          local=not (workflow.non_local_exec or workflow.remote_exec))
+        return job_threads(S.resources.threads, mem_mb(wildcards, 1), _run_cores(),
+                           local=not (workflow.non_local_exec or workflow.remote_exec))
 
     return threads
 

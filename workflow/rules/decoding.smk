@@ -16,7 +16,7 @@ rule decoder:
         L.log("{subject}", "decoding", "{model}", "decoder"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "decoder")
-    threads: job_threads(decoder_mem_mb)
+    threads: threads_for(decoder_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=decoder_mem_mb,
@@ -50,7 +50,7 @@ rule decode:
         L.log("{subject}", "decoding", "{model}", "{story}"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "{story}")
-    threads: job_threads(decode_mem_mb)
+    threads: threads_for(decode_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=decode_mem_mb,

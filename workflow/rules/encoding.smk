@@ -23,7 +23,7 @@ rule encoding_model:
         L.log("{subject}", "encoding", "{model}", "{feature}"),
     benchmark:
         L.benchmark("{subject}", "encoding", "{model}", "{feature}")
-    threads: job_threads(encoding_mem_mb)
+    threads: threads_for(encoding_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=encoding_mem_mb,

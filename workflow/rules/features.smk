@@ -16,7 +16,7 @@ rule extract_features:
         L.log("features", "{model}", "{story}"),
     benchmark:
         L.benchmark("features", "{model}", "{story}")
-    threads: job_threads(model_mem_mb)
+    threads: threads_for(model_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,

@@ -49,7 +49,7 @@ rule train_model:
         L.log("models", "{model}", "train_model"),
     benchmark:
         L.benchmark("models", "{model}", "train_model")
-    threads: job_threads(model_mem_mb)
+    threads: threads_for(model_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,

@@ -16,7 +16,7 @@ rule scrambled_features:
         L.log("scrambled", "{model}", "{story}"),
     benchmark:
         L.benchmark("scrambled", "{model}", "{story}")
-    threads: job_threads(model_mem_mb)
+    threads: threads_for(model_mem_mb)
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,
@@ -46,7 +46,7 @@ rule trw:
         L.log("{subject}", "trw", "{model}"),
     benchmark:
         L.benchmark("{subject}", "trw", "{model}")
-    threads: job_threads(trw_mem_mb)
+    threads: threads_for(trw_mem_mb)
     resources:
         mem_mb=trw_mem_mb,
         runtime=60,
