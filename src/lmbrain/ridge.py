@@ -320,6 +320,35 @@ def _search(predict, val_data, n_alpha: int, coarse: list[int], kind: str, dev,
     return mean, best
 
 
+def _skinny(B: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    """``B @ E`` for a tall ``B`` (voxels x q) and a narrow ``E`` (q x r), computed as ``(E' B')'``.
+
+    The same products and sums, in an orientation MKL's sgemm runs about twice as fast for this shape
+    (2,508 x 512 x 12 on one thread: 0.86 ms as ``B @ E``, 0.46 ms as ``(E' B')'``)."""
+    return (E.T @ B.T).T
+
+
+def _subtract_per_alpha(out: torch.Tensor, P: torch.Tensor, xr: torch.Tensor, a_vec: torch.Tensor) -> None:
+    """``out[:, v] -= P[a_v] @ xr[v]`` for every column ``v`` (``P`` (n_alpha, n_val, r) and ``xr`` (m, r)
+    float64; ``out`` (n_val, m) in its own dtype).
+
+    The voxels are grouped by alpha through one stable sort, so each alpha's product writes a contiguous
+    block of rows of the transposed correction, and one row gather puts them back in voxel order: the
+    same products as one ``P[a] @ xr[sel].T`` per alpha scattered into the columns of ``out``, without
+    the column scatter (2.8 against 1.1 ms for 2,508 voxels over 13 alphas)."""
+    a_sorted, perm = torch.sort(a_vec, stable=True)
+    alphas, counts = torch.unique_consecutive(a_sorted, return_counts=True)
+    xs = xr[perm]
+    corr = torch.empty((xr.shape[0], P.shape[1]), dtype=P.dtype, device=P.device)
+    start = 0
+    for a, c in zip(alphas.tolist(), counts.tolist()):
+        torch.mm(xs[start: start + c], P[a].T, out=corr[start: start + c])
+        start += c
+    back = torch.empty_like(perm)
+    back[perm] = torch.arange(len(perm), device=perm.device)
+    out -= corr[back].T.to(out.dtype)
+
+
 def _rowsolve(rhs: torch.Tensor, Sinv: torch.Tensor) -> torch.Tensor:
     """``rhs`` (m, r) times a symmetric inverse: one (r, r) for all rows, or one per row (m, r, r)."""
     if Sinv.ndim == 2:
@@ -1176,18 +1205,16 @@ class BandedRidgeCV(_Estimator):
                 def predict(i, a, cols, ks=ks, narrow=narrow):
                     k, A = ks[i], folds[i]["A"]
                     B = bf[i] if cols is None else bf[i][cols]
-                    xr = narrow(i, cols, B @ k["E"][a], k["Sinv"][a])
+                    xr = narrow(i, cols, _skinny(B, k["E"][a]), k["Sinv"][a])
                     return (A * (k["g"] * k["inv"][a])) @ B.T - (k["P"][a] @ xr.T).to(dt)
 
                 def predict_each(i, a_vec, cols, ks=ks, narrow=narrow):  # one alpha per voxel (row)
                     k, A = ks[i], folds[i]["A"]
                     B = (bf[i] if cols is None else bf[i][cols]) * k["inv"][a_vec]
-                    xr = narrow(i, cols, B @ k["Cr"], k["Sinv"][a_vec])
+                    xr = narrow(i, cols, _skinny(B, k["Cr"]), k["Sinv"][a_vec])
                     out = A @ B.T
                     out *= k["g"]
-                    for a in torch.unique(a_vec).tolist():
-                        sel = torch.nonzero(a_vec == a).squeeze(1)
-                        out[:, sel] -= (k["P"][a] @ xr[sel].T).to(dt)
+                    _subtract_per_alpha(out, k["P"], xr, a_vec)
                     return out
 
                 self._search_candidate(ctx, c, sl, predict, predict_each, val_data, state, cv_scores)
@@ -1305,14 +1332,14 @@ class BandedRidgeCV(_Estimator):
                 W = torch.empty((p, len(cols)), device=dev, dtype=dt)
                 if self._dual:
                     Bi = (Yb.T @ basis) * inv  # L^-1 U'y (voxels in rows)
-                    z = _rowsolve((Bi @ k["Cr"]).double(), Sinv)  # N' w
+                    z = _rowsolve(_skinny(Bi, k["Cr"]).double(), Sinv)  # N' w
                     w = Bi - (z @ k["Cr"].double().T).to(dt) * inv
                     W[f] = k["g"] * (Xf_t @ (basis @ w.T))
                     W[r] = (k["dr"][:, None] * z.T).to(dt)
                 else:
                     z = Xr.T @ Yb
                     Bi = (z[f].T @ basis) * inv
-                    xr = _rowsolve(z[r].T.double() * k["dr"][None, :] + (Bi @ k["Cr"]).double(), Sinv)
+                    xr = _rowsolve(z[r].T.double() * k["dr"][None, :] + _skinny(Bi, k["Cr"]).double(), Sinv)
                     # sqrt(g) x_f = g L^-1 b - sqrt(g) L^-1 C x_r, and Cr = -sqrt(g) C
                     W[f] = basis @ (k["g"] * Bi + (xr @ k["Cr"].double().T).to(dt) * inv).T
                     W[r] = (k["dr"][:, None] * xr.T).to(dt)
