@@ -436,25 +436,28 @@ def test_shared_factorisation_with_refined_gammas_and_small_batches(widths, n, m
 
 
 def test_per_alpha_correction_and_skinny_products_are_the_plain_products():
-    """The search's per-voxel correction ``out[:, v] -= P[a_v] @ xr[v]`` (voxels grouped by alpha through a
-    sort) and the narrow product ``B @ E`` in its faster orientation give exactly the plain per-column
-    products, whatever the alphas' order, repeats and gaps."""
-    from lmbrain.ridge import _skinny, _subtract_per_alpha
+    """The search's per-voxel correction ``out[:, v] -= P[a_v] @ (rhs[v] @ Sinv[a_v])`` (voxels grouped by
+    alpha through a sort) and the narrow product ``B @ E`` in its faster orientation give the plain
+    per-column products, whatever the alphas' order, repeats and gaps."""
+    from lmbrain.ridge import _rowsolve, _skinny, _subtract_per_alpha
 
     g = torch.Generator().manual_seed(3)
     n_val, m, r, n_alpha = 7, 23, 3, 6
     P = torch.randn(n_alpha, n_val, r, generator=g, dtype=torch.float64)
-    xr = torch.randn(m, r, generator=g, dtype=torch.float64)
+    S = torch.randn(n_alpha, r, r, generator=g, dtype=torch.float64)
+    Sinv = S + S.transpose(1, 2)  # symmetric, as the Schur complements' inverses are
+    rhs = torch.randn(m, r, generator=g, dtype=torch.float64)
     a_vec = torch.tensor([5, 0, 5, 2, 2, 0, 5, 3, 0, 0, 2, 5, 3, 3, 5, 0, 2, 2, 5, 0, 3, 5, 2])
     base = torch.randn(n_val, m, generator=g, dtype=torch.float32)
     out = base.clone()
-    _subtract_per_alpha(out, P, xr, a_vec)
-    expected = base.clone()
-    for v in range(m):  # column by column, float64 product cast as the search casts it
-        expected[:, v] -= (P[int(a_vec[v])] @ xr[v]).to(torch.float32)
-    assert torch.equal(out, expected)
+    _subtract_per_alpha(out, P, rhs, a_vec, Sinv)
+    xr = _rowsolve(rhs, Sinv[a_vec])  # one solve per row (the per-row path)
+    expected = base.double()
+    for v in range(m):  # column by column, in float64
+        expected[:, v] -= P[int(a_vec[v])] @ xr[v]
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
     one = base[:, :1].clone()
-    _subtract_per_alpha(one, P, xr[:1], a_vec[:1])
-    assert torch.equal(one, expected[:, :1])
+    _subtract_per_alpha(one, P, rhs[:1], a_vec[:1], Sinv)
+    np.testing.assert_allclose(one.numpy(), expected[:, :1].numpy(), rtol=1e-6, atol=1e-6)
     B, E = torch.randn(40, 17, generator=g), torch.randn(17, 4, generator=g)
     np.testing.assert_allclose(_skinny(B, E).numpy(), B.double().numpy() @ E.double().numpy(), rtol=1e-5, atol=1e-5)
