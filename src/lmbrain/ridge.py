@@ -708,7 +708,7 @@ class RidgeCV(_Estimator):
         val_data = _val_data(Yb, [f.val for f in folds])
 
         def predict(i, a, cols):
-            return folds[i].hat[a] @ (ztr[i] if cols is None else ztr[i][:, cols])
+            return folds[i].hat[a] @ _take(ztr[i], cols, 1)
 
         mean, best = _search(predict, val_data, n_alpha, coarse, self.score_kind, self._dev)
         return mean.cpu().numpy(), best.cpu().numpy()
