@@ -330,8 +330,9 @@ def _take(x: torch.Tensor, idx: torch.Tensor | None, dim: int = 0) -> torch.Tens
 def _skinny(B: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """``B @ E`` for a tall ``B`` (voxels x q) and a narrow ``E`` (q x r), computed as ``(E' B')'``.
 
-    The same products and sums, in an orientation MKL's sgemm runs about twice as fast for this shape
-    (2,508 x 512 x 12 on one thread: 0.86 ms as ``B @ E``, 0.46 ms as ``(E' B')'``)."""
+    The same products, in an orientation MKL's sgemm runs about twice as fast for this shape (2,508 x
+    512 x 12 on one thread: 0.86 ms as ``B @ E``, 0.46 ms as ``(E' B')'``); a sum can round differently
+    in its last float32 bit (one of the demo's 126 encoding fits moved by that much)."""
     return (E.T @ B.T).T
 
 
