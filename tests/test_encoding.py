@@ -218,6 +218,9 @@ def test_trw_stage_on_the_encoding_outputs(null_run):
         assert table.loc[off, f"survival_{level}"].isna().all()
     assert set(table["scramble_class"]) <= {"word", "sentence", "paragraph", "story", "none"}
     assert table["survival_word"].mean() < 0.9  # word scrambling changes the k = 8 predictions
+    for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
+                 "recovery.tsv", "planted_vs_recovered.png"):
+        assert (tmp / "trw" / name).exists(), name
 
 
 def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypatch):
@@ -240,9 +243,6 @@ def test_scrambling_pipeline_reproduces_the_intact_prediction(null_run, monkeypa
         assert np.allclose(out.loc[on, f"survival_{level}"], 1, atol=1e-5)
         assert np.allclose(out.loc[on, f"variance_{level}"], 1, atol=1e-4)
     assert (out.loc[on, "scramble_class"] == "word").all() and np.allclose(out.loc[on, "scramble_index"], 0, atol=1e-5)
-    for name in ("voxels.tsv", "trw_words.nii.gz", "k_best.nii.gz", "curves.png", "curves.pdf", "trw_map.png",
-                 "recovery.tsv", "planted_vs_recovered.png"):
-        assert (tmp / "trw" / name).exists(), name
 
 
 def test_shared_scrambled_versions_give_the_in_memory_survival(null_run, tmp_path):
