@@ -344,7 +344,7 @@ def _subtract_per_alpha(out: torch.Tensor, P: torch.Tensor, rhs: torch.Tensor, a
 
     The voxels are grouped by alpha through one stable sort, so each alpha's two small products
     (``rhs @ Sinv[a]``, as :func:`_rowsolve` does for one alpha, then ``@ P[a].T``) write a contiguous
-    block of rows of the transposed correction, and one row gather puts them back in voxel order. The
+    block of rows of the transposed correction, and one row copy puts them back in voxel order. The
     same products as a solve per row and one ``P[a] @ x[sel].T`` per alpha scattered into the columns
     of ``out``, without the per-row (m, r, r) gather of ``Sinv`` and the column scatter (2.8 against 1.1
     ms for 2,508 voxels over 13 alphas)."""
@@ -356,9 +356,7 @@ def _subtract_per_alpha(out: torch.Tensor, P: torch.Tensor, rhs: torch.Tensor, a
     for a, c in zip(alphas.tolist(), counts.tolist()):
         torch.mm(xs[start: start + c] @ Sinv[a], P[a].T, out=corr[start: start + c])
         start += c
-    back = torch.empty_like(perm)
-    back[perm] = torch.arange(len(perm), device=perm.device)
-    out -= _take(corr, back).T.to(out.dtype)
+    out -= torch.empty_like(corr).index_copy_(0, perm, corr).T.to(out.dtype)
 
 
 def _rowsolve(rhs: torch.Tensor, Sinv: torch.Tensor) -> torch.Tensor:
