@@ -103,7 +103,8 @@ class LinearEncoder:
             The TRs the word reaches.
         effect : ndarray of shape (B, n_rows, V)
         """
-        return self.rows[j], _effect(_NUMPY, self, self.W, self.inv_std, j, np.asarray(features, dtype=np.float64))
+        g = np.einsum("bf,kfv->bkv", np.asarray(features, dtype=np.float64) * self.inv_std, self.W, optimize=True)
+        return self.rows[j], _combine(_NUMPY, self, j, g)
 
     def whitened(self, M) -> "LinearEncoder":
         """The same encoder with its predictions right-multiplied by ``M`` ``(V, V')`` (e.g. a whitening)."""
@@ -123,15 +124,24 @@ class LinearEncoder:
         return pred
 
 
-def _effect(xp, encoder: LinearEncoder, W, inv_std, j: int, features):
-    """Word ``j``'s effect ``(B, n_rows, V)`` for candidate features ``(B, d)`` (arrays of backend ``xp``)."""
-    rows = encoder.rows[j]
-    f = features * inv_std
-    g = xp.einsum("bf,kfv->bkv", f, W)  # (B, delays, V)
-    out = xp.zeros((f.shape[0], rows.size, W.shape[2]))
+def _delay_effects(Wf, inv_std, features, n_delays: int):
+    """Candidate features ``(B, d)`` times each delay's weights ``Wf`` ``(d, delays * V)``: ``(B, delays, V)``
+    (one product; numpy arrays or torch tensors)."""
+    return ((features * inv_std) @ Wf).reshape(features.shape[0], n_delays, -1)
+
+
+def _combine(xp, encoder: LinearEncoder, j: int, g):
+    """Word ``j``'s effect ``(B, n_rows, V)`` on its rows from its effect per delay ``g`` ``(B, delays, V)``:
+    each delay's Lanczos weights times that delay's effect, summed (arrays of backend ``xp``)."""
+    out = xp.zeros((g.shape[0], encoder.rows[j].size, g.shape[2]))
     for k, lw in enumerate(encoder.lanczos_weights(j)):
         out += xp.asarray(lw)[None, :, None] * g[:, k][:, None, :]
     return out
+
+
+def _effect(xp, encoder: LinearEncoder, Wf, inv_std, j: int, features):
+    """Word ``j``'s effect ``(B, n_rows, V)`` for candidate features ``(B, d)`` (arrays of backend ``xp``)."""
+    return _combine(xp, encoder, j, _delay_effects(Wf, inv_std, features, len(encoder.delays)))
 
 
 class _Numpy:
@@ -166,6 +176,10 @@ class _Numpy:
     @staticmethod
     def loglik(preds, observed):
         return gaussian_loglik(preds, observed, None)
+
+    @staticmethod
+    def rowsum(x):  # per leading index, the sum of the rest (each row reduced on its own: batch-independent)
+        return x.reshape(x.shape[0], -1).sum(axis=1)
 
 
 class _Torch:
@@ -202,6 +216,10 @@ class _Torch:
     def loglik(self, preds, observed):
         r = observed[None] - preds
         return self.numpy(-0.5 * self.torch.einsum("btv,btv->b", r, r))
+
+    @staticmethod
+    def rowsum(x):
+        return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
 _NUMPY = _Numpy()
@@ -278,15 +296,19 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     # whiten once (P = L L'): every candidate's log-likelihood is then -1/2 its squared residual, with no
     # (voxels x voxels) product per candidate
     chol = np.linalg.cholesky(np.asarray(precision, dtype=np.float64))
+    # the whitened weights as one (d, delays x V) matrix: a batch of candidates' effects is then one product
+    d = encoder.W.shape[1]
     if xp is _NUMPY:
         white = encoder.whitened(chol)
-        W, baseline, obs = white.W, white.baseline, observed @ chol
+        W = np.ascontiguousarray(white.W.transpose(1, 0, 2)).reshape(d, -1)
+        baseline, obs = white.baseline, observed @ chol
+        del white
     else:
         c = xp.asarray(chol)
-        W = xp.einsum("kfv,vw->kfw", xp.asarray(encoder.W), c)
+        W = xp.einsum("kfv,vw->kfw", xp.asarray(encoder.W), c).transpose(0, 1).contiguous().reshape(d, -1)
         baseline, obs = xp.asarray(encoder.baseline) @ c, xp.asarray(observed) @ c
     inv_std = xp.asarray(encoder.inv_std)
-    n_vox = W.shape[2]
+    n_vox = obs.shape[1]
     n = encoder.n_words
     # rows below first[j] are reached by no word from j on (word times are sorted)
     first = [int(r.min()) if r.size else n_trs for r in encoder.rows] + [n_trs]
@@ -296,11 +318,6 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
     def bounds(j):  # rows [done, lo) become final after word j; [lo, hi) stay open
         lo = int(first[j + 1])
         return lo, max(int(reach[j]), lo)
-
-    def loglik(preds, lo, hi):  # rows [lo, hi) of the data; preds hold rows [done, ...)
-        if hi <= lo:
-            return np.zeros(preds.shape[0])
-        return xp.loglik(preds[:, lo - done: hi - done], obs[lo:hi])
 
     # the beam: words, final log-likelihood (rows [0, done)), open predictions (rows [done, top))
     hyps: list[list[str]] = [[]]
@@ -337,27 +354,41 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
             fresh = baseline[top:hi][None]
             opened = xp.concat([opened, xp.concat([fresh] * opened.shape[0], 0)], 1)
             top = hi
-        # a candidate's arrays: its open rows and their residuals, the word's effect and one row per delay
-        per_candidate = 8 * n_vox * (2 * (hi - done) + rows.size + len(encoder.delays))
+        # A candidate's squared residual on a set T of rows, written through its parent's residuals R_p:
+        # ||R_p||^2 on T - 2 sum_k <g_k, u_pk> + sum_kl M_kl <g_k, g_l>, with g_k = (f / std) @ W_k its
+        # word's effect at delay k, lw_k that delay's Lanczos weights on the word's rows, u_pk = sum_t lw_k[t]
+        # R_p[t] and M = lw lw' over the word's rows in T. T: the rows that become final, then the open
+        # ones. So no candidate needs a (rows x voxels) array; only the kept ones get their open rows.
+        lw = np.stack(encoder.lanczos_weights(j)) if rows.size else np.zeros((len(encoder.delays), 0))
+        parts_lw = (lw * (rows < lo)[None], lw * (rows >= lo)[None])  # (K, n_rows): final rows, open rows
+        resid = obs[done:hi][None] - opened[:, : hi - done]  # (parents, hi - done, V)
+        sq = resid * resid
+        base = (xp.rowsum(sq[:, : lo - done]), xp.rowsum(sq[:, lo - done:]))
+        at_rows = resid[:, xp.index(rows - done)]
+        u = [xp.asarray(pl) @ at_rows for pl in parts_lw]  # (parents, K, V)
+        m = [xp.asarray(pl @ lw.T) for pl in parts_lw]  # (K, K)
+        del resid, sq, at_rows
+        # a candidate's arrays: its effect per delay and one product with the parent's u
+        per_candidate = 8 * n_vox * 2 * len(encoder.delays)
         size = max(1, int(max_batch_bytes) // max(per_candidate, 1))
-        scores, finals, kept = [], [], None
+        scores, finals = [], []
         for s in range(0, len(flat), size):
-            part = slice(s, s + size)
-            preds = opened[xp.index(parents[part])]
-            preds[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[part])
-            fin = final[parents[part]] + loglik(preds, done, lo)
+            par = parents[s: s + size]
+            pi = xp.index(par)
+            g = _delay_effects(W, inv_std, feats[s: s + size], len(encoder.delays))  # (b, K, V)
+            gram = g @ g.swapaxes(1, 2)
+            ll = [xp.numpy(-0.5 * (b_[pi] - 2 * xp.rowsum(g * u_[pi]) + xp.rowsum(gram * m_[None])))
+                  for b_, u_, m_ in zip(base, u, m)]
+            fin = final[par] + ll[0]
             finals.append(fin)
-            scores.append(fin + loglik(preds, lo, hi))
-            if size >= len(flat):
-                kept = preds
+            scores.append(fin + ll[1])
+            del g, gram
         scores, fin = np.concatenate(scores), np.concatenate(finals)
         best = np.argsort(-scores, kind="stable")[:beam_width]
         held = best if j + 1 < n else best[:1]  # after the last word only the best one's open rows are needed
-        if kept is None:  # several batches: recompute the kept candidates' open rows
-            kept = opened[xp.index(parents[held])]
+        kept = opened[xp.index(parents[held])]
+        if rows.size:
             kept[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[xp.index(held)])
-        else:
-            kept = kept[xp.index(held)]
         opened = kept[:, lo - done:]
         hyps = [hyps[parents[c]] + [flat[c][1]] for c in best]
         final = fin[best]
