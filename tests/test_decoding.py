@@ -663,3 +663,36 @@ def test_stages_fit_and_decode_the_tiny_demo(tiny_demo, tmp_path):
     decoded = pd.read_csv(tmp_path / "tang" / "decoded.tsv", sep="\t")
     obs = ds.responses(subject, story)
     assert np.allclose(decoded["time"], back.predict_word_times(obs, ds.tr_times(subject, story), rounding="per_tr"))
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_candidate_logliks_equal_the_residuals_of_their_predictions(device):
+    """The beam scores a candidate from its parent's residuals (no per-candidate predictions); reference:
+    the parent's open predictions plus the word's effect on its rows, and -1/2 the squared residual over
+    the rows that become final and over those that stay open (float64 numpy)."""
+    from lmbrain.decoding.beam import _backend, _candidate_logliks, _parent_terms
+
+    rng = np.random.default_rng(11)
+    n_parents, n_open, V, K, B = 3, 7, 40, 4, 9
+    opened = rng.standard_normal((n_parents, n_open + 2, V))  # more open rows than the word reaches: kept
+    observed = rng.standard_normal((n_open, V))
+    rows = np.array([1, 2, 3, 4, 5])  # the word's rows; the first n_final rows become final
+    lw = rng.uniform(0.0, 1.0, (K, rows.size))
+    g = rng.standard_normal((B, K, V))
+    parents = rng.integers(0, n_parents, B)
+    want = {}
+    for n_final in (0, 3, n_open):
+        preds = opened[parents][:, :n_open].copy()
+        preds[:, rows] += np.einsum("kt,bkv->btv", lw, g)
+        sq = ((observed[None] - preds) ** 2).sum(axis=2)
+        want[n_final] = (-0.5 * sq[:, :n_final].sum(axis=1), -0.5 * sq[:, n_final:].sum(axis=1))
+    xp = _backend(device)
+    for n_final, (ref_final, ref_open) in want.items():
+        terms = _parent_terms(xp, xp.asarray(opened), xp.asarray(observed), rows, lw, n_final)
+        got_final, got_open = (xp.numpy(x) for x in _candidate_logliks(xp, xp.asarray(g), xp.index(parents), terms))
+        assert np.allclose(got_final, ref_final, rtol=1e-12, atol=1e-9)
+        assert np.allclose(got_open, ref_open, rtol=1e-12, atol=1e-9)
+        if device is None:  # numpy: each candidate's arithmetic is its own (batches give the same numbers)
+            one = [xp.numpy(_candidate_logliks(xp, xp.asarray(g[b: b + 1]), xp.index(parents[b: b + 1]), terms)[1])[0]
+                   for b in range(B)]
+            assert np.array_equal(np.asarray(one), got_open)

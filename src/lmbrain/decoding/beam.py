@@ -354,35 +354,22 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
             fresh = baseline[top:hi][None]
             opened = xp.concat([opened, xp.concat([fresh] * opened.shape[0], 0)], 1)
             top = hi
-        # A candidate's squared residual on a set T of rows, written through its parent's residuals R_p:
-        # ||R_p||^2 on T - 2 sum_k <g_k, u_pk> + sum_kl M_kl <g_k, g_l>, with g_k = (f / std) @ W_k its
-        # word's effect at delay k, lw_k that delay's Lanczos weights on the word's rows, u_pk = sum_t lw_k[t]
-        # R_p[t] and M = lw lw' over the word's rows in T. T: the rows that become final, then the open
-        # ones. So no candidate needs a (rows x voxels) array; only the kept ones get their open rows.
+        # every candidate's log-likelihood from its parent's residuals (no (rows x voxels) array per
+        # candidate; only the kept ones get their open rows, below)
         lw = np.stack(encoder.lanczos_weights(j)) if rows.size else np.zeros((len(encoder.delays), 0))
-        parts_lw = (lw * (rows < lo)[None], lw * (rows >= lo)[None])  # (K, n_rows): final rows, open rows
-        resid = obs[done:hi][None] - opened[:, : hi - done]  # (parents, hi - done, V)
-        sq = resid * resid
-        base = (xp.rowsum(sq[:, : lo - done]), xp.rowsum(sq[:, lo - done:]))
-        at_rows = resid[:, xp.index(rows - done)]
-        u = [xp.asarray(pl) @ at_rows for pl in parts_lw]  # (parents, K, V)
-        m = [xp.asarray(pl @ lw.T) for pl in parts_lw]  # (K, K)
-        del resid, sq, at_rows
-        # a candidate's arrays: its effect per delay and one product with the parent's u
-        per_candidate = 8 * n_vox * 2 * len(encoder.delays)
+        terms = _parent_terms(xp, opened, obs[done:hi], rows - done, lw, lo - done)
+        per_candidate = 8 * n_vox * 2 * len(encoder.delays)  # its effect per delay and one product with u
         size = max(1, int(max_batch_bytes) // max(per_candidate, 1))
         scores, finals = [], []
         for s in range(0, len(flat), size):
             par = parents[s: s + size]
-            pi = xp.index(par)
             g = _delay_effects(W, inv_std, feats[s: s + size], len(encoder.delays))  # (b, K, V)
-            gram = g @ g.swapaxes(1, 2)
-            ll = [xp.numpy(-0.5 * (b_[pi] - 2 * xp.rowsum(g * u_[pi]) + xp.rowsum(gram * m_[None])))
-                  for b_, u_, m_ in zip(base, u, m)]
-            fin = final[par] + ll[0]
+            ll_final, ll_open = _candidate_logliks(xp, g, xp.index(par), terms)
+            fin = final[par] + xp.numpy(ll_final)
             finals.append(fin)
-            scores.append(fin + ll[1])
-            del g, gram
+            scores.append(fin + xp.numpy(ll_open))
+            del g
+        del terms
         scores, fin = np.concatenate(scores), np.concatenate(finals)
         best = np.argsort(-scores, kind="stable")[:beam_width]
         held = best if j + 1 < n else best[:1]  # after the last word only the best one's open rows are needed
@@ -403,6 +390,50 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
         rest = xp.concat([opened[0], baseline[top:]], 0)
         score += float(xp.loglik(rest[None], obs[done:])[0])
     return hyps[0], score
+
+
+def _parent_terms(xp, opened, observed, rows, lw, n_final: int) -> list[tuple]:
+    """What every candidate's log-likelihood needs from its parent (:func:`_candidate_logliks`).
+
+    A candidate's squared residual on a set T of rows, through its parent's residuals ``R = observed -
+    opened``: ``||R||^2 on T - 2 sum_k <g_k, u_k> + sum_kl M_kl <g_k, g_l>``, where ``g_k`` is its word's
+    effect at delay k, ``u_k = sum_t lw_k[t] R[t]`` and ``M = lw lw'`` over the word's rows in T.
+
+    Parameters
+    ----------
+    opened : array of shape (n_parents, n_rows_open, V)
+        The parents' predictions of the open rows (``n_rows_open`` >= ``len(observed)``).
+    observed : array of shape (n_open, V)
+        The (whitened) responses of those rows.
+    rows : ndarray of shape (n_rows,)
+        The word's rows, as indices into them.
+    lw : ndarray of shape (n_delays, n_rows)
+        The word's Lanczos weight per delay on each of its rows.
+    n_final : int
+        The first ``n_final`` rows become final after this word; the others stay open.
+
+    Returns
+    -------
+    list of (base, u, M), one per set T (final rows, open rows): base ``(n_parents,)`` = ``||R||^2`` on
+    T, u ``(n_parents, n_delays, V)``, M ``(n_delays, n_delays)``.
+    """
+    resid = observed[None] - opened[:, : observed.shape[0]]
+    sq = resid * resid
+    at_rows = resid[:, xp.index(rows)]
+    out = []
+    for base, part in ((xp.rowsum(sq[:, :n_final]), rows < n_final), (xp.rowsum(sq[:, n_final:]), rows >= n_final)):
+        lw_t = lw * part[None]
+        out.append((base, xp.asarray(lw_t) @ at_rows, xp.asarray(lw_t @ lw.T)))
+    return out
+
+
+def _candidate_logliks(xp, g, parents, terms) -> list:
+    """Candidates' log-likelihoods ``-1/2 ||residual||^2`` on the final rows and on the open rows, from their
+    word's effect per delay ``g`` ``(B, n_delays, V)``, their parents' indices ``(B,)`` and the parents'
+    :func:`_parent_terms`; each candidate's arithmetic does not depend on the others in the batch."""
+    gram = g @ g.swapaxes(1, 2)  # (B, K, K)
+    return [-0.5 * (base[parents] - 2 * xp.rowsum(g * u[parents]) + xp.rowsum(gram * m[None]))
+            for base, u, m in terms]
 
 
 def _rebuild_open(xp, encoder: LinearEncoder, W, inv_std, baseline, proposer, hyps, done: int, top: int):
