@@ -23,13 +23,16 @@ Two measurements (random or planted weights throughout: speed does not depend on
   random encoding weights of the LM's feature size). Rows: the planted proposer
   (the beam arithmetic alone), and the config's decoding model (``--model``: a randomly initialised
   word-level LM of its architecture and vocabulary size proposing words and giving features), whose
-  proposal (``propose``) and feature (``features``) passes are timed apart. Floor: per word, the
-  candidates' predicted responses on the TRs the word reaches (one ``(B, d) @ (d, delays * V)``
-  product and the Lanczos/delay combination), added to their parents' predictions, the residuals and
-  their squared norms, plus the one-time whitening of the weights and responses by the noise
-  precision's Cholesky factor (so the log-likelihood ``-1/2 r'Pr`` needs no ``V x V`` product per
-  candidate, as lmbrain does) -- plain numpy (or torch with ``--beam-device``) float64, the same
-  candidate counts and sizes, no proposer.
+  proposal (``propose``) and feature (``features``) passes are timed apart. Floor: the one-time
+  whitening of the weights and responses by the noise precision's Cholesky factor (so the
+  log-likelihood ``-1/2 r'Pr`` needs no ``V x V`` product per candidate, as lmbrain does), then per
+  word one ``(B, d) @ (d, delays * V)`` product (each candidate's effect per delay), per parent its
+  residuals on the word's TRs summed with each delay's Lanczos weights, per candidate one pass over its
+  effects against its parent's sums and their ``delays x delays`` Gram, and the kept candidates'
+  predictions on the word's TRs (the algebra of lmbrain's beam, which never forms the other
+  candidates' predictions) -- plain numpy (or torch with ``--beam-device``) float64, the same candidate
+  counts and sizes, no proposer. Also timed: the direct arithmetic (every candidate's predictions on
+  the word's TRs, residuals and squared norms; what the beam did before).
 
 Printed per row: lmbrain seconds, floor seconds, their ratio, and for decodes the seconds per minute of
 story, the candidates scored per second and the seconds inside the proposer; then the fit's parts and,
@@ -207,10 +210,18 @@ def story(minutes, wpm, seed=1):
     return tr_times, times
 
 
-def decode_floor(encoder: LinearEncoder, precision, counts, beam_width, device=None, seed=0):
+def decode_floor(encoder: LinearEncoder, precision, counts, beam_width, device=None, seed=0, direct=False):
     """Seconds of the candidates' likelihood arithmetic as plain batched products (numpy, or torch on
-    ``device``; float64): whitening once, then per word one (B, d) x (d, delays*V) product, the Lanczos and
-    delay combination on the word's TRs, the parents' predictions added, residuals and squared norms."""
+    ``device``; float64), after whitening once. Per word, one (B, d) x (d, delays*V) product (each
+    candidate's effect per delay, ``g``), then
+
+    - the floor (``direct=False``, the algebra lmbrain's beam uses): per parent its residuals on the
+      word's TRs summed with each delay's Lanczos weights (``u``), per candidate its ``g`` against its
+      parent's ``u`` and its ``delays x delays`` Gram, and the kept candidates' predictions on the word's
+      TRs;
+    - ``direct=True`` (what the beam computed before): every candidate's predictions on the word's TRs
+      (the Lanczos and delay combination added to its parent's), their residuals and squared norms.
+    """
     rng = np.random.default_rng(seed)
     K, d, V = encoder.W.shape
     n_trs = encoder.baseline.shape[0]
@@ -222,41 +233,43 @@ def decode_floor(encoder: LinearEncoder, precision, counts, beam_width, device=N
     W = encoder.W.transpose(1, 0, 2).reshape(d, K * V)  # (d, delays*V): one product per word
     P = np.asarray(precision, dtype=np.float64)
     width = max((r.size for r in rows), default=0)
+    opened = rng.standard_normal((beam_width, width, V))
     if device is None:
-        opened = rng.standard_normal((beam_width, width, V))
-        t0 = time.perf_counter()
-        chol = np.linalg.cholesky(P)
-        Ww = (W.reshape(d * K, V) @ chol).reshape(d, K * V)
-        obs_w = obs @ chol
-        for j, (f, par) in enumerate(zip(feats, parents)):
-            n = rows[j].size
-            g = (f @ Ww).reshape(len(f), K, V)
-            pred = opened[par, :n] + np.matmul(lws[j][None], g)  # (B, n, K) @ (B, K, V)
-            r = obs_w[rows[j]] - pred
-            ll = np.einsum("brv,brv->b", r, r)
-            np.argsort(ll)[:beam_width]
-        return time.perf_counter() - t0
-    dev = torch.device(device)
-    f64 = dict(dtype=torch.float64, device=dev)
-    feats = [torch.as_tensor(f, **f64) for f in feats]
-    parents = [torch.as_tensor(p, device=dev) for p in parents]
-    lws = [torch.as_tensor(lw, **f64) for lw in lws]
-    rows = [torch.as_tensor(r, device=dev) for r in rows]
-    opened = torch.randn((beam_width, width, V), **f64)
-    W, P, obs = torch.as_tensor(W, **f64), torch.as_tensor(P, **f64), torch.as_tensor(obs, **f64)
-    sync(device)
+        xp, cholesky, to = np, np.linalg.cholesky, lambda x: x
+
+        def done():
+            return None
+    else:
+        dev = torch.device(device)
+        xp, cholesky = torch, torch.linalg.cholesky
+
+        def to(x):
+            return torch.as_tensor(x, dtype=torch.float64 if np.asarray(x).dtype.kind == "f" else None, device=dev)
+
+        def done():
+            sync(device)
+    feats, parents, lws = [to(f) for f in feats], [to(p) for p in parents], [to(lw) for lw in lws]
+    rows = [to(r) for r in rows]
+    opened, W, P, obs = to(opened), to(W), to(P), to(obs)
+    done()
     t0 = time.perf_counter()
-    chol = torch.linalg.cholesky(P)
+    chol = cholesky(P)
     Ww = (W.reshape(d * K, V) @ chol).reshape(d, K * V)
     obs_w = obs @ chol
     for j, (f, par) in enumerate(zip(feats, parents)):
-        n = rows[j].numel()
-        g = (f @ Ww).reshape(len(f), K, V)
-        pred = opened[par, :n] + torch.matmul(lws[j][None], g)
-        r = obs_w[rows[j]] - pred
-        ll = torch.einsum("brv,brv->b", r, r)
-        torch.argsort(ll)[:beam_width].cpu()
-    sync(device)
+        n = len(rows[j])
+        g = (f @ Ww).reshape(len(f), K, V)  # each candidate's effect per delay
+        if direct:
+            pred = opened[par, :n] + lws[j][None] @ g  # (B, n, K) @ (B, K, V)
+            r = obs_w[rows[j]] - pred
+            ll = (r * r).sum(axis=(1, 2))
+            xp.argsort(ll)[:beam_width]
+        else:
+            u = lws[j].T @ (obs_w[rows[j]][None] - opened[:, :n])  # (parents, K, V)
+            ll = -2 * (g * u[par]).sum(axis=(1, 2)) + ((g @ g.swapaxes(1, 2)) * (lws[j].T @ lws[j])[None]).sum(axis=(1, 2))
+            keep = xp.argsort(ll)[:beam_width]  # the kept candidates' predictions on the word's TRs
+            opened[: len(keep), :n] = opened[par[keep], :n] + lws[j][None] @ g[keep]
+    done()
     return time.perf_counter() - t0
 
 
@@ -281,8 +294,9 @@ def bench_decode(encoder, observed, precision, proposer, args, beam_width, dec_c
         raise SystemExit(f"the beam search returned {len(words)} words (expected {encoder.n_words}), score {score}")
     counts = timers.sizes["features"]
     floor = decode_floor(encoder, precision, counts, beam_width, device=args.beam_device)
-    return {"seconds": seconds, "floor": floor, "candidates": int(sum(counts)), "propose": timers.seconds["propose"],
-            "features": timers.seconds["features"]}
+    direct = decode_floor(encoder, precision, counts, beam_width, device=args.beam_device, direct=True)
+    return {"seconds": seconds, "floor": floor, "direct": direct, "candidates": int(sum(counts)),
+            "propose": timers.seconds["propose"], "features": timers.seconds["features"]}
 
 
 def warm_up(args, cfg, delays, beam_width, dec_cfg):
@@ -395,7 +409,9 @@ def main(argv=None):
     print(f"fit parts (s): {parts}; {fit['folds']} noise-model folds, {fit['kept']} voxels kept")
     r = rows[1][3]
     print(f"decode planted: {len(times)} words, {r['candidates']} candidates; proposer "
-          f"{r['propose'] + r['features']:.3f} s of {r['seconds']:.3f} s")
+          f"{r['propose'] + r['features']:.3f} s of {r['seconds']:.3f} s; the direct arithmetic (every candidate's "
+          f"predictions on its word's TRs, residuals, squared norms) {r['direct']:.3f} s, "
+          f"{r['direct'] / r['floor']:.1f}x the floor")
     if lm_row is not None:
         lm_s = lm_row["propose"] + lm_row["features"]
         rest = lm_row["seconds"] - lm_s
