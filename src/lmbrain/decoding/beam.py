@@ -358,7 +358,7 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
         # candidate; only the kept ones get their open rows, below)
         lw = np.stack(encoder.lanczos_weights(j)) if rows.size else np.zeros((len(encoder.delays), 0))
         terms = _parent_terms(xp, opened, obs[done:hi], rows - done, lw, lo - done)
-        per_candidate = 8 * n_vox * 2 * len(encoder.delays)  # its effect per delay and one product with u
+        per_candidate = 8 * n_vox * 3 * len(encoder.delays)  # its effect per delay, its parent's u and their product
         size = max(1, int(max_batch_bytes) // max(per_candidate, 1))
         scores, finals = [], []
         for s in range(0, len(flat), size):
