@@ -696,3 +696,33 @@ def test_candidate_logliks_equal_the_residuals_of_their_predictions(device):
             one = [xp.numpy(_candidate_logliks(xp, xp.asarray(g[b: b + 1]), xp.index(parents[b: b + 1]), terms)[1])[0]
                    for b in range(B)]
             assert np.array_equal(np.asarray(one), got_open)
+
+
+def test_nucleus_top_equals_a_stable_full_sort():
+    """The proposals order only the top entries; reference: a stable full sort of the log-probabilities,
+    the nucleus from its cumulative mass, the ratio filter, at most ``extensions`` (ties, -inf entries, a
+    vocabulary smaller than ``extensions``, nuclei of one word and of many)."""
+    from lmbrain.decoding.proposer import nucleus_top
+
+    def reference(row, extensions, top_p, min_ratio):
+        order = np.argsort(-row, kind="stable")
+        p = np.exp(row[order] - row[order[0]])
+        n = int(np.searchsorted(np.cumsum(p / p.sum()), top_p) + 1)
+        keep = np.flatnonzero(p[:n] >= min_ratio)[:extensions]
+        return order[keep], p[keep] / p[keep].sum()
+
+    rng = np.random.default_rng(0)
+    cases = 0
+    for trial in range(400):
+        size = int(rng.choice([3, 7, 50, 6000]))
+        row = rng.standard_normal(size) * rng.choice([0.5, 3.0, 10.0])
+        if trial % 4 == 1:  # ties: values from a few levels
+            row = np.round(row, 0)
+        if trial % 4 == 2:
+            row[rng.integers(0, size, max(1, size // 10))] = -np.inf
+        for extensions, top_p, min_ratio in [(5, 0.9, 0.1), (1, 0.9, 0.1), (10, 0.5, 0.0), (200, 0.99, 0.01)]:
+            want_idx, want_p = reference(row, extensions, top_p, min_ratio)
+            got_idx, got_p = nucleus_top(row, extensions, top_p, min_ratio)
+            assert np.array_equal(got_idx, want_idx) and np.array_equal(got_p, want_p), (trial, extensions)
+            cases += 1
+    assert cases == 1600
