@@ -354,7 +354,7 @@ def _subtract_per_alpha(out: torch.Tensor, P: torch.Tensor, rhs: torch.Tensor, a
     corr = torch.empty((rhs.shape[0], P.shape[1]), dtype=P.dtype, device=P.device)
     start = 0
     for a, c in zip(alphas.tolist(), counts.tolist()):
-        torch.mm(xs[start: start + c] @ Sinv[a], P[a].T, out=corr[start: start + c])
+        torch.mm(_rowsolve(xs[start: start + c], Sinv[a]), P[a].T, out=corr[start: start + c])
         start += c
     out -= torch.empty_like(corr).index_copy_(0, perm, corr).T.to(out.dtype)
 
