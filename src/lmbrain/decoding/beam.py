@@ -373,6 +373,9 @@ def beam_decode(encoder: LinearEncoder, observed, precision, proposer, beam_widt
         scores, fin = np.concatenate(scores), np.concatenate(finals)
         best = np.argsort(-scores, kind="stable")[:beam_width]
         held = best if j + 1 < n else best[:1]  # after the last word only the best one's open rows are needed
+        # the kept candidates' open rows; their effects are computed again in one product (beam-width rows, the
+        # scoring's were all candidates') rather than taken from the scoring batches, so these rows never
+        # depend on the batching
         kept = opened[xp.index(parents[held])]
         if rows.size:
             kept[:, xp.index(rows - done)] += _effect(xp, encoder, W, inv_std, j, feats[xp.index(held)])
