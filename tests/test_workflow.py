@@ -58,6 +58,32 @@ def _job_threads(out: str, rule: str) -> list[int]:
     return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for b in blocks]
 
 
+def _rules_with(out: str, field: str) -> dict[str, set[str]]:
+    """Each planned rule's values of ``field`` (e.g. "priority") in a dry run's output; a job that
+    prints no such line (Snakemake omits priority 0 and threads 1) counts as "-"."""
+    found = {}
+    for b in re.split(r"\n(?=\[)|\n\n", out):
+        if m := re.search(r"^(?:rule|checkpoint) (\w+):", b, re.M):
+            v = re.search(rf"^\s+{field}: (\S+)", b, re.M)
+            found.setdefault(m.group(1), set()).add(v.group(1) if v else "-")
+    return found
+
+
+def test_decoding_jobs_run_first_and_the_demo_build_shares_the_cores(tiny_workdir):
+    """The decoder and decode jobs have priority 1 and every other job 0: a decode, the longest job with
+    nothing downstream, starts as soon as it can instead of running alone at the end. The demo build
+    takes threads as the other jobs do (one on 2 cores with enough memory), so it runs beside the
+    model training instead of waiting for both cores."""
+    from lmbrain.resources import job_threads
+
+    proc = run(["-n", "--cores", "2", "--configfile", "tiny.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stderr
+    priority = _rules_with(proc.stdout, "priority")
+    assert priority["decoder"] == {"1"}, proc.stdout[-3000:]
+    assert {r for r, v in priority.items() if v != {"-"}} <= {"decoder", "decode"}, priority
+    assert _job_threads(proc.stdout, "demo_dataset") == [job_threads("auto", 4000, 2)], proc.stdout[-3000:]
+
+
 def test_heavy_jobs_take_their_memory_share_of_the_cores(tiny_workdir):
     """resources.threads: auto (the default) gives a local job the fewest threads with which the jobs
     run side by side fit in the machine's memory; an integer is taken as it is, capped at --cores."""

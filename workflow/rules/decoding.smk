@@ -1,5 +1,8 @@
 # Decoding stimulus text (Tang et al. 2023): one decoder per (subject, model) fitted on the training
 # stories, then one decode per test story with its null, scores, identification and figures.
+# Both run as soon as their inputs exist (priority 1; every other rule has 0): a decode is the longest
+# job of a run with nothing downstream but the report, and left for last it runs alone at the end
+# while the other cores idle (the demo on 2 cores ended with ~100 s of one decode job).
 
 
 rule decoder:
@@ -16,6 +19,7 @@ rule decoder:
         L.log("{subject}", "decoding", "{model}", "decoder"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "decoder")
+    priority: 1
     threads: threads_for(decoder_mem_mb)
     resources:
         gpu=model_gpus,
@@ -50,6 +54,7 @@ rule decode:
         L.log("{subject}", "decoding", "{model}", "{story}"),
     benchmark:
         L.benchmark("{subject}", "decoding", "{model}", "{story}")
+    priority: 1
     threads: threads_for(decode_mem_mb)
     resources:
         gpu=model_gpus,

@@ -12,7 +12,7 @@ checkpoint demo_dataset:
         L.log("demo_dataset"),
     benchmark:
         L.benchmark("demo_dataset")
-    threads: 2
+    threads: threads_for(fixed_mem(4000))
     resources:
         mem_mb=fixed_mem(4000),
     conda:
