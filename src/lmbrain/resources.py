@@ -51,13 +51,26 @@ WIDE = 4096  # the hidden size assumed when a model's cannot be read (large Hugg
 
 def _pretrained_width(spec: dict, cache_dir: str) -> int:
     """Hidden size of a HuggingFace model from its ``config.json`` or GGUF header (no weights loaded,
-    nothing fetched: a ``pip:`` model not yet in the cache raises, and the caller assumes :data:`WIDE`)."""
+    nothing fetched: a ``pip:`` model not yet in the cache raises, and the caller assumes :data:`WIDE`).
+
+    Remembered per (spec, cache folder) for the life of the process: Snakemake asks for a job's memory
+    (and, through it, its threads) every time it plans or readies the job, and ``gguf.GGUFReader`` parses
+    the whole metadata, tokenizer included, to find one number: 2.4-3.7 s for SmolLM2-135M. Uncached,
+    the demo's scheduler stalled ~14 s, both cores idle or one, each time SmolLM2's encoding or TRW jobs
+    became ready. A width read for a model that is not there yet raises and is not remembered."""
+    import json
+
+    return _pretrained_width_of(json.dumps(spec, sort_keys=True, default=str), str(cache_dir))
+
+
+@functools.lru_cache(maxsize=64)
+def _pretrained_width_of(spec_json: str, cache_dir: str) -> int:
     import json
     from pathlib import Path
 
     from .huggingface import resolve_pretrained
 
-    spec = resolve_pretrained(spec, cache_dir, fetch=False)
+    spec = resolve_pretrained(json.loads(spec_json), cache_dir, fetch=False)
     folder = Path(str(spec.get("path") or "")).expanduser()
     if spec.get("gguf_file"):
         import gguf
