@@ -2,12 +2,21 @@
 
     python benchmarks/rule_times.py                      # results/benchmarks of this checkout
     python benchmarks/rule_times.py --results /path/to/results --since 2026-12-03T05:00
+    python benchmarks/rule_times.py --logs logs --cores 2     # and how the jobs filled the cores
 
 Every job of the workflow writes ``results/benchmarks/...tsv`` (its ``benchmark:`` directive: wall
 seconds, CPU seconds, peak resident memory). The rule of a file is read from its path
 (:func:`rule_of`); ``--since`` keeps only files written after a time (the jobs of one run when older
 files are still there). Prints a Markdown table: jobs, summed wall and CPU seconds, the longest job and
 the largest peak memory per rule, largest total first, and the totals.
+
+``--logs DIR`` (the run's ``logs`` folder) adds how the jobs were packed onto ``--cores``: every job's
+log has the lines ``rule <name> started`` and ``rule <name> finished``, timed to the millisecond, so the
+elapsed time from the first start to the last finish, the jobs running at a time on average (job time
+over elapsed), the seconds with fewer jobs than cores running, and the longest such stretches with the
+jobs that ran in them (e.g. a long job left alone at the end) are read from them. A job's time between
+its process start and its first log line (~0.6 s) is not in its log, so a fully packed run shows a
+little under ``--cores`` jobs at a time.
 
 The CPU seconds are a lower bound: Snakemake samples a job's processes every second for its first 30 s
 and every 30 s after that, so up to 30 s of a long job's last stretch is never counted (the demo's
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -70,10 +80,57 @@ def summarise(folder: Path, since: float | None = None) -> dict:
     return rows
 
 
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO rule (\S+) (started|finished)")
+
+
+def job_spans(logs: Path, since: float | None = None) -> list[tuple[float, float, str]]:
+    """``(start, end, job)`` (epoch seconds; ``job`` the log's path under ``logs``) of every job whose log
+    has a ``started`` line followed by a ``finished`` one (the last such pair: a rerun appends to its
+    log); failed or unfinished jobs are left out."""
+    spans = []
+    for path in sorted(logs.rglob("*.log")):
+        start = span = None
+        for line in path.read_text(errors="replace").splitlines():
+            m = _LOG_LINE.match(line)
+            if not m:
+                continue
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if m.group(3) == "started":
+                start = t
+            elif start is not None:
+                span, start = (start, t), None
+        if span is not None and (since is None or span[0] >= since):
+            spans.append((span[0], span[1], str(path.relative_to(logs).with_suffix(""))))
+    return spans
+
+
+def packing(spans, cores: int, top: int = 3) -> dict:
+    """How ``spans`` (:func:`job_spans`) filled ``cores``: elapsed and job seconds, jobs at a time, the
+    seconds with fewer than ``cores`` jobs running, and the ``top`` longest such stretches as
+    ``(from, to, jobs running)`` in seconds since the first start."""
+    t0 = min(s for s, _, _ in spans)
+    events = sorted({t - t0 for s, e, _ in spans for t in (s, e)})
+    stretches, under = [], 0.0
+    for a, b in zip(events[:-1], events[1:]):
+        running = [j for s, e, j in spans if s - t0 <= a and e - t0 >= b]
+        if len(running) < cores:
+            under += b - a
+            if stretches and stretches[-1][1] == a and stretches[-1][2] == running:
+                stretches[-1] = (stretches[-1][0], b, running)
+            else:
+                stretches.append((a, b, running))
+    elapsed = max(e for _, e, _ in spans) - t0
+    job = sum(e - s for s, e, _ in spans)
+    return {"jobs": len(spans), "elapsed": elapsed, "job": job, "at_a_time": job / elapsed if elapsed > 0 else float("nan"),
+            "under": under, "stretches": sorted(stretches, key=lambda x: x[0] - x[1])[:top]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=ROOT / "results")
     ap.add_argument("--since", default=None, help="ISO time: only benchmark files written after it")
+    ap.add_argument("--logs", type=Path, default=None, help="the run's logs folder: also print how the jobs filled the cores")
+    ap.add_argument("--cores", type=int, default=2, help="the run's --cores (default 2)")
     args = ap.parse_args(argv)
     folder = args.results / "benchmarks"
     if not folder.is_dir():
@@ -88,6 +145,16 @@ def main(argv=None):
         print(f"| {rule} | {a['jobs']} | {a['wall']:.0f} | {a['cpu']:.0f} | {a['longest']:.0f} | {a['rss']:.0f} |")
     print(f"| total | {sum(a['jobs'] for a in rows.values())} | {sum(a['wall'] for a in rows.values()):.0f} | "
           f"{sum(a['cpu'] for a in rows.values()):.0f} | | |")
+    if args.logs is not None:
+        spans = job_spans(args.logs, since)
+        if not spans:
+            raise SystemExit(f"{args.logs}: no job log with 'rule ... started' and 'finished' lines")
+        p = packing(spans, args.cores)
+        print(f"\npacking ({p['jobs']} job logs, {args.cores} cores): {p['elapsed']:.0f} s elapsed from the first "
+              f"start to the last finish, {p['job']:.0f} s of job time, {p['at_a_time']:.2f} jobs at a time; "
+              f"fewer than {args.cores} jobs running for {p['under']:.0f} s")
+        for a, b, running in p["stretches"]:
+            print(f"  {a:.0f}-{b:.0f} s ({b - a:.0f} s): {', '.join(running) or 'no job'}")
 
 
 if __name__ == "__main__":

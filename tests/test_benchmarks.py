@@ -81,6 +81,36 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
     assert proc.returncode != 0 and "no benchmark files" in proc.stderr
 
 
+def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
+    """--logs: elapsed time, job time, jobs at a time and the stretches with a core idle, from the
+    "rule ... started/finished" lines of the job logs (the last pair of a rerun; a failed job left out)."""
+    def line(sec, rule, what):
+        return f"2026-12-05 01:00:{sec:06.3f}".replace(".", ",") + f" lmbrain INFO rule {rule} {what}\n"
+
+    jobs = {"models/lstm/train_model": [(0, 10)], "features/lstm/a": [(0, 4)], "DEMO01/trw/lstm": [(6, 10)],
+            "DEMO01/decoding/lstm/story": [(1, 2), (10, 15)]}  # run twice: the second run counts
+    for rel, spans in jobs.items():
+        path = tmp_path / "logs" / f"{rel}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line(a, "x", "started") + "progress\n" + line(b, "x", "finished") for a, b in spans))
+    (tmp_path / "logs" / "failed.log").write_text(line(3, "y", "started") + "Traceback ...\n")
+    bench = tmp_path / "results" / "benchmarks" / "demo_dataset.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                     "1\t0:00:01\t1\t0\t0\t0\t0\t0\t0\t1\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
+                           "--logs", str(tmp_path / "logs"), "--cores", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout[proc.stdout.index("packing"):].splitlines()
+    # jobs 0-10, 0-4, 6-10, 10-15: 23 s of jobs in 15 s; one job running 4-6 and 10-15
+    assert out[0].startswith("packing (4 job logs, 2 cores): 15 s elapsed"), out
+    assert "23 s of job time, 1.53 jobs at a time; fewer than 2 jobs running for 7 s" in out[0], out
+    assert out[1] == "  10-15 s (5 s): DEMO01/decoding/lstm/story" and out[2] == "  4-6 s (2 s): models/lstm/train_model", out
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
+                           "--logs", str(tmp_path / "results")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "no job log" in proc.stderr
+
+
 @pytest.mark.slow
 def test_scaling_benchmark_prints_each_point_and_the_growth():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--voxels", "40", "80", "--trs", "300",
