@@ -55,8 +55,8 @@ def _pretrained_width(spec: dict, cache_dir: str) -> int:
 
     Remembered per (spec, cache folder) for the life of the process: Snakemake asks for a job's memory
     (and, through it, its threads) every time it plans or readies the job, and ``gguf.GGUFReader`` parses
-    the whole metadata, tokenizer included, to find one number: 2.4-3.7 s for SmolLM2-135M. Uncached,
-    the demo's scheduler stalled ~14 s, both cores idle or one, each time SmolLM2's encoding or TRW jobs
+    the whole metadata, tokenizer included, to find one number: 2.3-3.8 s for SmolLM2-135M. Uncached,
+    the demo's scheduler stalled 6-16 s, with a core idle, each time SmolLM2's encoding or TRW jobs
     became ready. A width read for a model that is not there yet raises and is not remembered."""
     import json
 
