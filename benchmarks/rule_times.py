@@ -16,7 +16,8 @@ elapsed time from the first start to the last finish, the jobs running at a time
 over elapsed), the seconds with fewer jobs than cores running, and the longest such stretches with the
 jobs that ran in them (e.g. a long job left alone at the end) are read from them. A job's time between
 its process start and its first log line (~0.6 s) is not in its log, so a fully packed run shows a
-little under ``--cores`` jobs at a time.
+little under ``--cores`` jobs at a time. A job counts once whatever its threads: with
+``resources.threads: auto`` a local run's jobs take one thread each when memory allows.
 
 The CPU seconds are a lower bound: Snakemake samples a job's processes every second for its first 30 s
 and every 30 s after that, so up to 30 s of a long job's last stretch is never counted (the demo's
