@@ -87,7 +87,8 @@ _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO rule (
 def job_spans(logs: Path, since: float | None = None) -> list[tuple[float, float, str]]:
     """``(start, end, job)`` (epoch seconds; ``job`` the log's path under ``logs``) of every job whose log
     has a ``started`` line followed by a ``finished`` one (the last such pair: a rerun appends to its
-    log); failed or unfinished jobs are left out."""
+    log). :func:`lmbrain.workflow.run_rule` writes both lines, ``finished`` also when the job fails (it
+    held its core all the same), so only a job killed or still running is left out."""
     spans = []
     for path in sorted(logs.rglob("*.log")):
         start = span = None

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,12 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
 
 def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
     """--logs: elapsed time, job time, jobs at a time and the stretches with a core idle, from the
-    "rule ... started/finished" lines of the job logs (the last pair of a rerun; a failed job left out)."""
+    "rule ... started/finished" lines of the job logs (the last pair of a rerun; a killed job, with no
+    finished line, left out), as lmbrain.workflow.run_rule writes them."""
+    from types import SimpleNamespace
+
+    from lmbrain.workflow import run_rule
+
     def line(sec, rule, what):
         return f"2026-12-05 01:00:{sec:06.3f}".replace(".", ",") + f" lmbrain INFO rule {rule} {what}\n"
 
@@ -93,7 +99,7 @@ def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
         path = tmp_path / "logs" / f"{rel}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(line(a, "x", "started") + "progress\n" + line(b, "x", "finished") for a, b in spans))
-    (tmp_path / "logs" / "failed.log").write_text(line(3, "y", "started") + "Traceback ...\n")
+    (tmp_path / "logs" / "killed.log").write_text(line(3, "y", "started") + "progress\n")
     bench = tmp_path / "results" / "benchmarks" / "demo_dataset.tsv"
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -109,6 +115,16 @@ def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
                            "--logs", str(tmp_path / "results")], capture_output=True, text=True)
     assert proc.returncode != 0 and "no job log" in proc.stderr
+    # a log written by the glue every rule script runs in is read the same way
+    real = tmp_path / "real" / "DEMO01" / "trw" / "lstm.log"
+    real.parent.mkdir(parents=True)
+    with run_rule(SimpleNamespace(log=[str(real)], threads=1, rule="trw")):
+        time.sleep(0.05)  # the job's one stretch, under 2 cores
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
+                           "--logs", str(tmp_path / "real")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout[proc.stdout.index("packing"):].splitlines()
+    assert out[0].startswith("packing (1 job logs, 2 cores)") and out[1].endswith("s): DEMO01/trw/lstm"), out
 
 
 @pytest.mark.slow
