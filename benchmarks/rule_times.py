@@ -134,6 +134,8 @@ def main(argv=None):
     ap.add_argument("--logs", type=Path, default=None, help="the run's logs folder: also print how the jobs filled the cores")
     ap.add_argument("--cores", type=int, default=2, help="the run's --cores (default 2)")
     args = ap.parse_args(argv)
+    if args.cores < 1:
+        ap.error("--cores must be at least 1")
     folder = args.results / "benchmarks"
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no benchmark files (run the workflow first)")

@@ -115,6 +115,9 @@ def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
                            "--logs", str(tmp_path / "results")], capture_output=True, text=True)
     assert proc.returncode != 0 and "no job log" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
+                           "--logs", str(tmp_path / "logs"), "--cores", "0"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "--cores must be at least 1" in proc.stderr
     # a log written by the glue every rule script runs in is read the same way
     real = tmp_path / "real" / "DEMO01" / "trw" / "lstm.log"
     real.parent.mkdir(parents=True)
