@@ -35,14 +35,30 @@ def test_group_table_hand_computed(three_subjects):
     # a subject without a value for an ROI is left out of that ROI's mean
     np.testing.assert_allclose(g.loc["Broca", "mean_trw_words"], 16.0)
     assert np.isnan(g.loc["Broca", "trw_words_UTS03"]) and g.loc["Broca", "trw_words_UTS02"] == 16
-    # test r: arithmetic mean and t interval
-    np.testing.assert_allclose(g.loc["AC", "mean_test_r"], 0.2)
-    lo, hi = stats.t.interval(0.95, 2, loc=0.2, scale=stats.sem([0.2, 0.3, 0.1]))
-    np.testing.assert_allclose(g.loc["AC", ["test_r_low", "test_r_high"]].to_numpy(float), [lo, hi])
+    # test r: the mean of Fisher's z and its t interval, back-transformed
+    z = np.arctanh([0.2, 0.3, 0.1])
+    np.testing.assert_allclose(g.loc["AC", "mean_test_r"], np.tanh(z.mean()))
+    lo, hi = stats.t.interval(0.95, 2, loc=z.mean(), scale=stats.sem(z))
+    np.testing.assert_allclose(g.loc["AC", ["test_r_low", "test_r_high"]].to_numpy(float), np.tanh([lo, hi]))
     assert [c for c in g.columns if c.startswith("test_r_U")] == ["test_r_UTS01", "test_r_UTS02", "test_r_UTS03"]
     # one subject: a mean but no interval
     one = G.group_table({"UTS01": three_subjects["UTS01"]})
     assert one["mean_trw_words"].tolist() == [4, 16, 64] and one["trw_words_low"].isna().all()
+
+
+def test_a_mean_correlation_and_its_interval_stay_correlations():
+    # two subjects far apart: a t interval on r itself (t_1 = 12.7) reached -1.37 .. 2.01 on the demo
+    g = G.group_table({"A": _subject_table([4.0], [0.05], ("AC",)), "B": _subject_table([8.0], [0.6], ("AC",))}).iloc[0]
+    assert -1 < g["test_r_low"] < g["mean_test_r"] < g["test_r_high"] < 1
+    z = np.arctanh([0.05, 0.6])
+    np.testing.assert_allclose(g["test_r_low"], np.tanh(z.mean() - stats.t.ppf(0.975, 1) * z.std(ddof=1) / np.sqrt(2)))
+    # a correlation of exactly 1 is kept finite; one outside [-1, 1] is refused
+    m, lo, hi, _ = G.mean_ci(np.array([[1.0], [0.5]]), fisher=True)
+    assert np.isfinite([m, lo, hi]).all() and hi[0] <= 1
+    with pytest.raises(G.GroupError, match=r"\[-1, 1\]"):
+        G.mean_ci(np.array([[1.5], [0.5]]), fisher=True)
+    with pytest.raises(G.GroupError, match="not both"):
+        G.mean_ci(np.array([[0.5], [0.5]]), log2=True, fisher=True)
 
 
 def test_mean_ci_coverage_and_bootstrap():

@@ -6,7 +6,9 @@ space, so group statistics are done on per-subject ROI summaries (the ``rois.tsv
 
 - :func:`group_table`: each subject's median TRW and test r per ROI, the across-subject mean
   (TRW: the geometric mean, i.e. the mean of log2 TRW back-transformed, since windows live on a log
-  scale) and a t-based (or bootstrap) confidence interval.
+  scale; test r: the mean of Fisher's z = atanh(r) back-transformed with tanh, so that the mean and
+  its interval are correlations, inside (-1, 1), whatever the spread of a few subjects) and a
+  t-based (or bootstrap) confidence interval on that scale.
 - :func:`sign_flip_test`: within each subject, the contrast ``mean(long ROIs) - mean(short ROIs)``
   (of log2 TRW, say); the group statistic is its mean over subjects; under the null of no
   difference each subject's contrast is symmetric about 0, so its sign is flipped at random
@@ -33,6 +35,7 @@ import pandas as pd
 from . import LmbrainError
 
 LOG_COLUMNS = ("median_trw_words", "median_trw_seconds")
+FISHER_COLUMNS = ("median_test_r",)
 
 
 class GroupError(LmbrainError, ValueError):
@@ -69,7 +72,7 @@ def stack_subjects(per_subject: dict) -> pd.DataFrame:
 
 
 def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool = False, n_boot: int = 10000,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            seed: int = 0, fisher: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Across-subject mean and confidence interval per column, NaNs (missing subjects) left out.
 
     Parameters
@@ -82,6 +85,10 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
         subjects resampled with replacement (seeded).
     log2 : bool
         Average log2 values and back-transform (geometric mean and its interval).
+    fisher : bool
+        The values are correlations: average Fisher's ``z = atanh(r)`` and back-transform with
+        ``tanh`` (the mean and both ends of the interval then lie in (-1, 1)). A value of exactly
+        +-1 is taken as +-(1 - 1e-12); one outside [-1, 1] raises :class:`GroupError`.
 
     Returns
     -------
@@ -95,9 +102,15 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2:
         raise GroupError(f"values must be (n_subjects, n_columns), got shape {v.shape}")
+    if log2 and fisher:
+        raise GroupError("mean_ci: choose log2 or fisher, not both")
     if log2:
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.where(v > 0, np.log2(np.where(v > 0, v, 1)), np.nan)
+    if fisher:
+        if (np.abs(v[np.isfinite(v)]) > 1).any():
+            raise GroupError(f"mean_ci: correlations must lie in [-1, 1] for Fisher's z, got {np.nanmax(np.abs(v)):g}")
+        v = np.arctanh(np.clip(v, -1 + 1e-12, 1 - 1e-12))
     ok = np.isfinite(v)
     n = ok.sum(axis=0)
     mean, lo, hi = (np.full(v.shape[1], np.nan) for _ in range(3))
@@ -119,6 +132,8 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
             raise GroupError(f"method must be 't' or 'bootstrap', got {method!r}")
     if log2:
         mean, lo, hi = 2.0 ** mean, 2.0 ** lo, 2.0 ** hi
+    if fisher:
+        mean, lo, hi = np.tanh(mean), np.tanh(lo), np.tanh(hi)
     return mean, lo, hi, n
 
 
@@ -160,7 +175,8 @@ def roi_matrix(per_subject: dict, column: str, rois=None) -> tuple[np.ndarray, l
 
 
 def group_table(per_subject: dict, columns=("median_trw_words", "median_test_r"), ci: float = 0.95,
-                method: str = "t", log_columns=LOG_COLUMNS, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
+                method: str = "t", log_columns=LOG_COLUMNS, n_boot: int = 10000, seed: int = 0,
+                fisher_columns=FISHER_COLUMNS) -> pd.DataFrame:
     """Per ROI: each subject's value and the across-subject mean with a confidence interval.
 
     Parameters
@@ -174,6 +190,8 @@ def group_table(per_subject: dict, columns=("median_trw_words", "median_test_r")
         See :func:`mean_ci`.
     log_columns : sequence of str
         Columns averaged on a log2 scale (geometric mean); by default the TRW ones.
+    fisher_columns : sequence of str
+        Columns of correlations, averaged as Fisher's z (:func:`mean_ci`); by default the test r.
 
     Returns
     -------
@@ -191,7 +209,7 @@ def group_table(per_subject: dict, columns=("median_trw_words", "median_test_r")
             raise GroupError(f"no column {col!r} in the ROI tables (columns: {', '.join(long.columns)})")
         wide = long.pivot(index="subject", columns="roi", values=col).reindex(index=subjects, columns=rois)
         vals = wide.to_numpy(dtype=np.float64)
-        mean, lo, hi, n = mean_ci(vals, ci, method, col in log_columns, n_boot, seed)
+        mean, lo, hi, n = mean_ci(vals, ci, method, col in log_columns, n_boot, seed, fisher=col in fisher_columns)
         x = col[len("median_"):] if col.startswith("median_") else col
         if k == 0:
             out["n_subjects"] = n

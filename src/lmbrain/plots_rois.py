@@ -116,7 +116,7 @@ def group_rois(per_subject: dict, group: pd.DataFrame, png, columns=("median_trw
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    from .group import LOG_COLUMNS, stack_subjects
+    from .group import FISHER_COLUMNS, LOG_COLUMNS, stack_subjects
 
     long = stack_subjects(per_subject)
     subjects = list(dict.fromkeys(long["subject"]))
@@ -153,7 +153,8 @@ def group_rois(per_subject: dict, group: pd.DataFrame, png, columns=("median_trw
             ax.yaxis.set_major_locator(LogLocator(base=2))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         label = _COLUMN_LABELS.get(x_name, x_name)
-        ax.set_ylabel(f"{label}\nsubject medians" + ("; geometric mean" if col in LOG_COLUMNS else "; mean"))
+        mean_kind = "geometric mean" if col in LOG_COLUMNS else "mean of Fisher z" if col in FISHER_COLUMNS else "mean"
+        ax.set_ylabel(f"{label}\nsubject medians; {mean_kind}")
         ax.grid(axis="y", color="0.9", lw=0.6)
         ax.set_axisbelow(True)
     axes[0][-1].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -16,7 +16,7 @@ builds the subject's ROIs from ``rois.source`` (:func:`subject_rois`) and writes
 ``group`` (one model) reads every subject's ``rois.tsv`` and writes into ``results/group/<model>/``:
 
 - ``group.tsv``: :func:`lmbrain.group.group_table` (per ROI each subject's median TRW and test r, the
-  across-subject geometric mean TRW and mean r with t intervals);
+  across-subject geometric mean TRW and mean r (Fisher z) with t intervals);
 - ``ordering.tsv``: :func:`lmbrain.group.ordering_test` on log2 median TRW for ``rois.order`` (a sign-flip
   test that the last group's windows exceed the first group's, and a rank-order test of the whole
   order); a row with NaN and a ``note`` when it cannot be run (one subject, an ROI without a value);
