@@ -1,6 +1,7 @@
 """Dataset readers: the lebel2023 release layout and BIDS, including every bad-input case."""
 
 import json
+import warnings
 
 import h5py
 import nibabel as nib
@@ -292,3 +293,19 @@ def test_words_and_tr_times_take_subject_then_story_like_responses(tmp_path):
         for name in ("words", "tr_times", "responses", "repeats"):
             params = list(inspect.signature(getattr(cls, name)).parameters)
             assert params[1] in ("subject", "subject_or_story"), (cls, name, params)
+
+
+def test_bids_word_files_are_read_and_warned_about_once_per_dataset(bids):
+    # a word file whose words overlap warns; a job asks for the same story's words many times (every
+    # call compares all the story's runs), and the log should say it once, not at every call
+    tsv = bids / "sub-01" / "func" / "sub-01_task-alpha_run-1_words.tsv"
+    tsv.write_text("word\tonset\toffset\nThe\t1.0\t1.6\ncat\t1.5\t2.5\n")
+    ds = open_dataset("bids", bids)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tables = [ds.words("alpha"), ds.words("alpha"), ds.words("01", "alpha")]
+    assert [str(w.message).count("overlap") for w in caught] == [1]
+    for t in tables:
+        assert t["word"].tolist() == ["the", "cat"]
+    tables[0].loc[0, "word"] = "changed"  # each call gets its own copy
+    assert ds.words("alpha")["word"].tolist() == ["the", "cat"]

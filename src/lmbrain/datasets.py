@@ -650,6 +650,8 @@ class BidsDataset(Dataset):
         super().__init__(root, tr, non_words)
         self._runs: dict[str, dict[str, list[Path]]] = {}
         self._duplicates: dict[tuple[str, str], list[tuple[Path, Path]]] = {}
+        self._word_tables: dict[Path, pd.DataFrame] = {}  # _read_words
+        self._checked_words: dict[tuple[str, str | None], pd.DataFrame] = {}  # _words
         seen: dict[tuple, Path] = {}
         for bold in sorted(self.root.rglob("sub-*_bold.nii*")):
             m = _BOLD_RE.match(bold.name)
@@ -722,9 +724,16 @@ class BidsDataset(Dataset):
         return self._word_file(self.runs(subjects[0], story)[0], story)
 
     def _read_words(self, path: Path) -> pd.DataFrame:
-        if path.suffix == ".TextGrid":
-            return read_textgrid(path, non_words=self.non_words)
-        return read_word_tsv(path, non_words=self.non_words)
+        """A word file's table, read once per dataset object (a copy each time): every call of
+        :meth:`words` compares all the runs' word files of the story, and a job calls it for several
+        stories and subjects, so without this each file's warnings (overlapping words, say) were
+        logged again at every call."""
+        if path not in self._word_tables:
+            if path.suffix == ".TextGrid":
+                self._word_tables[path] = read_textgrid(path, non_words=self.non_words)
+            else:
+                self._word_tables[path] = read_word_tsv(path, non_words=self.non_words)
+        return self._word_tables[path].copy()
 
     def _words(self, story: str, subject: str | None = None) -> pd.DataFrame:
         """The story's words, from the first run's word file (``subject``'s, or the first subject's with the story).
@@ -732,8 +741,15 @@ class BidsDataset(Dataset):
         Every other run of the story (of ``subject``, or of every subject when ``subject`` is None)
         whose word file exists must hold the same words at the same times (to 1 ms): a
         :class:`DatasetError` names both files otherwise. Words starting after the end of the first
-        run (volumes x TR) warn; all of them doing so is a :class:`DatasetError`.
+        run (volumes x TR) warn; all of them doing so is a :class:`DatasetError`. Checked once per
+        (story, subject) and dataset object, so its warnings are given once (a copy each call).
         """
+        key = (story, subject)
+        if key not in self._checked_words:
+            self._checked_words[key] = self._check_words(story, subject)
+        return self._checked_words[key].copy()
+
+    def _check_words(self, story: str, subject: str | None) -> pd.DataFrame:
         subjects = self._subjects_of(story, subject)
         first_bold = self.runs(subjects[0], story)[0]
         first = self._word_file(first_bold, story)
