@@ -309,3 +309,25 @@ def test_bids_word_files_are_read_and_warned_about_once_per_dataset(bids):
         assert t["word"].tolist() == ["the", "cat"]
     tables[0].loc[0, "word"] = "changed"  # each call gets its own copy
     assert ds.words("alpha")["word"].tolist() == ["the", "cat"]
+
+
+def test_real_data_is_checked_at_workflow_start(lebel, tmp_path):
+    # demo.build false: the dataset must open and every subject have its stories before Snakemake builds
+    # the job graph (there the first input function met the problem and printed it inside a traceback)
+    from conftest import ROOT
+
+    from lmbrain.config import ConfigError, check_paths, load_config, resolve
+
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    cfg.update(subjects=["UTS01"], use_models=[])
+    cfg["dataset"]["root"] = str(lebel)
+    cfg["demo"]["build"] = False
+    cfg["stories"]["test"] = ["b"]
+    cfg["rois"]["source"] = "none"
+    check_paths(resolve(cfg))  # UTS01 has a and b
+    cfg["subjects"] = ["UTS01", "UTS02"]
+    with pytest.raises(ConfigError, match=r"subject UTS02 lacks test story b \(config key stories.test\)"):
+        check_paths(resolve(cfg))
+    cfg["dataset"]["root"] = str(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="nothing"):
+        check_paths(resolve(cfg))

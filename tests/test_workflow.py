@@ -278,9 +278,10 @@ def test_bad_data_fails_with_a_clear_message(tiny_workdir, tmp_path):
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     proc = run(["--cores", "1", "--configfile", str(tmp_path / "real.yaml")], tmp_path)
     assert proc.returncode != 0
-    log = (tmp_path / "logs/UTS01/data_summary.log").read_text()
-    assert "not a lebel2023 dataset" in log and "Traceback" not in log
-    assert not (tmp_path / "results/UTS01/data/summary.tsv").exists()
+    # stopped at start (lmbrain.config.check_dataset), before any job or log
+    out = proc.stdout + proc.stderr
+    assert "not a lebel2023 dataset" in out and "Traceback" not in out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
 def test_lint_is_clean():

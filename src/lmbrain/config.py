@@ -934,8 +934,12 @@ def check_paths(settings: Settings) -> None:
 
     - ``demo.build: true`` with a ``dataset.root`` that holds something lmbrain's demo builder did not
       make: stop, before anything could be replaced (say to set ``demo.build: false``);
-    - ``trw.truth`` set explicitly: the file must exist and have the columns planted-truth scoring needs.
+    - ``trw.truth`` set explicitly: the file must exist and have the columns planted-truth scoring needs;
+    - ``demo.build: false``: the dataset must open and every subject have its stories (:func:`check_dataset`);
+    - the ROI names (:func:`check_rois`).
     """
+    if not settings.demo.build:
+        check_dataset(settings)
     if settings.demo.build:
         from .demo import DemoError, check_demo_root
 
@@ -953,6 +957,23 @@ def check_paths(settings: Settings) -> None:
             except RecoveryError as exc:
                 raise ConfigError(f"trw.truth: {exc}") from None
     check_rois(settings)
+
+
+def check_dataset(settings: Settings) -> None:
+    """Real data (``demo.build: false``), checked once at workflow start: ``dataset.root`` opens as
+    ``dataset.layout`` and every subject has the stories ``stories.train`` and ``stories.test`` name.
+    Without it the first input function that split a subject's stories met the problem while Snakemake
+    built the job graph, which printed the message inside its own traceback. Reads file listings (and
+    the layout's index, such as ``respdict.json``), not the responses or transcripts: the jobs check those."""
+    from . import LmbrainError
+    from .stages.common import open_job_dataset, split_stories
+
+    try:
+        ds = open_job_dataset(settings.dataset)
+        for subject in settings.subjects:
+            split_stories(ds, subject, settings.dataset)
+    except LmbrainError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _pycortex_subjects(settings: Settings) -> set[tuple[str, str | None]]:
