@@ -938,8 +938,6 @@ def check_paths(settings: Settings) -> None:
     - ``demo.build: false``: the dataset must open and every subject have its stories (:func:`check_dataset`);
     - the ROI names (:func:`check_rois`).
     """
-    if not settings.demo.build:
-        check_dataset(settings)
     if settings.demo.build:
         from .demo import DemoError, check_demo_root
 
@@ -947,6 +945,8 @@ def check_paths(settings: Settings) -> None:
             check_demo_root(settings.dataset.root)
         except DemoError as exc:
             raise ConfigError(str(exc)) from None
+    else:
+        check_dataset(settings)
     explicit = settings.effective["trw"]["truth"]
     if explicit is not None:
         from .recovery import RecoveryError, read_truth
