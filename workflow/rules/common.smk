@@ -2,6 +2,7 @@
 # lmbrain.config.resolve validates the config against the schema packaged with lmbrain, runs every
 # cross-field check and returns typed settings; each rule passes its stage exactly the settings it reads
 # as a params value (a JSON string), so a setting change reruns exactly the jobs that read it.
+import functools
 import json
 import re
 
@@ -159,8 +160,18 @@ model_mem_mb = fixed_mem(6000)
 
 # -- stories (known once the dataset exists: after the demo checkpoint when the demo is built) ---------
 def _dataset():
-    if S.demo.build:
+    from lmbrain.stages.common import open_job_dataset
+
+    if S.demo.build:  # the checkpoint may rebuild it during the run: opened again each time
         checkpoints.demo_dataset.get()
+        return open_job_dataset(S.dataset)
+    return _real_dataset()
+
+
+@functools.cache
+def _real_dataset():
+    """Real data, which no job writes: opened (its files listed) once per Snakemake process, not at every
+    input function call (a dry run of a 2-subject BIDS workflow opened it 15 times)."""
     from lmbrain.stages.common import open_job_dataset
 
     return open_job_dataset(S.dataset)
