@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import CACHE
+from lmbrain.demo import canonical_hrf
 from test_workflow import TINY_MODELS, run
 
 TR = 1.5
@@ -25,12 +26,6 @@ WORDS = ("the a of and to in is that it was for on with as his he be at by this 
          "back years where much your way well down should because each just those people how too little state "
          "good very make world still own see men work long get here between both life being under never day "
          "same another know while last might us great old year off come since against go came right used take").split()
-
-
-def _hrf(tr):
-    t = np.arange(0, 24, tr)
-    h = t ** 5 * np.exp(-t) / 120 - 0.1 * t ** 15 * np.exp(-t) / 1.3e12
-    return h / np.abs(h).sum()
 
 
 def make_bids(root, rng):
@@ -57,7 +52,7 @@ def make_bids(root, rng):
             n_tr = int(np.ceil((onsets[-1] + 8) / TR))
             length = np.zeros(n_tr)
             np.add.at(length, (onsets / TR).astype(int), [len(w) for w in words])
-            drive = np.convolve(length - length.mean(), _hrf(TR))[:n_tr]
+            drive = np.convolve(length - length.mean(), canonical_hrf(np.arange(0, 24, TR)))[:n_tr]
             for run_ in range(1, n_test + 1) if name == "delta" else [None]:
                 stem = f"sub-{sub}_ses-1_task-{name}" + (f"_run-{run_}" if run_ else "")
                 y = 50 + np.outer(drive / drive.std(), weights) + rng.standard_normal((n_tr, len(weights)))
