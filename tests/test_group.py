@@ -53,12 +53,14 @@ def test_a_mean_correlation_and_its_interval_stay_correlations():
     z = np.arctanh([0.05, 0.6])
     np.testing.assert_allclose(g["test_r_low"], np.tanh(z.mean() - stats.t.ppf(0.975, 1) * z.std(ddof=1) / np.sqrt(2)))
     # a correlation of exactly 1 is kept finite; one outside [-1, 1] is refused
-    m, lo, hi, _ = G.mean_ci(np.array([[1.0], [0.5]]), fisher=True)
+    m, lo, hi, _ = G.mean_ci(np.array([[1.0], [0.5]]), scale="fisher")
     assert np.isfinite([m, lo, hi]).all() and hi[0] <= 1
     with pytest.raises(G.GroupError, match=r"\[-1, 1\]"):
-        G.mean_ci(np.array([[1.5], [0.5]]), fisher=True)
-    with pytest.raises(G.GroupError, match="not both"):
-        G.mean_ci(np.array([[0.5], [0.5]]), log2=True, fisher=True)
+        G.mean_ci(np.array([[1.5], [0.5]]), scale="fisher")
+    with pytest.raises(G.GroupError, match="scale must be one of linear, log2, fisher"):
+        G.mean_ci(np.array([[0.5], [0.5]]), scale="atanh")
+    with pytest.raises(G.GroupError, match="both as a log2 column and as a correlation"):
+        G.group_table({"A": _subject_table([4.0], [0.05], ("AC",))}, log_columns=("median_test_r",))
 
 
 def test_mean_ci_coverage_and_bootstrap():

@@ -36,6 +36,7 @@ from . import LmbrainError
 
 LOG_COLUMNS = ("median_trw_words", "median_trw_seconds")
 FISHER_COLUMNS = ("median_test_r",)
+SCALES = ("linear", "log2", "fisher")  # mean_ci's scales
 
 
 class GroupError(LmbrainError, ValueError):
@@ -71,8 +72,8 @@ def stack_subjects(per_subject: dict) -> pd.DataFrame:
     return out[["subject"] + [c for c in out.columns if c != "subject"]]
 
 
-def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool = False, n_boot: int = 10000,
-            seed: int = 0, fisher: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", scale: str = "linear", n_boot: int = 10000,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Across-subject mean and confidence interval per column, NaNs (missing subjects) left out.
 
     Parameters
@@ -83,12 +84,13 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
     method : {"t", "bootstrap"}
         ``"t"``: mean +- t_{n-1} * sd / sqrt(n); ``"bootstrap"``: percentile interval of the mean over
         subjects resampled with replacement (seeded).
-    log2 : bool
-        Average log2 values and back-transform (geometric mean and its interval).
-    fisher : bool
-        The values are correlations: average Fisher's ``z = atanh(r)`` and back-transform with
-        ``tanh`` (the mean and both ends of the interval then lie in (-1, 1)). A value of exactly
-        +-1 is taken as +-(1 - 1e-12); one outside [-1, 1] raises :class:`GroupError`.
+    scale : {"linear", "log2", "fisher"}
+        Where the mean and interval are taken. ``"linear"``: on the values. ``"log2"``: on log2
+        values, then back-transformed (a geometric mean and its interval; values <= 0 count as
+        missing). ``"fisher"``: the values are correlations; average Fisher's ``z = atanh(r)`` and
+        back-transform with ``tanh`` (the mean and both ends of the interval then lie in (-1, 1)).
+        A correlation of exactly +-1 is taken as +-(1 - 1e-12); one outside [-1, 1] raises
+        :class:`GroupError`.
 
     Returns
     -------
@@ -102,12 +104,12 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2:
         raise GroupError(f"values must be (n_subjects, n_columns), got shape {v.shape}")
-    if log2 and fisher:
-        raise GroupError("mean_ci: choose log2 or fisher, not both")
-    if log2:
+    if scale not in SCALES:
+        raise GroupError(f"mean_ci: scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if scale == "log2":
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.where(v > 0, np.log2(np.where(v > 0, v, 1)), np.nan)
-    if fisher:
+    if scale == "fisher":
         if (np.abs(v[np.isfinite(v)]) > 1).any():
             raise GroupError(f"mean_ci: correlations must lie in [-1, 1] for Fisher's z, got {np.nanmax(np.abs(v)):g}")
         v = np.arctanh(np.clip(v, -1 + 1e-12, 1 - 1e-12))
@@ -130,11 +132,17 @@ def mean_ci(values: np.ndarray, ci: float = 0.95, method: str = "t", log2: bool 
             lo[j], hi[j] = np.percentile(boots, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
         else:
             raise GroupError(f"method must be 't' or 'bootstrap', got {method!r}")
-    if log2:
+    if scale == "log2":
         mean, lo, hi = 2.0 ** mean, 2.0 ** lo, 2.0 ** hi
-    if fisher:
+    elif scale == "fisher":
         mean, lo, hi = np.tanh(mean), np.tanh(lo), np.tanh(hi)
     return mean, lo, hi, n
+
+
+def _scale(column: str, log_columns, fisher_columns) -> str:
+    if column in log_columns and column in fisher_columns:
+        raise GroupError(f"column {column!r} is listed both as a log2 column and as a correlation (Fisher) column")
+    return "log2" if column in log_columns else "fisher" if column in fisher_columns else "linear"
 
 
 def roi_matrix(per_subject: dict, column: str, rois=None) -> tuple[np.ndarray, list, list]:
@@ -209,7 +217,7 @@ def group_table(per_subject: dict, columns=("median_trw_words", "median_test_r")
             raise GroupError(f"no column {col!r} in the ROI tables (columns: {', '.join(long.columns)})")
         wide = long.pivot(index="subject", columns="roi", values=col).reindex(index=subjects, columns=rois)
         vals = wide.to_numpy(dtype=np.float64)
-        mean, lo, hi, n = mean_ci(vals, ci, method, col in log_columns, n_boot, seed, fisher=col in fisher_columns)
+        mean, lo, hi, n = mean_ci(vals, ci, method, _scale(col, log_columns, fisher_columns), n_boot, seed)
         x = col[len("median_"):] if col.startswith("median_") else col
         if k == 0:
             out["n_subjects"] = n
