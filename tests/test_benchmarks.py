@@ -13,6 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run(name: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    """Run ``python benchmarks/<name>.py args`` from the project root, capturing its output as text."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+
+
 def _benchmark(name: str):
     """The module benchmarks/<name>.py (the benchmarks folder is on sys.path only while it is imported)."""
     import importlib
@@ -27,29 +33,24 @@ def _benchmark(name: str):
 @pytest.mark.slow
 def test_features_benchmark_runs_with_the_default_models(shakespeare_archive):
     """Issue 21: `python benchmarks/features.py` crashed (KeyError 'min_count') on the planted model."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "features.py"), "--words", "30", "--ref-words", "2",
-                           "--ks", "1", "4", "--threads", "1"], capture_output=True, text=True, cwd=ROOT)
+    proc = _run("features", "--words", "30", "--ref-words", "2", "--ks", "1", "4", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
     assert rows == ["attention", "rnn", "lstm", "mtlstm", "transformer"], proc.stdout
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "features.py"), "--models", "planted"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = _run("features", "--models", "planted")
     assert proc.returncode != 0 and "planted cannot be benchmarked" in proc.stderr
 
 
 @pytest.mark.slow
 def test_scrambling_benchmark_prints_its_ratio(shakespeare_archive):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--models", "lstm", "--words", "80",
-                           "--voxels", "50", "--seeds", "1", "--ks", "1", "4", "--threads", "1"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = _run("scrambling", "--models", "lstm", "--words", "80", "--voxels", "50", "--seeds", "1", "--ks", "1", "4",
+                "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = proc.stdout.splitlines()[-1].split()
     assert row[0] == "lstm" and row[2] == "4" and float(row[5].rstrip("x")) > 0, proc.stdout
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--models", "planted"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = _run("scrambling", "--models", "planted")
     assert proc.returncode != 0 and "planted cannot be benchmarked" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scrambling.py"), "--voxels", "0"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = _run("scrambling", "--voxels", "0")
     assert proc.returncode != 0 and "--voxels must be at least 1" in proc.stderr
 
 
@@ -66,8 +67,7 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
         path = tmp_path / "results" / "benchmarks" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{s}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results")],
-                          capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"))
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in proc.stdout.splitlines()[2:]}
     assert rows["extract_features"] == ["2", "10", "8", "6", "500"]
@@ -77,8 +77,7 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
     assert rows["scrambled_features"] == ["1", "12", "20", "12", "450"]
     assert rows["total"][:3] == ["11", "370", "453"]
     assert list(rows)[0] == "decode"  # largest wall time first
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "none")],
-                          capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "none"))
     assert proc.returncode != 0 and "no benchmark files" in proc.stderr
 
 
@@ -104,27 +103,23 @@ def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
                      "1\t0:00:01\t1\t0\t0\t0\t0\t0\t0\t1\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
-                           "--logs", str(tmp_path / "logs"), "--cores", "2"], capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--logs", str(tmp_path / "logs"), "--cores", "2")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout[proc.stdout.index("packing"):].splitlines()
     # jobs 0-10, 0-4, 6-10, 10-15: 23 s of jobs in 15 s; one job running 4-6 and 10-15
     assert out[0].startswith("packing (4 job logs, 2 cores): 15 s elapsed"), out
     assert "23 s of job time, 1.53 jobs at a time; fewer than 2 jobs running for 7 s" in out[0], out
     assert out[1] == "  10-15 s (5 s): DEMO01/decoding/lstm/story" and out[2] == "  4-6 s (2 s): models/lstm/train_model", out
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
-                           "--logs", str(tmp_path / "results")], capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--logs", str(tmp_path / "results"))
     assert proc.returncode != 0 and "no job log" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
-                           "--logs", str(tmp_path / "logs"), "--cores", "0"], capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--logs", str(tmp_path / "logs"), "--cores", "0")
     assert proc.returncode != 0 and "--cores must be at least 1" in proc.stderr
     # a log written by the glue every rule script runs in is read the same way
     real = tmp_path / "real" / "DEMO01" / "trw" / "lstm.log"
     real.parent.mkdir(parents=True)
     with run_rule(SimpleNamespace(log=[str(real)], threads=1, rule="trw")):
         time.sleep(0.05)  # the job's one stretch, under 2 cores
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rule_times.py"), "--results", str(tmp_path / "results"),
-                           "--logs", str(tmp_path / "real")], capture_output=True, text=True)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--logs", str(tmp_path / "real"))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout[proc.stdout.index("packing"):].splitlines()
     assert out[0].startswith("packing (1 job logs, 2 cores)") and out[1].endswith("s): DEMO01/trw/lstm"), out
@@ -132,17 +127,15 @@ def test_rule_times_reads_how_the_jobs_filled_the_cores_from_the_logs(tmp_path):
 
 @pytest.mark.slow
 def test_scaling_benchmark_prints_each_point_and_the_growth():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--voxels", "40", "80", "--trs", "300",
-                           "--story-trs", "100", "--features", "8", "--permutations", "20"],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = _run("scaling", "--voxels", "40", "80", "--trs", "300", "--story-trs", "100", "--features", "8",
+                "--permutations", "20", env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     points = [line.split() for line in lines[2:4]]
     assert [p[:3] for p in points] == [["300", "40", "3"], ["300", "80", "3"]], proc.stdout
     assert all(float(p[5]) > 0 and float(p[7]) > 0 for p in points)
     assert "2.0x the voxels" in lines[4] and ("80000 voxels" in lines[4] or "no extrapolation" in lines[4])
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--trs", "100"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = _run("scaling", "--trs", "100")
     assert proc.returncode != 0 and "two stories" in proc.stderr
 
 
@@ -205,8 +198,7 @@ def test_second_generator_draws_its_stories_from_every_play_it_is_given(tmp_path
 
 @pytest.mark.slow
 def test_scoring_benchmark_prints_its_ratio_and_identical_scores(shakespeare_archive):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scoring.py"), "--minutes", "2", "--null-samples",
-                           "1", "--shift-samples", "2", "--min-shift", "30"], capture_output=True, text=True, cwd=ROOT)
+    proc = _run("scoring", "--minutes", "2", "--null-samples", "1", "--shift-samples", "2", "--min-shift", "30")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:] if line.split()[0] in
             ("wer", "bleu1", "meteor", "bertscore")}
