@@ -52,6 +52,23 @@ def test_dry_run_lists_jobs(tiny_workdir):
         assert rule in out
 
 
+def test_a_setting_with_braces_reaches_its_jobs_unformatted(tiny_workdir):
+    """rois.label_image / label_table (and trw.truth) take "{subject}"; the run_config rule's params held
+    the whole configuration as a string, which Snakemake formats with wildcards: WildcardError 'subject'."""
+    labels = tiny_workdir / "labels"
+    labels.mkdir(exist_ok=True)
+    for subject in ("DEMO01", "DEMO02"):
+        (labels / f"{subject}.tsv").write_text("index\tname\n1\tAC\n2\tBroca\n")
+        (labels / f"{subject}.nii.gz").write_bytes(b"")  # a dry run reads no image
+    (tiny_workdir / "braces.yaml").write_text(yaml.safe_dump({"rois": {
+        "source": "labels", "label_image": "labels/{subject}.nii.gz", "label_table": "labels/{subject}.tsv",
+        "names": ["AC", "Broca"], "order": [["AC"], ["Broca"]]}}))
+    proc = run(["-n", "--configfile", "tiny.yaml", "braces.yaml"], tiny_workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "rule run_config:" in out and "rule rois:" in out and "labels/DEMO01.nii.gz" in out
+
+
 def _job_threads(out: str, rule: str) -> list[int]:
     """The threads of each planned job of ``rule`` in a dry run's output (Snakemake prints none for 1)."""
     blocks = [b for b in re.split(r"\n(?=\[)|\n\n", out) if re.search(rf"^(rule|checkpoint) {rule}:", b, re.M)]

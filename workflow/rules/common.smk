@@ -41,20 +41,24 @@ def dataset_ready():
 
 
 # -- params: one job-settings object per rule ----------------------------------------------------
-def demo_settings():
+# Every settings param is a function of the wildcards, even where the job has none: Snakemake formats a
+# params *string* with the job's wildcards, so a setting whose value holds braces ("{subject}" in
+# rois.label_image or trw.truth, say) would stop the workflow with a WildcardError; a function's value
+# is passed as it is.
+def demo_settings(wildcards):
     return to_json(S.demo_job())
 
 
-def data_settings():
+def data_settings(wildcards):
     return to_json(S.data_job())
 
 
-def run_settings():
+def run_settings(wildcards):
     """The effective configuration (defaults filled, config files merged) for results/config.yaml."""
     return json.dumps(S.effective, default=str)
 
 
-def corpus_settings():
+def corpus_settings(wildcards):
     return to_json(S.corpus_job())
 
 

@@ -7,7 +7,7 @@ rule data_summary:
     output:
         summary=L.data_summary("{subject}"),
     params:
-        settings=data_settings(),
+        settings=data_settings,
         code=CODE_VERSION,
     log:
         L.log("{subject}", "data_summary"),

@@ -6,7 +6,7 @@ checkpoint demo_dataset:
     output:
         manifest=f"{S.dataset.root}/demo.json",
     params:
-        settings=demo_settings(),
+        settings=demo_settings,
         code=CODE_VERSION,
     log:
         L.log("demo_dataset"),

@@ -7,7 +7,7 @@ rule prepare_corpus:
         heldout=L.corpus_file("heldout.txt"),
         info=L.corpus_file("corpus.json"),
     params:
-        settings=corpus_settings(),
+        settings=corpus_settings,
         code=CODE_VERSION,
     log:
         L.log("prepare_corpus"),

@@ -5,7 +5,7 @@ rule run_config:
     output:
         report(L.config_file(), caption="../report/config.rst", category="Configuration"),
     params:
-        config=run_settings(),
+        config=run_settings,
     log:
         L.log("run_config"),
     benchmark:
