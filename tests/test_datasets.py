@@ -331,3 +331,52 @@ def test_real_data_is_checked_at_workflow_start(lebel, tmp_path):
     cfg["dataset"]["root"] = str(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="nothing"):
         check_paths(resolve(cfg))
+
+
+def test_the_files_behind_the_data_are_listed_for_the_workflow(lebel, bids):
+    # the workflow's inputs (a job reruns when one changes): exactly the files each reader opens
+    ds = open_dataset("lebel2023", lebel)
+    d = lebel / "derivative"
+    assert ds.files("UTS01", "b") == [d / "preprocessed_data/UTS01/b.hf5", d / "TextGrids/b.TextGrid", d / "respdict.json"]
+    assert ds.word_files("a") == [d / "TextGrids/a.TextGrid"]
+    assert ds.grid_files("UTS01") == []  # no pycortex-db: no voxel grid
+    db = d / "pycortex-db/UTS01"
+    (db / "transforms/UTS01_auto").mkdir(parents=True)
+    mask = db / "transforms/UTS01_auto/mask_thick.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((N_VOX, 1, 1), np.uint8), np.eye(4)), mask)
+    (db / "surface.json").write_text(json.dumps({"subject": "S1", "xfm": "fullhead"}))
+    assert ds.grid_files("UTS01") == [mask, db / "surface.json"]
+    assert ds.voxel_space("UTS01").source == str(mask)
+    with pytest.raises(DatasetError, match="no story 'c'"):
+        ds.files("UTS01", "c")
+
+    ds = open_dataset("bids", bids)
+    func = bids / "sub-01/func"
+    (func / "sub-01_task-beta_bold.json").write_text(json.dumps({"RepetitionTime": 1.5}))
+    # alpha: run 1 has its own word file, run 2 none (and no stimuli/alpha.*); beta: a sidecar and stimuli/
+    assert ds.files("01", "alpha") == [func / "sub-01_task-alpha_run-1_bold.nii.gz", func / "sub-01_task-alpha_run-1_words.tsv",
+                                       func / "sub-01_task-alpha_run-2_bold.nii.gz"]
+    assert ds.files("01", "beta") == [func / "sub-01_task-beta_bold.nii.gz", func / "sub-01_task-beta_bold.json",
+                                      bids / "stimuli/beta.TextGrid"]
+    assert ds.word_files("alpha") == [func / "sub-01_task-alpha_run-1_words.tsv"]
+    assert ds.grid_files("01") == [func / "sub-01_desc-brain_mask.nii.gz"]
+    (func / "sub-01_desc-brain_mask.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="no brain mask found"):
+        ds.grid_files("01")
+
+
+def test_a_bids_subject_without_a_brain_mask_stops_the_workflow_at_start(bids):
+    from conftest import ROOT
+
+    from lmbrain.config import ConfigError, check_paths, load_config, resolve
+
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    cfg.update(subjects=["01"], use_models=[], tr=1.5)
+    cfg["dataset"].update(root=str(bids), layout="bids")
+    cfg["demo"]["build"] = False
+    cfg["stories"]["test"] = ["beta"]
+    cfg["rois"]["source"] = "none"
+    check_paths(resolve(cfg))
+    (bids / "sub-01/func/sub-01_desc-brain_mask.nii.gz").unlink()
+    with pytest.raises(ConfigError, match="no brain mask found"):
+        check_paths(resolve(cfg))

@@ -7,6 +7,9 @@ the other, a ``dseg`` label image with two ROIs, and responses that follow each 
 """
 
 import json
+import os
+import re
+import time
 
 import nibabel as nib
 import numpy as np
@@ -110,3 +113,53 @@ def test_workflow_runs_end_to_end_on_a_bids_dataset(tmp_path, shakespeare_archiv
     assert group["n_subjects"].max() == 2
     assert ((group["test_r_low"] > -1) & (group["test_r_high"] < 1)).all()
     assert (tmp_path / "results/group/lstm/ordering.tsv").exists()
+    _check_reruns_follow_the_data(tmp_path)
+
+
+def _planned(text: str) -> set[tuple[str, str]]:
+    """The jobs of a snakemake dry run as {(rule, "subject=..., ..." wildcards or "")}."""
+    jobs = set()
+    for block in re.split(r"\n(?=\[)|\n\n", text):
+        if m := re.search(r"^(?:rule|checkpoint) (\w+):", block, re.M):
+            w = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.add((m.group(1), w.group(1).strip() if w else ""))
+    return jobs
+
+
+def _check_reruns_follow_the_data(tmp_path):
+    """The data files are the jobs' inputs: a changed file reruns exactly the jobs that read it."""
+    plan = run(["-n", "--configfile", "bids.yaml"], tmp_path)
+    assert "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-2000:]
+    func = {sub: tmp_path / f"bids/sub-{sub}/ses-1/func" for sub in ("01", "02")}
+    later = time.time() + 60
+
+    def touched(path):
+        """The jobs a dry run plans once the file has changed (then put back as it was). Its content changes
+        too: Snakemake skips an input that is newer but has the checksum it recorded."""
+        before, content = path.stat(), path.read_bytes()
+        path.write_bytes(content + b"\n")  # a dry run reads no response or transcript
+        os.utime(path, (later, later))
+        try:
+            out = run(["-n", "--configfile", "bids.yaml"], tmp_path)
+        finally:
+            path.write_bytes(content)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        return {(rule, w) for rule, w in _planned(out.stdout) if rule not in ("all", "run_config")}
+
+    # a re-preprocessed run of sub-02's test story: sub-02's jobs and the group, nothing of sub-01's, no features
+    jobs = touched(func["02"] / "sub-02_ses-1_task-delta_run-2_bold.nii")
+    assert {rule for rule, _ in jobs} == {"data_summary", "encoding_model", "trw", "rois", "group", "decoder", "decode"}
+    assert all("subject=02" in w for rule, w in jobs if rule != "group"), jobs
+    # a corrected transcript of a training story: that story's features and every subject's jobs after them
+    # (a story's words are the same for every subject, and some stages read them without naming one)
+    jobs = touched(func["01"] / "sub-01_ses-1_task-alpha_events.tsv")
+    assert {w for rule, w in jobs if rule == "extract_features"} == {"model=lstm, story=alpha"}
+    assert {w for rule, w in jobs if rule == "data_summary"} == {"subject=01", "subject=02"}
+    assert {w for rule, w in jobs if rule == "encoding_model"} == {"subject=01, model=lstm, feature=pooled-L1",
+                                                                  "subject=02, model=lstm, feature=pooled-L1"}
+    assert not any(rule == "scrambled_features" for rule, _ in jobs)  # alpha is a training story
+    # the brain mask: every job of the subject that reads its voxel grid
+    jobs = touched(func["01"] / "sub-01_ses-1_desc-brain_mask.nii.gz")
+    assert {rule for rule, _ in jobs} == {"data_summary", "encoding_model", "trw", "rois", "group", "decoder", "decode"}
+    assert all("subject=01" in w for rule, w in jobs if rule != "group"), jobs

@@ -961,17 +961,23 @@ def check_paths(settings: Settings) -> None:
 
 def check_dataset(settings: Settings) -> None:
     """Real data (``demo.build: false``), checked once at workflow start: ``dataset.root`` opens as
-    ``dataset.layout`` and every subject has the stories ``stories.train`` and ``stories.test`` name.
-    Without it the first input function that split a subject's stories met the problem while Snakemake
-    built the job graph, which printed the message inside its own traceback. Reads file listings (and
-    the layout's index, such as ``respdict.json``), not the responses or transcripts: the jobs check those."""
+    ``dataset.layout``, every subject has the stories ``stories.train`` and ``stories.test`` name, and
+    the files behind them (the jobs' inputs: :meth:`lmbrain.datasets.Dataset.files`, ``word_files``,
+    ``grid_files``) can be listed: a brain mask, one file per run. Without it the first input function
+    that met a problem did so while Snakemake built the job graph, which printed the message inside its
+    own traceback. Reads file listings (and the layout's index, such as ``respdict.json``), not the
+    responses or transcripts: the jobs check those."""
     from . import LmbrainError
     from .stages.common import open_job_dataset, split_stories
 
     try:
         ds = open_job_dataset(settings.dataset)
         for subject in settings.subjects:
-            split_stories(ds, subject, settings.dataset)
+            train, test = split_stories(ds, subject, settings.dataset)
+            for story in train + test:
+                ds.files(subject, story)
+                ds.word_files(story)
+            ds.grid_files(subject)
     except LmbrainError as exc:
         raise ConfigError(str(exc)) from None
 

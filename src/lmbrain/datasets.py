@@ -286,6 +286,23 @@ class Dataset:
     def voxel_space(self, subject: str) -> VoxelSpace | None:
         raise NotImplementedError
 
+    # -- the files behind the data (a workflow's inputs: a job reruns when one of them changes) ------
+    def word_files(self, story: str) -> list[Path]:
+        """The files ``story``'s word timings come from (those of every subject's runs where the layout
+        has them per run): what a job that reads only the story's words (:meth:`words` without a
+        subject) depends on. Only files that exist, in a stable order."""
+        raise NotImplementedError
+
+    def files(self, subject: str, story: str) -> list[Path]:
+        """Every file behind ``subject``'s responses, repeats, TR times and word timings of ``story``.
+        Only files that exist, in a stable order."""
+        raise NotImplementedError
+
+    def grid_files(self, subject: str) -> list[Path]:
+        """The files that give ``subject``'s voxel grid (:meth:`voxel_space`, and the pycortex surface
+        where the layout has one); a :class:`DatasetError` where a required one is missing."""
+        raise NotImplementedError
+
     # -- shared -------------------------------------------------------------------------------
     def _check_subject(self, subject: str) -> None:
         _plain_name(subject, "subject", self.root)
@@ -424,6 +441,26 @@ class Lebel2023Dataset(Dataset):
     def _hf5(self, subject: str, story: str) -> Path:
         self._check_story(subject, story)
         return self.preproc / subject / f"{story}.hf5"
+
+    def word_files(self, story: str) -> list[Path]:
+        _plain_name(story, "story", self.root)
+        path = self.textgrids / f"{story}.TextGrid"
+        return [path] if path.exists() else []
+
+    def files(self, subject: str, story: str) -> list[Path]:
+        return [self._hf5(subject, story), *self.word_files(story), self.derivative / "respdict.json"]
+
+    def grid_files(self, subject: str) -> list[Path]:
+        mask = self._mask_file(subject)
+        surface = self.derivative / "pycortex-db" / subject / "surface.json"
+        return [p for p in (mask, surface) if p is not None and p.exists()]
+
+    def _mask_file(self, subject: str) -> Path | None:
+        """``derivative/pycortex-db/<SUBJECT>/**/mask_thick.nii.gz`` (the first in sorted order), if any."""
+        _plain_name(subject, "subject", self.root)
+        db = self.derivative / "pycortex-db" / subject
+        masks = sorted(db.rglob("mask_thick.nii.gz")) if db.is_dir() else []
+        return masks[0] if masks else None
 
     def _transcript(self, story: str, subject: str | None = None) -> Path:
         _plain_name(story, "story", self.root)
@@ -567,18 +604,14 @@ class Lebel2023Dataset(Dataset):
 
     def voxel_space(self, subject: str) -> VoxelSpace | None:
         """The subject's cortical mask from ``derivative/pycortex-db/<SUBJECT>/`` (pycortex order), if present."""
-        _plain_name(subject, "subject", self.root)
-        db = self.derivative / "pycortex-db" / subject
-        if not db.is_dir():
+        mask = self._mask_file(subject)
+        if mask is None:
             return None
-        masks = sorted(db.rglob("mask_thick.nii.gz"))
-        if not masks:
-            return None
-        space = _load_mask(masks[0], "pycortex")
+        space = _load_mask(mask, "pycortex")
         n = self.n_voxels(subject)
         if space.n_voxels != n:
             raise DatasetError(
-                f"{masks[0]}: mask has {space.n_voxels} voxels but the responses of {subject} have {n} columns"
+                f"{mask}: mask has {space.n_voxels} voxels but the responses of {subject} have {n} columns"
             )
         return space
 
@@ -719,6 +752,21 @@ class BidsDataset(Dataset):
             f"or {stem}.TextGrid beside it, or stimuli/{story}.TextGrid at the dataset root"
         )
 
+    def word_files(self, story: str) -> list[Path]:
+        found = [self._word_file(bold, story, required=False)
+                 for s in self._subjects_of(story, None) for bold in self.runs(s, story)]
+        return list(dict.fromkeys(p for p in found if p is not None))
+
+    def files(self, subject: str, story: str) -> list[Path]:
+        out = []
+        for bold in self.runs(subject, story):
+            sidecar = self._sidecar_path(bold)
+            out += [bold, *([sidecar] if sidecar.exists() else []), self._word_file(bold, story, required=False)]
+        return list(dict.fromkeys(p for p in out if p is not None))
+
+    def grid_files(self, subject: str) -> list[Path]:
+        return [self._mask_file(subject)]
+
     def _transcript(self, story: str, subject: str | None = None) -> Path:
         subjects = self._subjects_of(story, subject)
         return self._word_file(self.runs(subjects[0], story)[0], story)
@@ -783,8 +831,12 @@ class BidsDataset(Dataset):
                                "complete (not a truncated download) and really NIfTI (.nii or gzip-compressed .nii.gz)?") from None
         return img
 
+    @staticmethod
+    def _sidecar_path(bold: Path) -> Path:
+        return Path(re.sub(r"\.nii(\.gz)?$", ".json", str(bold)))
+
     def _sidecar_tr(self, bold: Path) -> tuple[float | None, Path]:
-        sidecar = Path(re.sub(r"\.nii(\.gz)?$", ".json", str(bold)))
+        sidecar = self._sidecar_path(bold)
         if not sidecar.exists():
             return None, sidecar
         meta = _read_json(sidecar, "the JSON sidecar")
@@ -852,6 +904,10 @@ class BidsDataset(Dataset):
 
     @lru_cache(maxsize=16)
     def voxel_space(self, subject: str) -> VoxelSpace:
+        return _load_mask(self._mask_file(subject), "nilearn")
+
+    def _mask_file(self, subject: str) -> Path:
+        """The subject's brain mask (see the class docstring); a DatasetError when there is none."""
         self._check_subject(subject)
         base = self.root / f"sub-{subject}"
         cands = sorted(base.rglob("func/*_mask.nii*")) + sorted(base.rglob("anat/*_mask.nii*"))
@@ -861,7 +917,7 @@ class BidsDataset(Dataset):
                 f"in {base / 'func'}"
             )
         preferred = [c for c in cands if "desc-brain" in c.name]
-        return _load_mask((preferred or cands)[0], "nilearn")
+        return (preferred or cands)[0]
 
     def n_voxels(self, subject: str) -> int:
         return self.voxel_space(subject).n_voxels

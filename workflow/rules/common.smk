@@ -202,6 +202,46 @@ def subject_test_stories(subject):
 
 
 # -- inputs --------------------------------------------------------------------------------------
+# The dataset's files are inputs, so a job reruns when data it reads change (a corrected transcript, a
+# re-preprocessed run). The demo's are made by its checkpoint: its marker file stands for them all.
+def subject_data(wildcards):
+    """Every file behind the subject's data: responses, repeats, TR sources and word timings of its
+    configured stories (the word timings of every subject's runs: some stages read a story's words
+    without naming the subject), and its voxel grid."""
+    if S.demo.build:
+        return dataset_ready()
+    ds, subject = _real_dataset(), wildcards.subject
+    files = [f for story in subject_stories(subject) for f in (*ds.files(subject, story), *ds.word_files(story))]
+    return sorted(set(map(str, files + ds.grid_files(subject))))
+
+
+def story_data(wildcards):
+    """The story's word timings (every subject's): what a feature or scrambling job reads of the data."""
+    if S.demo.build:
+        return dataset_ready()
+    return sorted(set(map(str, _real_dataset().word_files(wildcards.story))))
+
+
+def grid_data(subject):
+    """The files that give the subject's voxel grid (with source bids, its ROI label image and table)."""
+    if S.demo.build:
+        return dataset_ready()
+    files = list(map(str, _real_dataset().grid_files(subject)))
+    if S.rois.source == "bids":
+        from lmbrain.rois import RoiError, find_bids_dseg
+
+        try:
+            files += list(map(str, find_bids_dseg(S.dataset.root, subject, S.rois.bids_desc)))
+        except RoiError:
+            pass  # the rois job says what is missing
+    return files
+
+
+def label_files(subject):
+    """rois.source labels: the subject's label image and table."""
+    return [p.replace("{subject}", subject) for p in (S.rois.label_image, S.rois.label_table)]
+
+
 def feature_targets(wildcards=None):
     if not MODELS:
         return []
@@ -223,15 +263,15 @@ def trw_inputs(wildcards):
     }
     if S.trw.scramble:
         inputs["scrambled"] = [L.scrambled_file(wildcards.model, s) for s in test]
+    inputs["data"] = subject_data(wildcards)
     return inputs
 
 
 def rois_inputs(wildcards):
     """The model's TRW table of the subject, and the dataset (the subject's voxel grid and ROI files)."""
-    inputs = {"trw": L.trw_dir(wildcards.subject, wildcards.model), "data": dataset_ready()}
-    r = S.rois
-    if r.source == "labels":
-        inputs["labels"] = [p.replace("{subject}", wildcards.subject) for p in (r.label_image, r.label_table)]
+    inputs = {"trw": L.trw_dir(wildcards.subject, wildcards.model), "data": grid_data(wildcards.subject)}
+    if S.rois.source == "labels":
+        inputs["labels"] = label_files(wildcards.subject)
     return inputs
 
 
@@ -242,12 +282,14 @@ def group_inputs(wildcards):
 
 def decoder_inputs(wildcards):
     """The decoding model, the feature model when another one is configured, and the dataset."""
-    inputs = {"model": L.model_file(wildcards.model), "data": dataset_ready()}
+    inputs = {"model": L.model_file(wildcards.model), "data": subject_data(wildcards)}
     feature_model = S.decoding.feature_model
     if feature_model and feature_model != wildcards.model:
         inputs["feature_model"] = L.model_file(feature_model)
-    if S.decoding.rate_rois and S.rois.source == "labels":  # word-rate models on ROIs read the label files
-        inputs["labels"] = [p.replace("{subject}", wildcards.subject) for p in (S.rois.label_image, S.rois.label_table)]
+    if S.decoding.rate_rois:  # word-rate models on ROIs read the ROI files
+        inputs["grid"] = grid_data(wildcards.subject)
+        if S.rois.source == "labels":
+            inputs["labels"] = label_files(wildcards.subject)
     return inputs
 
 

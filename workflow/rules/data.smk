@@ -3,7 +3,7 @@
 
 rule data_summary:
     input:
-        dataset_ready(),
+        subject_data,
     output:
         summary=L.data_summary("{subject}"),
     params:

@@ -5,6 +5,7 @@
 rule encoding_model:
     input:
         features=encoding_inputs,
+        data=subject_data,
     output:
         report(
             directory(L.encoding_dir("{subject}", "{model}", "{feature}")),

@@ -6,7 +6,7 @@
 rule extract_features:
     input:
         model=L.model_file("{model}"),
-        data=dataset_ready(),
+        data=story_data,
     output:
         features=directory(L.features_dir("{model}", "{story}")),
     params:

@@ -6,7 +6,7 @@
 rule scrambled_features:
     input:
         model=L.model_file("{model}"),
-        data=dataset_ready(),
+        data=story_data,
     output:
         L.scrambled_file("{model}", "{story}"),
     params:
