@@ -208,6 +208,13 @@ def test_subjects_default_to_the_demo_subjects_and_truth_is_per_subject():
     cfg["subjects"] = ["DEMO01", "DEMO03"]
     with pytest.raises(ConfigError, match="DEMO03 not made by the demo.*demo.n_subjects 2"):
         resolve(cfg)
+    # a root is in a rule's file pattern: braces there read as a wildcard ("Not all output, log and benchmark
+    # files of rule demo_dataset contain the same wildcards" was Snakemake's own message)
+    for build in (True, False):
+        cfg = base()
+        cfg["dataset"]["root"], cfg["demo"]["build"], cfg["subjects"] = "data/{x}demo", build, ["DEMO01"]
+        with pytest.raises(ConfigError, match=r"dataset.root 'data/\{x\}demo' contains braces .*rename the folder"):
+            resolve(cfg)
 
 
 def test_rois_settings_round_trip_and_defaults():

@@ -209,6 +209,11 @@ RESERVED_FOLDERS = {"group": "group results", "models": "language models", "corp
 
 def _check_subjects_and_rois(config: dict, source: str) -> None:
     demo = config["demo"]
+    if any(c in str(config["dataset"]["root"]) for c in "{}"):
+        # the root is in the output pattern of rule demo_dataset, where braces read as a wildcard (and
+        # Snakemake has no escape for them in file patterns)
+        raise ConfigError(f"{source}: dataset.root {config['dataset']['root']!r} contains braces ({{ or }}), which "
+                          "Snakemake reads as wildcards in file patterns; rename the folder or link to it (ln -s)")
     if config.get("subjects") is None:
         if not demo["build"]:
             raise ConfigError(f"{source}: subjects: list the subject ids of the dataset (subjects: null means the demo's "
