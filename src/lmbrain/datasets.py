@@ -442,9 +442,12 @@ class Lebel2023Dataset(Dataset):
         self._check_story(subject, story)
         return self.preproc / subject / f"{story}.hf5"
 
-    def word_files(self, story: str) -> list[Path]:
+    def _textgrid(self, story: str) -> Path:
         _plain_name(story, "story", self.root)
-        path = self.textgrids / f"{story}.TextGrid"
+        return self.textgrids / f"{story}.TextGrid"
+
+    def word_files(self, story: str) -> list[Path]:
+        path = self._textgrid(story)
         return [path] if path.exists() else []
 
     def files(self, subject: str, story: str) -> list[Path]:
@@ -463,17 +466,13 @@ class Lebel2023Dataset(Dataset):
         return masks[0] if masks else None
 
     def _transcript(self, story: str, subject: str | None = None) -> Path:
-        _plain_name(story, "story", self.root)
-        path = self.textgrids / f"{story}.TextGrid"
+        path = self._textgrid(story)
         if not path.exists():
             raise DatasetError(f"{path}: TextGrid for story {story!r} not found")
         return path
 
     def _words(self, story: str, subject: str | None = None) -> pd.DataFrame:
-        _plain_name(story, "story", self.root)
-        path = self.textgrids / f"{story}.TextGrid"
-        if not path.exists():
-            raise DatasetError(f"{path}: TextGrid for story {story!r} not found")
+        path = self._transcript(story)
         words = read_textgrid(path, non_words=self.non_words)
         n = self.respdict.get(story)
         if n is not None:
