@@ -977,12 +977,15 @@ def check_dataset(settings: Settings) -> None:
 
     try:
         ds = open_job_dataset(settings.dataset)
+        stories = set()
         for subject in settings.subjects:
             train, test = split_stories(ds, subject, settings.dataset)
             for story in train + test:
                 ds.files(subject, story)
-                ds.word_files(story)
             ds.grid_files(subject)
+            stories.update(train + test)
+        for story in sorted(stories):  # every subject's word files of the story: once per story
+            ds.word_files(story)
     except LmbrainError as exc:
         raise ConfigError(str(exc)) from None
 
