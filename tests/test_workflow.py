@@ -69,20 +69,27 @@ def test_a_setting_with_braces_reaches_its_jobs_unformatted(tiny_workdir):
     assert "rule run_config:" in out and "rule rois:" in out and "labels/DEMO01.nii.gz" in out
 
 
+def job_blocks(out: str) -> list[tuple[str, str]]:
+    """The planned jobs of a dry run's output as (rule, the job's block of text), in printed order."""
+    blocks = []
+    for b in re.split(r"\n(?=\[)|\n\n", out):
+        if m := re.search(r"^(?:rule|checkpoint) (\w+):", b, re.M):
+            blocks.append((m.group(1), b))
+    return blocks
+
+
 def _job_threads(out: str, rule: str) -> list[int]:
     """The threads of each planned job of ``rule`` in a dry run's output (Snakemake prints none for 1)."""
-    blocks = [b for b in re.split(r"\n(?=\[)|\n\n", out) if re.search(rf"^(rule|checkpoint) {rule}:", b, re.M)]
-    return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for b in blocks]
+    return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for r, b in job_blocks(out) if r == rule]
 
 
 def _rules_with(out: str, field: str) -> dict[str, set[str]]:
     """Each planned rule's values of ``field`` (e.g. "priority") in a dry run's output; a job that
     prints no such line (Snakemake omits priority 0 and threads 1) counts as "-"."""
     found = {}
-    for b in re.split(r"\n(?=\[)|\n\n", out):
-        if m := re.search(r"^(?:rule|checkpoint) (\w+):", b, re.M):
-            v = re.search(rf"^\s+{field}: (\S+)", b, re.M)
-            found.setdefault(m.group(1), set()).add(v.group(1) if v else "-")
+    for rule, b in job_blocks(out):
+        v = re.search(rf"^\s+{field}: (\S+)", b, re.M)
+        found.setdefault(rule, set()).add(v.group(1) if v else "-")
     return found
 
 

