@@ -387,3 +387,38 @@ def test_a_killed_feature_job_is_redone_and_one_failing_branch_spares_the_others
     assert (tmp_path / "results/DEMO01/trw/lstm/voxels.tsv").exists()
     assert "pretrained_model" in both.stdout + both.stderr
     assert "cannot load" in (tmp_path / "logs/models/bad/pretrained_model.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_snakemake_is_rerun_by_a_plain_snakemake(tmp_path, shakespeare_archive):
+    """Snakemake killed after a job wrote its first output but before the job ended marks that job's
+    outputs incomplete; a plain rerun then stopped with IncompleteFilesException until the user added
+    --rerun-incomplete. The workflow profile (profiles/default, next to the Snakefile) sets it: outputs
+    are written atomically, so rerunning such jobs is safe, and the resumed training gives the same model."""
+    import os
+    import signal
+    import time
+
+    cfg = {"models": {"lstm": {**TINY_MODELS["lstm"], "epochs": 2}}, "use_models": ["lstm"],
+           "demo": {"cache_dir": str(CACHE)}, "resources": {"gpu": 0}}
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/models/lstm/model.safetensors"
+    proc = subprocess.Popen([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", target, "--configfile", "k.yaml"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = tmp_path / "results/models/lstm/training.tsv"  # written before the figures and the weights
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not first.exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the training job finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (tmp_path / target).exists()
+    assert run(["--unlock", "--configfile", "k.yaml"], tmp_path).returncode == 0
+    done = run(["--cores", "1", target, "--configfile", "k.yaml"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Incomplete" not in done.stderr and "rule train_model" in done.stdout + done.stderr
+    # the rerun resumed from the epoch checkpoint: the same weights as a run never killed
+    resumed = (tmp_path / target).read_bytes()
+    again = run(["--cores", "1", target, "--configfile", "k.yaml", "--forcerun", "train_model"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / target).read_bytes() == resumed
