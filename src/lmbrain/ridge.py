@@ -1157,7 +1157,10 @@ class BandedRidgeCV(_Estimator):
             Cp = g * Cr
         P = None  # no validation rows: a refit (_fixed_fits_lowrank)
         if "A" in fold:  # from A as stored (dtype), as the main term uses it
-            P = torch.einsum("nq,aq,qr->anr", fold["A"].double(), inv, Cp) - (fold["Ar"] * dr[None, :])[None]
+            # A @ (L^-1 Cp) per alpha: a batched product with no (n_val, n_alpha, q) intermediate. The einsum
+            # "nq,aq,qr->anr" made one (8 MB per fold and candidate at 150-TR folds): thousands of such
+            # short-lived blocks between the factors kept left glibc's heap holding ~6 GB at real size
+            P = torch.matmul(fold["A"].double(), inv[:, :, None] * Cp[None]) - (fold["Ar"] * dr[None, :])[None]
         return dict(g=g, dr=dr, Cr=Cr.to(dt), E=(inv[:, :, None] * Cr[None]).to(dt),
                     inv=inv.to(dt), P=P, Sinv=torch.linalg.inv(S))
 
@@ -1175,10 +1178,9 @@ class BandedRidgeCV(_Estimator):
         folds = self._lowrank_folds(ctx)
         t = Y_np.shape[1] if vox is None else len(vox)
         _, batch, _, _ = self._plan(n, n if self._dual else p, n_val_sum, max_val, n_folds, n_alpha, 1)
-        small = ctx.setdefault("lowrank_small", {})
-        for c in ids:
-            if c not in small:
-                small[c] = [self._lowrank_candidate(fold, cand[c], big, r_band, pen) for fold in folds]
+        # each candidate's small factors per fold, for this call only: a refine round's candidates are new
+        # ones, and at 74 folds a candidate's factors take ~40 MB that a fit-long cache would keep
+        small = {c: [self._lowrank_candidate(fold, cand[c], big, r_band, pen) for fold in folds] for c in ids}
         from .io import progress_bar as tqdm
 
         bar = tqdm(total=math.ceil(t / batch), desc="banded ridge batches", disable=not progress)
