@@ -13,11 +13,13 @@ stories, the prediction of one held-out story and its block-permutation test
 (:func:`lmbrain.stats.block_permutation_pvalues`, ``--permutations``, blocks of 10 TRs). The responses
 are planted (a random linear read-out of the features plus noise, z-scored), float32.
 
-Printed per point: the fit, predict+permutation and total seconds, seconds per 1,000 voxels, and the
-peak memory; then, per TR count, the growth factor in time between the smallest and largest voxel
-counts against the voxel ratio (1.0 x the ratio = linear in voxels) and a linear extrapolation of
-the per-voxel cost to ``--extrapolate`` voxels (a real subject: 80,000; marked as extrapolated). Not
-a timed test.
+Printed per point: the fit, predict+permutation and total seconds, seconds per 1,000 voxels, the peak
+memory once the data are made (``data GB``: one float32 copy of the responses and the features, built a
+block of voxels at a time) and the peak memory of the whole point (``peak GB``, the fit's where it is
+larger); then, per TR count, the growth factor in time between the smallest and largest voxel counts
+against the voxel ratio (1.0 x the ratio = linear in voxels) and a linear extrapolation of the
+per-voxel cost to ``--extrapolate`` voxels (a real subject: 80,000; marked as extrapolated). Not a
+timed test.
 """
 
 from __future__ import annotations
@@ -49,10 +51,18 @@ def point(n_trs: int, n_voxels: int, n_features: int, story_trs: int, permutatio
     p = n_features + 12
     X = rng.standard_normal((n, p)).astype(np.float32)
     W = (rng.standard_normal((p, n_voxels)) * (rng.random(n_voxels) < 0.3)).astype(np.float32) / np.sqrt(p)
-    Y = X @ W
-    Y += rng.standard_normal(Y.shape).astype(np.float32)
-    Y -= Y.mean(0)
-    Y /= Y.std(0)
+    # the responses are built a block of voxels at a time, in float32, so that making them holds one float32
+    # copy plus a block: the peak memory reported is then the fit's, not the data's (a whole float64 noise
+    # array is twice the responses, and np.std makes another full-size temporary)
+    Y = np.empty((n, n_voxels), dtype=np.float32)
+    step = 4096
+    for s in range(0, n_voxels, step):
+        block = X @ W[:, s: s + step]
+        block += rng.standard_normal(block.shape, dtype=np.float32)
+        block -= block.mean(0)
+        block /= block.std(0)
+        Y[:, s: s + step] = block
+    data_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     groups = np.arange(n_trs) // story_trs
     bands = [np.arange(n_features)] + [n_features + 4 * j + np.arange(4) for j in range(3)]
     alphas = np.logspace(0, 6, 13)
@@ -66,7 +76,7 @@ def point(n_trs: int, n_voxels: int, n_features: int, story_trs: int, permutatio
     block_permutation_pvalues(pred, Y[n_trs:], n_permutations=permutations, block=10, seed=seed)
     t_test = time.perf_counter() - t0
     return {"fit_s": t_fit, "test_s": t_test, "folds": int(groups.max() + 1),
-            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "data_gb": data_gb, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def growth_line(n_trs: int, pts: list[tuple[int, float]], extrapolate: int) -> str | None:
@@ -105,7 +115,7 @@ def main(argv=None):
         ap.error(f"--trs must hold at least two stories of --story-trs {args.story_trs} TRs (the CV folds)")
     print(f"encoding one k: banded ridge (LM band {args.features} columns + 3 x 4 nuisance), 12 candidates, 13 alphas, "
           f"{args.story_trs}-TR stories, {args.permutations} permutations; {os.cpu_count()} CPU cores")
-    print(f"{'TRs':>6} {'voxels':>7} {'folds':>5} {'fit s':>8} {'test s':>7} {'total s':>8} {'s/1k vox':>8} {'peak GB':>8}")
+    print(f"{'TRs':>6} {'voxels':>7} {'folds':>5} {'fit s':>8} {'test s':>7} {'total s':>8} {'s/1k vox':>8} {'data GB':>8} {'peak GB':>8}")
     results = {}
     for n_trs in args.trs:
         for v in sorted(args.voxels):
@@ -120,7 +130,7 @@ def main(argv=None):
             total = r["fit_s"] + r["test_s"]
             results[(n_trs, v)] = total
             print(f"{n_trs:6d} {v:7d} {r['folds']:5d} {r['fit_s']:8.3f} {r['test_s']:7.3f} {total:8.3f} "
-                  f"{1000 * total / v:8.2f} {r['peak_gb']:8.2f}", flush=True)
+                  f"{1000 * total / v:8.2f} {r['data_gb']:8.2f} {r['peak_gb']:8.2f}", flush=True)
     for n_trs in args.trs:
         line = growth_line(n_trs, sorted((v, t) for (n, v), t in results.items() if n == n_trs), args.extrapolate)
         if line:
