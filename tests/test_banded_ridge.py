@@ -471,6 +471,7 @@ def test_a_banded_fit_with_many_folds_stays_within_its_memory_budget(refine_gamm
     thousands of short-lived blocks left glibc's heap holding them), and by 5.5 GB with two refine rounds
     (every refine candidate's per-fold factors were kept until the fit ended). Measured in a fresh process
     (peak resident memory after a warm-up fit, so imports and thread pools are not counted)."""
+    import os
     import subprocess
     import sys
 
@@ -492,6 +493,6 @@ fit(n, 150)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split()[-1]) < 0.5  # GB: the fit's memory_gb
