@@ -273,6 +273,29 @@ def test_planted_classes_and_unit_lengths():
                                                                     "story", "story"]
 
 
+def test_the_scrambling_confusion_counts_every_voxel():
+    """A voxel whose banded model has no weight on the language-model band gets the scrambling class none
+    (nothing to scramble); the confusion table's four class columns dropped such voxels without a word (a
+    real-size run had 1,230 significant voxels of class none, one of them among the voxels scored) and pandas 4
+    will refuse them. They get a column."""
+    import warnings
+
+    from lmbrain.recovery import scramble_confusion
+
+    lengths = {"word": 1.0, "sentence": 3.0, "paragraph": 4.0}
+    windows = [1, 2, 3, 4, 5, 256, 256]
+    found = ["word", "sentence", "none", "paragraph", "story", "story", "none"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' deprecation of values outside the categories
+        table = scramble_confusion(windows, found, lengths)
+    assert list(table.index) == ["word", "sentence", "paragraph", "story"]
+    assert list(table.columns) == ["word", "sentence", "paragraph", "story", "none"]
+    assert table.to_numpy().sum() == len(windows)
+    assert table.loc["sentence", "none"] == 1 and table.loc["story", "none"] == 1 and table.loc["story", "story"] == 2
+    # without a none voxel the table keeps its four columns
+    assert list(scramble_confusion(windows[:2], found[:2], lengths).columns) == ["word", "sentence", "paragraph", "story"]
+
+
 def test_truth_scoring_is_explicit_and_never_takes_down_the_outputs(planted_run, tmp_path, caplog):
     """Issue 21: a ground_truth.tsv beside a real dataset is never read (demo.build: false, no trw.truth);
     a truth file without snr is scored over the sets its columns allow; a malformed one is reported in the

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import LmbrainError
-from .scrambling import SCRAMBLE_LEVELS
+from .scrambling import SCRAMBLE_CLASSES, SCRAMBLE_LEVELS
 
 REQUIRED = ("voxel", "trw_words")
 OPTIONAL = ("noise", "snr")
@@ -82,6 +82,17 @@ def planted_class(windows, lengths: dict) -> np.ndarray:
         cls = np.where(w <= lengths[level], level, cls)
     return cls
 
+
+def scramble_confusion(windows, found, lengths: dict) -> pd.DataFrame:
+    """Voxel counts of each planted window's class (:func:`planted_class`, rows) against the scrambling class
+    found (columns: word, sentence, paragraph, story, then any other class a voxel has: ``none``, no weight on
+    the features and so nothing to scramble). Every voxel is counted: with the four columns alone, a ``none``
+    voxel dropped out of the table unseen (and pandas 4 will refuse such values)."""
+    found = np.asarray(found, dtype=object)
+    columns = list(SCRAMBLE_CLASSES) + sorted({str(c) for c in found} - set(SCRAMBLE_CLASSES))
+    planted = pd.Categorical(planted_class(windows, lengths), categories=SCRAMBLE_CLASSES)
+    return pd.crosstab(planted, pd.Categorical(found, categories=columns), rownames=["planted"],
+                       colnames=["recovered"], dropna=False)
 
 
 def planted_sets(truth: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

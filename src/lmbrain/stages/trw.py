@@ -342,8 +342,8 @@ def _score_planted(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None
 
 def _planted_outputs(job: TRWJob, ds, subject, table, out_dir: Path, test) -> None:
     from ..plots import planted_vs_recovered
-    from ..recovery import planted_class, planted_recovery, planted_sets, read_truth, recovery_by_fit
-    from ..scrambling import SCRAMBLE_CLASSES, unit_lengths
+    from ..recovery import planted_recovery, planted_sets, read_truth, recovery_by_fit, scramble_confusion
+    from ..scrambling import unit_lengths
 
     truth = read_truth(job.trw.truth)
     rec = planted_recovery(truth, table)
@@ -359,10 +359,8 @@ def _planted_outputs(job: TRWJob, ds, subject, table, out_dir: Path, test) -> No
     if "scramble_class" in table:
         tc = job.trw
         lengths = unit_lengths([ds.words(s) for s in test], tc.sentence_gap, tc.paragraph_gap)
-        m = primary
-        planted = pd.Categorical(planted_class(t["trw_words"].to_numpy()[m], lengths), categories=SCRAMBLE_CLASSES)
-        found = pd.Categorical(table["scramble_class"].to_numpy()[m], categories=SCRAMBLE_CLASSES)
-        confusion = pd.crosstab(planted, found, rownames=["planted"], colnames=["recovered"], dropna=False)
+        confusion = scramble_confusion(t["trw_words"].to_numpy()[primary], table["scramble_class"].to_numpy()[primary],
+                                       lengths)
         with atomic_path(out_dir / "confusion.tsv") as tmp:
             confusion.to_csv(tmp, sep="\t")
     label = "high-SNR voxels" if "high-SNR signal voxels" in sets else "signal voxels"
