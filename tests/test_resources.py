@@ -1,6 +1,8 @@
 """Memory requests grow with the data and with retries; subject sizes come from the dataset's headers."""
 
 import copy
+import math
+import re
 
 from lmbrain.config import resolve
 from lmbrain.resources import job_mem_mb, subject_size
@@ -142,3 +144,81 @@ def test_job_threads_share_the_machine_by_memory():
             assert t == 1 or (cores // (t - 1)) * mb > 24_000  # and no fewer threads would do
     assert machine_memory_mb() > 100
     assert job_threads("auto", 1, None) == 1
+
+
+def test_time_requests_double_on_retry_and_a_cpu_encoding_job_asks_for_its_estimate(tiny_demo):
+    """A SLURM job is killed at its time limit; the encoding job's was a fixed 4 h, which a real subject's
+    banded fits on CPU outgrow many times over (SmolLM2: ~20 h on two threads by the measured per-unit cost)."""
+    from lmbrain.resources import ENCODING_S_PER_UNIT, RUNTIME_MARGIN, job_runtime_min
+
+    cfg = copy.deepcopy(tiny_demo[0])
+    cfg["features"]["context_lengths"] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    cfg["models"] = {"wide": {"type": "transformer", "embedding_dim": 576}, "short": {"type": "lstm", "hidden_dim": 576,
+                                                                                        "context_lengths": [1, 8]}}
+    cfg["resources"] = {"gpu": 0}
+    cpu = resolve(cfg)
+    cfg["resources"] = {"gpu": 1}
+    gpu = resolve(cfg)
+    real = {"n_voxels": 95000, "n_trs": 10000, "n_test_trs": 300, "max_story_trs": 450, "n_stories": 30}
+    small = {"n_voxels": 2500, "n_trs": 1300, "n_test_trs": 170, "max_story_trs": 200, "n_stories": 8}
+    # the estimate written out: 9,700 training TRs x 95,000 voxels x (4 delays x (576 + 3 nuisance bands)) x 9 k
+    want = math.ceil(RUNTIME_MARGIN * ENCODING_S_PER_UNIT * 9700 * 95000 * 4 * 579 * 9 / 60)
+    assert job_runtime_min("encoding_model", cpu, real, default=240, model="wide") == want > 30 * 60
+    assert job_runtime_min("encoding_model", cpu, real, attempt=2, default=240, model="wide") == 2 * want
+    # the model's own context lengths: 2 of them, not the 9 of features.context_lengths
+    short = math.ceil(RUNTIME_MARGIN * ENCODING_S_PER_UNIT * 9700 * 95000 * 4 * 579 * 2 / 60)
+    assert job_runtime_min("encoding_model", cpu, real, default=240, model="short") == short > 240
+    # the demo's size, a job on a GPU and a subject not readable yet keep the rule's fixed request
+    assert job_runtime_min("encoding_model", cpu, small, default=240, model="wide") == 240
+    assert job_runtime_min("encoding_model", gpu, real, default=240, model="wide") == 240
+    assert job_runtime_min("encoding_model", cpu, None, attempt=2, default=240, model="wide") == 480
+    # every other rule: its fixed request, doubled on each retry
+    for rule in ("train_model", "trw", "decoder", "decode"):
+        assert job_runtime_min(rule, cpu, real, attempt=1, default=120) == 120
+        assert job_runtime_min(rule, cpu, real, attempt=2, default=120) == 240
+
+
+def test_the_workflow_asks_for_a_real_subjects_encoding_time(tmp_path):
+    """The rules take their time requests from job_runtime_min: a dry run on a lebel2023 dataset of a real
+    subject's size (the responses' headers only: unwritten chunked HDF5 datasets) plans the encoding job
+    with the estimate on CPU, and with the fixed 4 h on a GPU."""
+    import json
+    import subprocess
+
+    import h5py
+    import yaml
+    from test_datasets import long_textgrid
+    from test_workflow import ROOT, SNAKEMAKE, TINY_MODELS, job_blocks
+
+    from lmbrain.resources import job_runtime_min
+
+    d = tmp_path / "ds" / "derivative"
+    (d / "preprocessed_data" / "UTS01").mkdir(parents=True)
+    (d / "TextGrids").mkdir()
+    trs = {"a": 5020, "b": 5020, "c": 320}
+    for story, n in trs.items():
+        with h5py.File(d / "preprocessed_data" / "UTS01" / f"{story}.hf5", "w") as fh:
+            fh.create_dataset("data", shape=(n - 20, 95000), dtype="f4", chunks=(100, 1000))  # nothing written
+        words = [(f"w{i}", 12.0 + 2 * i, 12.8 + 2 * i) for i in range(50)]
+        (d / "TextGrids" / f"{story}.TextGrid").write_text(long_textgrid(words, 2.0 * n))
+    (d / "respdict.json").write_text(json.dumps(trs))
+    model = {**TINY_MODELS["lstm"], "hidden_dim": 1024}  # planned, never trained: 4,096 delayed features
+    cfg = {"dataset": {"layout": "lebel2023", "root": str(tmp_path / "ds")}, "demo": {"build": False}, "subjects": ["UTS01"],
+           "stories": {"train": "all", "test": ["c"]}, "models": {"lstm": model}, "use_models": ["lstm"],
+           "features": {"context_lengths": [1, 8, 64]}, "resources": {"gpu": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"resources": {"gpu": 1}}))
+    target = "results/UTS01/encoding/lstm/pooled-L1"
+    planned = {}
+    for files in (["c.yaml"], ["c.yaml", "g.yaml"]):
+        proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "-n", target, "--configfile", *files],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        block = [b for rule, b in job_blocks(proc.stdout) if rule == "encoding_model"]
+        assert len(block) == 1, proc.stdout[-3000:]
+        planned[len(files)] = int(re.search(r"runtime=(\d+)", block[0]).group(1))
+    settings = resolve(cfg)
+    size = subject_size(settings, "UTS01")
+    assert (size["n_voxels"], size["n_test_trs"]) == (95000, 300)
+    assert planned[1] == job_runtime_min("encoding_model", settings, size, default=240, model="lstm") > 240
+    assert planned[2] == 240

@@ -1,11 +1,12 @@
-"""Memory requests of the workflow's jobs, from the size of the data.
+"""Memory and time requests of the workflow's jobs, from the size of the data.
 
 A cluster kills a job that outgrows its request, and a request sized for the demo is far too small for
 a real subject (~95k voxels, ~10k TRs). :func:`job_mem_mb` estimates each rule's peak from the
 subject's voxel and TR counts (:func:`subject_size`, read from file headers, no data loaded) and the
 relevant settings; the terms follow the arrays each job holds, and the constants were checked against
 the ``benchmark:`` peaks of a real-size run (README, performance table). ``attempt`` (Snakemake's retry
-counter) doubles the request on each retry.
+counter) doubles the request on each retry. :func:`job_runtime_min` does the same for the time a job asks for:
+a rule's fixed request, or an encoding job's estimate on CPU where that is longer.
 """
 
 from __future__ import annotations
@@ -154,6 +155,39 @@ def job_mem_mb(rule: str, settings, size: dict | None, attempt: int = 1, default
     else:
         return default * attempt
     return int(math.ceil((BASE_MB + 1.3 * need) / 100) * 100) * attempt
+
+
+# Seconds per (training TR x voxel x delayed feature column x context length) of an encoding job on two CPU
+# threads with the default banded ridge: the slowest per-unit cost measured (benchmarks/scaling.py, one k:
+# 3.1e-9 s at 1,100 TRs x 20,000 voxels x 524 columns, 0.9e-9 with 2,316 columns; 2.4e-9 at 11,000 TRs x
+# 2,500 voxels x 524 and 3.7e-9 x 2,316, where the per-fold factorisations of the wide band dominate; the
+# real-size job, 11,328 x 80,615 x 524 at 26 folds, 1.8-1.9e-9 with its test and maps). Plain ridge costs less.
+ENCODING_S_PER_UNIT = 3.7e-9
+# This machine's speed varied about 2x from day to day (README: a fixed product took 6.2 to 13 ms), and a
+# cluster node's cores are not ours: the estimate is doubled before it is requested.
+RUNTIME_MARGIN = 2.0
+
+
+def job_runtime_min(rule: str, settings, size: dict | None, attempt: int = 1, default: int = 60,
+                    model: str | None = None) -> int:
+    """Time request (minutes) of one job of ``rule``: ``default`` (the rule's fixed request), doubled on each
+    retry like the memory request (a job killed at its time limit gets twice the time).
+
+    An encoding job on CPU (``resources.gpu: 0``) asks for more when its estimate is longer: it fits every
+    context length of the model with a cost that grows with training TRs x voxels x delayed features
+    (:data:`ENCODING_S_PER_UNIT`, x :data:`RUNTIME_MARGIN`). At real size that is hours: SmolLM2's 2,304
+    delayed features over 95,000 voxels, 10,000 TRs and 9 context lengths are ~20 h on two threads (a 40 h
+    request), where a fixed 4 h request had SLURM kill the job, and its retry, at the limit. A job on a GPU keeps ``default`` (the
+    real-size fit takes seconds to minutes there).
+    """
+    minutes = int(default)
+    if rule == "encoding_model" and size is not None and not settings.resources.gpu:
+        ks = settings.models[model].context_lengths if model in settings.models else settings.effective["features"][
+            "context_lengths"]
+        columns = _features(settings, model) + len(settings.encoding.delays) * len(settings.encoding.nuisance)
+        seconds = ENCODING_S_PER_UNIT * (size["n_trs"] - size["n_test_trs"]) * size["n_voxels"] * columns * len(ks)
+        minutes = max(minutes, int(math.ceil(RUNTIME_MARGIN * seconds / 60)))
+    return minutes * attempt
 
 
 CLUSTER_THREADS = 4  # resources.threads: auto on a cluster: each job's CPUs (its own allocation)

@@ -162,6 +162,18 @@ def fixed_mem(mb):
 model_mem_mb = fixed_mem(6000)
 
 
+def runtime_min(rule, minutes):
+    """A time request (minutes): the rule's fixed ``minutes``, doubled on each retry; an encoding job on CPU
+    asks for more when the subject's size says it needs more (lmbrain.resources.job_runtime_min)."""
+    from lmbrain.resources import job_runtime_min, subject_size
+
+    def runtime(wildcards, attempt):
+        size = subject_size(S, wildcards.subject) if rule == "encoding_model" else None
+        return job_runtime_min(rule, S, size, attempt, default=minutes, model=wildcards.get("model"))
+
+    return runtime
+
+
 # -- stories (known once the dataset exists: after the demo checkpoint when the demo is built) ---------
 def _dataset():
     from lmbrain.stages.common import open_job_dataset

@@ -24,7 +24,7 @@ rule decoder:
     resources:
         gpu=model_gpus,
         mem_mb=decoder_mem_mb,
-        runtime=120,
+        runtime=runtime_min("decoder", 120),
     conda:
         "../../environment.yml"
     script:
@@ -59,7 +59,7 @@ rule decode:
     resources:
         gpu=model_gpus,
         mem_mb=decode_mem_mb,
-        runtime=720,
+        runtime=runtime_min("decode", 720),
     conda:
         "../../environment.yml"
     script:

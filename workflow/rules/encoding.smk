@@ -28,7 +28,7 @@ rule encoding_model:
     resources:
         gpu=model_gpus,
         mem_mb=encoding_mem_mb,
-        runtime=240,
+        runtime=runtime_min("encoding_model", 240),
     conda:
         "../../environment.yml"
     script:

@@ -20,7 +20,7 @@ rule extract_features:
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,
-        runtime=240,
+        runtime=runtime_min("extract_features", 240),
     conda:
         "../../environment.yml"
     script:

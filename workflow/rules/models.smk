@@ -16,7 +16,7 @@ rule prepare_corpus:
     threads: 1
     resources:
         mem_mb=fixed_mem(3000),
-        runtime=30,
+        runtime=runtime_min("prepare_corpus", 30),
     conda:
         "../../environment.yml"
     script:
@@ -53,7 +53,7 @@ rule train_model:
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,
-        runtime=240,
+        runtime=runtime_min("train_model", 240),
     conda:
         "../../environment.yml"
     script:
@@ -75,7 +75,7 @@ rule pretrained_model:
     threads: 1
     resources:
         mem_mb=fixed_mem(4000),
-        runtime=30,
+        runtime=runtime_min("pretrained_model", 30),
     conda:
         "../../environment.yml"
     script:

@@ -27,7 +27,7 @@ rule rois:
     threads: 1
     resources:
         mem_mb=fixed_mem(3000),
-        runtime=30,
+        runtime=runtime_min("rois", 30),
     conda:
         "../../environment.yml"
     script:
@@ -59,7 +59,7 @@ rule group:
     threads: 1
     resources:
         mem_mb=fixed_mem(2000),
-        runtime=10,
+        runtime=runtime_min("group", 10),
     conda:
         "../../environment.yml"
     script:

@@ -20,7 +20,7 @@ rule scrambled_features:
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,
-        runtime=120,
+        runtime=runtime_min("scrambled_features", 120),
     conda:
         "../../environment.yml"
     script:
@@ -49,7 +49,7 @@ rule trw:
     threads: threads_for(trw_mem_mb)
     resources:
         mem_mb=trw_mem_mb,
-        runtime=60,
+        runtime=runtime_min("trw", 60),
     conda:
         "../../environment.yml"
     script:
