@@ -100,6 +100,13 @@ def feature_width(settings, model: str | None) -> int:
     return 1024  # planted: the demo's topic reader (a few hundred topic units)
 
 
+def _context_lengths(settings, model: str | None):
+    """A model's own context lengths (features.context_lengths for a model not configured)."""
+    if model in settings.models:
+        return settings.models[model].context_lengths
+    return settings.effective["features"]["context_lengths"]
+
+
 def _features(settings, model: str | None = None) -> int:
     """A model's delayed feature count: hidden size times the FIR delays."""
     return len(settings.encoding.delays) * feature_width(settings, model)
@@ -128,9 +135,7 @@ def job_mem_mb(rule: str, settings, size: dict | None, attempt: int = 1, default
         # the test responses and one bootstrap chunk, every k's coefficients summed over delays (float64),
         # and the scrambling: intact and scrambled word-level predictions (float64) and a product's temporary
         W = size.get("n_test_words", WORDS_PER_TR * Tt)
-        ks = settings.models[model].context_lengths if model in settings.models else settings.effective["features"][
-            "context_lengths"]
-        n_k = len(ks)  # the model's own context lengths
+        n_k = len(_context_lengths(settings, model))  # the model's own context lengths
         need = (2 * 4 * Tt * V + 200e6 + n_k * 8 * F / len(enc.delays) * V
                 + (3 * 8 * W * V if settings.trw.scramble else 0)) / MB
     elif rule == "decoder":
@@ -177,15 +182,14 @@ def job_runtime_min(rule: str, settings, size: dict | None, attempt: int = 1, de
     context length of the model with a cost that grows with training TRs x voxels x delayed features
     (:data:`ENCODING_S_PER_UNIT`, x :data:`RUNTIME_MARGIN`). At real size that is hours: SmolLM2's 2,304
     delayed features over 95,000 voxels, 10,000 TRs and 9 context lengths are ~20 h on two threads (a 40 h
-    request), where a fixed 4 h request had SLURM kill the job, and its retry, at the limit. A job on a GPU keeps ``default`` (the
-    real-size fit takes seconds to minutes there).
+    request), where a fixed 4 h request had SLURM kill the job, and its retry, at the limit. A job on a GPU
+    keeps ``default`` (the real-size fit takes seconds to minutes there).
     """
     minutes = int(default)
     if rule == "encoding_model" and size is not None and not settings.resources.gpu:
-        ks = settings.models[model].context_lengths if model in settings.models else settings.effective["features"][
-            "context_lengths"]
         columns = _features(settings, model) + len(settings.encoding.delays) * len(settings.encoding.nuisance)
-        seconds = ENCODING_S_PER_UNIT * (size["n_trs"] - size["n_test_trs"]) * size["n_voxels"] * columns * len(ks)
+        seconds = ENCODING_S_PER_UNIT * (size["n_trs"] - size["n_test_trs"]) * size["n_voxels"] * columns * len(
+            _context_lengths(settings, model))
         minutes = max(minutes, int(math.ceil(RUNTIME_MARGIN * seconds / 60)))
     return minutes * attempt
 
