@@ -168,7 +168,7 @@ def runtime_min(rule, minutes):
     from lmbrain.resources import job_runtime_min, subject_size
 
     def runtime(wildcards, attempt):
-        size = subject_size(S, wildcards.subject) if rule == "encoding_model" else None
+        size = subject_size(S, wildcards.subject) if "subject" in wildcards.keys() else None
         return job_runtime_min(rule, S, size, attempt, default=minutes, model=wildcards.get("model"))
 
     return runtime
