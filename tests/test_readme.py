@@ -33,3 +33,30 @@ def test_readme_command_plans(command, tmp_path):
     targets = [a for a in args if a.startswith("results/")]
     for target in targets:
         assert target in proc.stdout, proc.stdout[-2000:]
+
+
+def _table_rows_of_another_width(text: str) -> list[str]:
+    """The rows of the Markdown tables in ``text`` whose number of cells differs from their header's, or
+    that do not end with a pipe. GitHub splits a cell at every unescaped pipe, inside code spans too, and
+    drops the cells beyond the header's: a stray cell or a ``|x|`` in a cell's text loses that text."""
+    bad, width, fence = [], None, False
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fence, width = not fence, None
+            continue
+        if fence or not line.startswith("|"):
+            width = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        if width is None:
+            width = cells
+        elif cells != width or not line.rstrip().endswith("|"):
+            bad.append(f"line {n}: {cells - 1} cells against the header's {width - 1}: {line[:60]}")
+    return bad
+
+
+def test_every_readme_table_row_has_its_headers_cells():
+    assert _table_rows_of_another_width("| a | b |\n| --- | --- |\n| 1 | 2 |\n") == []
+    assert len(_table_rows_of_another_width("| a | b |\n| --- | --- |\n| 1 | 2 | | 3\n| x (|y|) | 2 |\n")) == 2
+    assert _table_rows_of_another_width("| a | b |\n| --- | --- |\n| x (\\|y\\|) | 2 |\n") == []
+    assert _table_rows_of_another_width((ROOT / "README.md").read_text()) == []
