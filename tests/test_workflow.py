@@ -94,10 +94,11 @@ def _rules_with(out: str, field: str) -> dict[str, set[str]]:
 
 
 def test_decoding_jobs_run_first_and_the_demo_build_shares_the_cores(tiny_workdir):
-    """The model training has priority 2, the decoder and decode jobs 1 and every other job 0: a trained
-    model heads the longest chains of a run, so every model is trained before other jobs take the cores,
-    and a decode, the longest job with nothing downstream, starts as soon as it can instead of running
-    alone at the end. The demo build
+    """The model training has priority 2, the encoding, decoder and decode jobs 1 and every other job 0:
+    a trained model heads the longest chains of a run, so every model is trained before other jobs take
+    the cores; a ready encoding job, long and followed by the TRW, ROI and group jobs, runs before those
+    short jobs; and a decode, the longest job with nothing downstream, starts as soon as it can instead
+    of running alone at the end. The demo build
     takes threads as the other jobs do (one on 2 cores with enough memory), so it runs beside the
     model training instead of waiting for both cores."""
     from lmbrain.resources import job_threads
@@ -107,7 +108,9 @@ def test_decoding_jobs_run_first_and_the_demo_build_shares_the_cores(tiny_workdi
     priority = _rules_with(proc.stdout, "priority")
     assert priority["decoder"] == {"1"}, proc.stdout[-3000:]
     assert priority["train_model"] == {"2"}, proc.stdout[-3000:]
-    assert {r for r, v in priority.items() if v != {"-"}} <= {"train_model", "decoder", "decode"}, priority
+    assert priority["encoding_model"] == {"1"}, proc.stdout[-3000:]
+    assert {r for r, v in priority.items() if v != {"-"}} <= {"train_model", "encoding_model", "decoder",
+                                                               "decode"}, priority
     assert _job_threads(proc.stdout, "demo_dataset") == [job_threads("auto", 4000, 2)], proc.stdout[-3000:]
 
 

@@ -23,10 +23,10 @@ rule prepare_corpus:
         "../scripts/prepare_corpus.py"
 
 
-# Training runs first (priority 2, above the decoding jobs' 1; every other rule has 0): each trained model
-# heads the longest chain of a run (features, encoding, TRW, ROIs, group, decoder and decode). Left to
-# Snakemake's order, the demo on 2 cores trained its last model 10 minutes in, between other models'
-# feature jobs, and ended with ~45 s of that model's chain on one core.
+# Training runs first (priority 2, above the encoding and decoding jobs' 1; every other rule has 0): each
+# trained model heads the longest chains of a run (features, encoding, TRW, ROIs, group, decoder and
+# decode). Left to Snakemake's order, the demo on 2 cores trained its last model 10 minutes in, between
+# other models' feature jobs, and ended with ~45 s of that model's chain on one core.
 rule train_model:
     input:
         train=L.corpus_file("train.txt"),
