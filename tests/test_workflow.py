@@ -98,9 +98,8 @@ def test_decoding_jobs_run_first_and_the_demo_build_shares_the_cores(tiny_workdi
     a trained model heads the longest chains of a run, so every model is trained before other jobs take
     the cores; a ready encoding job, long and followed by the TRW, ROI and group jobs, runs before those
     short jobs; and a decode, the longest job with nothing downstream, starts as soon as it can instead
-    of running alone at the end. The demo build
-    takes threads as the other jobs do (one on 2 cores with enough memory), so it runs beside the
-    model training instead of waiting for both cores."""
+    of running alone at the end. The demo build takes threads as the other jobs do (one on 2 cores with
+    enough memory), so it runs beside the model training instead of waiting for both cores."""
     from lmbrain.resources import job_threads
 
     proc = run(["-n", "--cores", "2", "--configfile", "tiny.yaml"], tiny_workdir)

@@ -1,9 +1,9 @@
 # Decoding stimulus text (Tang et al. 2023): one decoder per (subject, model) fitted on the training
 # stories, then one decode per test story with its null, scores, identification and figures.
 # Both run as soon as their inputs exist (priority 1 as the encoding jobs, after the model training's 2;
-# every other rule has 0): a decode is the longest job of a run with nothing downstream but the report, and left for last it
-# runs alone at the end while the other cores idle (the demo on 2 cores ended with ~100 s of one decode
-# job).
+# every other rule has 0): a decode is the longest job of a run with nothing downstream but the report,
+# and left for last it runs alone at the end while the other cores idle (the demo on 2 cores ended with
+# ~100 s of one decode job).
 
 
 rule decoder:
