@@ -231,3 +231,55 @@ def test_further_subjects_leave_the_first_unchanged(tmp_path, shakespeare_archiv
     r1, r2 = (ds.responses(s, "romeo_and_juliet_01") for s in ("DEMO01", "DEMO02"))
     assert r1.shape == r2.shape and not np.allclose(r1, r2)
     assert ds.pycortex_surface("DEMO02")["subject"] == "S1"
+
+
+def _traced_peak(fn):
+    """(fn(), the peak of memory traced while it ran, NumPy's array data included) in bytes."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_word_mean_is_the_concatenations_mean_bit_for_bit_without_the_copy():
+    """The demo build centres its topic states on their mean over every word of every story; at real size
+    the states are 2 GB and their concatenation doubled the build's peak (4.6 GB against a 4 GB request)."""
+    from lmbrain.demo import word_mean
+
+    rng = np.random.default_rng(0)
+    parts = [rng.random((40, n, 16)) for n in (1200, 700, 1900, 1500)]
+    want = np.concatenate(parts, axis=1).mean(axis=1, keepdims=True)
+    got, peak = _traced_peak(lambda: word_mean(parts))
+    assert got.shape == want.shape and np.array_equal(got, want)
+    largest = max(p.nbytes for p in parts)
+    assert peak < 1.2 * largest < 0.5 * sum(p.nbytes for p in parts)  # one story's copy, not all of them
+
+
+def test_presentations_are_written_one_at_a_time_with_the_same_numbers(tmp_path):
+    """A test story's presentations go to the file as they are drawn: the file holds what the stack of all
+    of them and their mean gave (same noise, same bits), with about two presentations in memory."""
+    from lmbrain.demo import _ar1_noise, _write_presentations, _zscore64
+
+    n_t, n_v, reps, rho = 150, 800, 5, 0.3
+    signal = np.random.default_rng(1).standard_normal((n_t, n_v)).astype(np.float32)
+    noise_sd = np.random.default_rng(2).uniform(0.5, 2, n_v).astype(np.float32)
+    rng = np.random.default_rng(3)
+    presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, n_t, n_v, rho)) for _ in range(reps)]
+    with h5py.File(tmp_path / "story.hf5", "w") as fh:
+        _, peak = _traced_peak(lambda: _write_presentations(fh, signal, noise_sd, np.random.default_rng(3), reps, rho))
+    with h5py.File(tmp_path / "story.hf5") as fh:
+        assert list(fh) == ["data", "individual_repeats"]
+        assert np.array_equal(fh["individual_repeats"][()], np.stack(presentations))
+        assert np.array_equal(fh["data"][()], _zscore64(np.mean(presentations, axis=0)))
+    one = n_t * n_v * 8  # a float64 presentation
+    assert peak < 4.5 * one  # the running sum, a presentation and z-scoring's temporaries; all five were 10+
+    with h5py.File(tmp_path / "single.hf5", "w") as fh:
+        _write_presentations(fh, signal, noise_sd, np.random.default_rng(3), 1, rho)
+    with h5py.File(tmp_path / "single.hf5") as fh:
+        assert list(fh) == ["data"] and np.array_equal(fh["data"][()], presentations[0])
