@@ -37,9 +37,12 @@ def tight_bbox(fig, dpi: float):
     byte, for half the drawing, and the PDF gets the same box (matplotlib's own pass for a PDF measures
     text with the PDF's font metrics, a fraction of a point away)."""
     import matplotlib as mpl
-    from matplotlib.image import _ImageBase
+    import matplotlib.image as mimage
 
-    images = [a for a in fig.findobj(_ImageBase) if "make_image" not in vars(a)]
+    # every kind of image (AxesImage, FigureImage, BboxImage) derives from _ImageBase; AxesImage if a later
+    # matplotlib renames it (the box is then found the same way, with the other kinds resampled)
+    kind = getattr(mimage, "_ImageBase", mimage.AxesImage)
+    images = [a for a in fig.findobj(kind) if "make_image" not in vars(a)]
     for image in images:
         image.make_image = lambda *args, **kwargs: (None, 0, 0, None)
     old_dpi = fig.dpi
