@@ -37,12 +37,10 @@ def tight_bbox(fig, dpi: float):
     byte, for half the drawing, and the PDF gets the same box (matplotlib's own pass for a PDF measures
     text with the PDF's font metrics, a fraction of a point away)."""
     import matplotlib as mpl
-    import matplotlib.image as mimage
 
-    # every kind of image (AxesImage, FigureImage, BboxImage) derives from _ImageBase; AxesImage if a later
-    # matplotlib renames it (the box is then found the same way, with the other kinds resampled)
-    kind = getattr(mimage, "_ImageBase", mimage.AxesImage)
-    images = [a for a in fig.findobj(kind) if "make_image" not in vars(a)]
+    # the axes' images and the figure's own, through public API (an image added as a plain artist is
+    # resampled in the pass, as matplotlib's own pass does)
+    images = [a for a in [*(i for ax in fig.axes for i in ax.get_images()), *fig.images] if "make_image" not in vars(a)]
     for image in images:
         image.make_image = lambda *args, **kwargs: (None, 0, 0, None)
     old_dpi = fig.dpi
