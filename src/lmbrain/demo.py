@@ -266,7 +266,7 @@ def _zscore64(x: np.ndarray) -> np.ndarray:
 def word_mean(parts: list[np.ndarray]) -> np.ndarray:
     """``np.concatenate(parts, axis=1).mean(axis=1, keepdims=True)``, the same bits, without the
     concatenation: ``parts`` are (windows, words, topics) per story, and at real size (27 stories,
-    60,736 words, ~250 windows) all of them are 2 GB, so the copy doubled the demo build's peak (4.6 GB
+    60,736 words, 256 windows) all of them are 2.0 GB, so the copy doubled the demo build's peak (4.6 GB
     against its 4 GB request). NumPy sums a middle axis element by element in order, so a running
     total with each part appended in turn adds the same numbers in the same order."""
     total = np.zeros((parts[0].shape[0], 1) + parts[0].shape[2:])
