@@ -26,6 +26,19 @@ def tiny_config(root: Path, **demo) -> dict:
     return cfg
 
 
+def traced_peak(fn):
+    """``(fn(), the peak of the memory allocated while it ran)`` in bytes, as tracemalloc counts it
+    (NumPy's array data included); tracing starts empty, so only ``fn``'s allocations count."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def slurm_path(tmp_path_factory):
     """The PATH the session started with; snakemake commands of the tests run without SLURM's `scontrol`.

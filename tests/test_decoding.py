@@ -28,15 +28,12 @@ def test_noise_precision_is_the_tang_formula():
 def test_noise_precision_memory_does_not_grow_with_stories():
     """A real decoder has ~10,000 voxels (0.8 GB per covariance) and 80+ stories: the per-story
     covariances must be summed as they come, not kept (the real-size run was killed at 23.7 GB)."""
-    import tracemalloc
+    from conftest import traced_peak
 
     rng = np.random.default_rng(3)
     v = 200
     res = [rng.standard_normal((20, v)) for _ in range(30)]
-    tracemalloc.start()
-    noise_precision(res)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    _, peak = traced_peak(lambda: noise_precision(res))
     assert peak < 6 * v * v * 8, f"peak {peak / 1e6:.1f} MB for {len(res)} stories of {v} voxels"
 
 
@@ -595,7 +592,7 @@ def test_beam_memory_does_not_grow_with_the_story():
     """A hypothesis keeps the predictions of its open TRs only (a few TRs): the search used to copy the whole
     story's (n_trs, V) predictions for every hypothesis at every word (4.8 GB per word at beam 200, 300 TRs
     and 10,000 voxels). Measured: the peak's growth from beam 10 to beam 40."""
-    import tracemalloc
+    from conftest import traced_peak
 
     from lmbrain.decoding import beam_decode
 
@@ -603,10 +600,8 @@ def test_beam_memory_does_not_grow_with_the_story():
     beam_decode(enc, observed, P, prop, beam_width=2, progress=False)  # one-time allocations (caches) first
     peaks = {}
     for beam in (10, 40):
-        tracemalloc.start()
-        beam_decode(enc, observed, P, prop, beam_width=beam, progress=False, max_batch_bytes=2 ** 20)
-        peaks[beam] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peaks[beam] = traced_peak(lambda: beam_decode(enc, observed, P, prop, beam_width=beam, progress=False,
+                                                      max_batch_bytes=2 ** 20))[1]
     story = enc.baseline.size * 8  # one hypothesis's whole-story predictions
     per_hypothesis = (peaks[40] - peaks[10]) / 30
     print(f"{enc.baseline.shape[0]} TRs x {enc.baseline.shape[1]} voxels: peak {peaks[10] / 1e6:.1f} MB at beam 10, "

@@ -13,7 +13,7 @@ from lmbrain.config import resolve
 from lmbrain.datasets import open_dataset
 from lmbrain.demo import DemoError, build_demo, planted_windows, window_states
 
-from conftest import tiny_config
+from conftest import tiny_config, traced_peak
 
 
 def test_layout_and_reader(tiny_demo):
@@ -233,20 +233,6 @@ def test_further_subjects_leave_the_first_unchanged(tmp_path, shakespeare_archiv
     assert ds.pycortex_surface("DEMO02")["subject"] == "S1"
 
 
-def _traced_peak(fn):
-    """(fn(), the peak of memory traced while it ran, NumPy's array data included) in bytes."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        out = fn()
-        return out, tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-
-
 def test_word_mean_is_the_concatenations_mean_bit_for_bit_without_the_copy():
     """The demo build centres its topic states on their mean over every word of every story; at real size
     the states are 2 GB and their concatenation doubled the build's peak (4.6 GB against a 4 GB request)."""
@@ -255,7 +241,7 @@ def test_word_mean_is_the_concatenations_mean_bit_for_bit_without_the_copy():
     rng = np.random.default_rng(0)
     parts = [rng.random((40, n, 16)) for n in (1200, 700, 1900, 1500)]
     want = np.concatenate(parts, axis=1).mean(axis=1, keepdims=True)
-    got, peak = _traced_peak(lambda: word_mean(parts))
+    got, peak = traced_peak(lambda: word_mean(parts))
     assert got.shape == want.shape and np.array_equal(got, want)
     largest = max(p.nbytes for p in parts)
     assert peak < 1.2 * largest < 0.5 * sum(p.nbytes for p in parts)  # one story's copy, not all of them
@@ -272,7 +258,7 @@ def test_presentations_are_written_one_at_a_time_with_the_same_numbers(tmp_path)
     rng = np.random.default_rng(3)
     presentations = [_zscore64(signal + noise_sd * _ar1_noise(rng, n_t, n_v, rho)) for _ in range(reps)]
     with h5py.File(tmp_path / "story.hf5", "w") as fh:
-        _, peak = _traced_peak(lambda: _write_presentations(fh, signal, noise_sd, np.random.default_rng(3), reps, rho))
+        _, peak = traced_peak(lambda: _write_presentations(fh, signal, noise_sd, np.random.default_rng(3), reps, rho))
     with h5py.File(tmp_path / "story.hf5") as fh:
         assert list(fh) == ["data", "individual_repeats"]
         assert np.array_equal(fh["individual_repeats"][()], np.stack(presentations))
