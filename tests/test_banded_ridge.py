@@ -463,6 +463,58 @@ def test_per_alpha_correction_and_skinny_products_are_the_plain_products():
     np.testing.assert_allclose(_skinny(B, E).numpy(), B.double().numpy() @ E.double().numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_shared_factorisation_computes_no_term_with_a_zero_weight(dual, monkeypatch):
+    """A candidate with the wide band at weight 0 (a corner of the nuisance bands: a quarter of the encoding
+    models' candidates) runs none of the search's wide-band products, and the wide band's own corner none of
+    the narrow corrections; every other candidate runs one of each per fold and alpha (grid search). The
+    fit is the one that computes them all: the same CV scores, choices and weights."""
+    from torch.overrides import TorchFunctionMode
+
+    import lmbrain.ridge as ridge_mod
+
+    widths, n, t = ((5, 150, 4, 3), 120, 31) if dual else ((5, 60, 4, 3), 240, 31)
+    X, Y, bands, groups = planted_bands(n=n, widths=widths, t=t, seed=4)
+    q, r = (n - n // 6) if dual else widths[1], sum(widths) - widths[1]
+    n_val = n // 6
+    gammas = GAMMAS4[:, [1, 0, 2, 3]]  # the wide band is the second: 4 rows without it, 1 with it alone
+    wide, corrected = gammas[:, 1] > 0, (np.delete(gammas, 1, axis=1) > 0).any(axis=1)
+    assert (~wide).sum() == 4 and (~corrected).sum() == 1
+
+    class Products(TorchFunctionMode):
+        """Counts the search's (n_val, q) @ (q, t) wide-band products and (n_val, r) @ (r, t) corrections."""
+
+        def __init__(self):
+            super().__init__()
+            self.wide = self.narrow = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("matmul", "__matmul__", "mm") and len(args) == 2:
+                a, b = args
+                if a.ndim == b.ndim == 2 and a.shape[0] == n_val and b.shape[1] == t:
+                    self.wide += a.shape[1] == b.shape[0] == q
+                    self.narrow += a.shape[1] == b.shape[0] == r
+            return func(*args, **(kwargs or {}))
+
+    kw = dict(alphas=ALPHAS, gammas=gammas, device="cpu", dtype="float64", search="grid")
+    with Products() as count:
+        m = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
+    assert m._lowrank and m._dual == dual
+    n_folds = len(np.unique(groups))
+    assert count.wide == wide.sum() * n_folds * len(ALPHAS)
+    assert count.narrow == corrected.sum() * n_folds * len(ALPHAS)
+    real = ridge_mod.BandedRidgeCV._lowrank_candidate  # every term computed, zero factors included
+    monkeypatch.setattr(ridge_mod.BandedRidgeCV, "_lowrank_candidate",
+                        lambda *a: dict(real(*a), wide=True, couple=True, corrected=True))
+    with Products() as count_all:
+        every = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
+    assert count_all.wide == count_all.narrow == len(gammas) * n_folds * len(ALPHAS)
+    np.testing.assert_array_equal(m.cv_scores_, every.cv_scores_)
+    np.testing.assert_array_equal(m.best_alphas_, every.best_alphas_)
+    np.testing.assert_array_equal(m.best_candidates_, every.best_candidates_)
+    np.testing.assert_array_equal(m.coef_, every.coef_)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("refine_gammas", [0, 2])
 def test_a_banded_fit_with_many_folds_stays_within_its_memory_budget(refine_gammas):

@@ -1162,7 +1162,8 @@ class BandedRidgeCV(_Estimator):
             # short-lived blocks between the factors kept left glibc's heap holding ~6 GB at real size
             P = torch.matmul(fold["A"].double(), inv[:, :, None] * Cp[None]) - (fold["Ar"] * dr[None, :])[None]
         return dict(g=g, dr=dr, Cr=Cr.to(dt), E=(inv[:, :, None] * Cr[None]).to(dt),
-                    inv=inv.to(dt), P=P, Sinv=torch.linalg.inv(S))
+                    inv=inv.to(dt), P=P, Sinv=torch.linalg.inv(S),
+                    wide=g > 0, couple=bool(Cr.any()), corrected=bool(dr.any()))
 
     def _run_candidates_lowrank(self, ctx, cand, ids, vox, state, cv_scores, progress=False):
         """:meth:`_run_candidates` when every band but the widest is narrow (``_lowrank_split``): one
@@ -1208,25 +1209,44 @@ class BandedRidgeCV(_Estimator):
                 ks = small[c]
 
                 def narrow(i, cols, rhs, ks=ks):
-                    """The right-hand side (m, r) float64 of x_r = rhs S^-1: (L^-1 b)' Cr, plus b0 (primal)."""
+                    """The right-hand side (m, r) float64 of x_r = rhs S^-1: (L^-1 b)' Cr, plus b0 (primal);
+                    ``rhs`` None where Cr is 0 (primal at g = 0: b0 alone)."""
+                    b0 = _take(br[i], cols) * ks[i]["dr"][None, :] if br else None
+                    if rhs is None:
+                        return b0
                     rhs = rhs.double()
-                    if br:
-                        rhs += _take(br[i], cols) * ks[i]["dr"][None, :]
+                    if b0 is not None:
+                        rhs += b0
                     return rhs
 
-                def predict(i, a, cols, ks=ks, narrow=narrow):
-                    k, A = ks[i], folds[i]["A"]
-                    B = _take(bf[i], cols)
-                    xr = _rowsolve(narrow(i, cols, _skinny(B, k["E"][a])), k["Sinv"][a])
-                    return (A * (k["g"] * k["inv"][a])) @ B.T - (k["P"][a] @ xr.T).to(dt)
+                # a term with an exact zero factor is left out (the same predictions, but for the sign of
+                # a zero): the wide band's product when its weight is 0 (the nuisance bands' corners of the
+                # simplex, a quarter of the demo's candidates), the coupling through Cr when it is 0 (primal
+                # at g = 0) and the narrow correction when every narrow weight is 0 (the wide band's corner)
+                wide, couple, corrected = (any(k[key] for k in ks) for key in ("wide", "couple", "corrected"))
 
-                def predict_each(i, a_vec, cols, ks=ks, narrow=narrow):  # one alpha per voxel (row)
+                def predict(i, a, cols, ks=ks, narrow=narrow, wide=wide, couple=couple, corrected=corrected):
                     k, A = ks[i], folds[i]["A"]
-                    B = _take(bf[i], cols) * _take(k["inv"], a_vec)
-                    rhs = narrow(i, cols, _skinny(B, k["Cr"]))
-                    out = A @ B.T
-                    out *= k["g"]
-                    _subtract_per_alpha(out, k["P"], rhs, a_vec, k["Sinv"])
+                    B = _take(bf[i], cols) if wide or couple else None
+                    out = (A * (k["g"] * k["inv"][a])) @ B.T if wide else None
+                    if not corrected:
+                        return out
+                    rhs = _skinny(B, k["E"][a]) if couple else None
+                    corr = (k["P"][a] @ _rowsolve(narrow(i, cols, rhs), k["Sinv"][a]).T).to(dt)
+                    return out.sub_(corr) if wide else corr.neg_()
+
+                def predict_each(i, a_vec, cols, ks=ks, narrow=narrow, wide=wide, couple=couple,
+                                 corrected=corrected):  # one alpha per voxel (row)
+                    k, A = ks[i], folds[i]["A"]
+                    B = _take(bf[i], cols) * _take(k["inv"], a_vec) if wide or couple else None
+                    if wide:
+                        out = A @ B.T
+                        out *= k["g"]
+                    else:
+                        out = torch.zeros((A.shape[0], len(a_vec)), device=dev, dtype=dt)
+                    if corrected:
+                        rhs = _skinny(B, k["Cr"]) if couple else None
+                        _subtract_per_alpha(out, k["P"], narrow(i, cols, rhs), a_vec, k["Sinv"])
                     return out
 
                 self._search_candidate(ctx, c, sl, predict, predict_each, val_data, state, cv_scores)
