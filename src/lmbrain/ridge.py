@@ -71,7 +71,9 @@ Band ``b`` of the features is scaled by ``sqrt(gamma_b)`` (``gamma`` on the simp
   the Woodbury identity in the dual). Each evaluated alpha costs the same main product plus two of inner
   size ``r``; on the demo's shapes (``benchmarks/ridge.py --size banded-demo``, ``banded-demo-smollm2``)
   the search is 1.3x (512 features) and 2.9x (2,304 features, kernel space) faster than one
-  eigendecomposition per fold and candidate, with the same choices.
+  eigendecomposition per fold and candidate, with the same choices. A term with an exact zero factor
+  is not computed: a candidate without the wide band (a corner of the simplex) runs no main product,
+  the wide band's own corner no narrow correction; the predictions are the same.
 - Candidates are processed in chunks whose factors fit in half of ``memory_gb``; ``search="refine"``
   evaluates :class:`RidgeCV`'s coarse alphas per candidate, then climbs with one alpha per voxel in a
   single product per fold and step (``A @ (diag(1/(s + alpha_v)) T)`` column by column), the full
