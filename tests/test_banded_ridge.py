@@ -464,16 +464,19 @@ def test_per_alpha_correction_and_skinny_products_are_the_plain_products():
 
 
 @pytest.mark.parametrize("dual", [False, True])
-def test_shared_factorisation_computes_no_term_with_a_zero_weight(dual, monkeypatch):
+@pytest.mark.parametrize("search", ["grid", "refine"])
+def test_shared_factorisation_computes_no_term_with_a_zero_weight(dual, search, monkeypatch):
     """A candidate with the wide band at weight 0 (a corner of the nuisance bands: a quarter of the encoding
     models' candidates) runs none of the search's wide-band products, and the wide band's own corner none of
-    the narrow corrections; every other candidate runs one of each per fold and alpha (grid search). The
-    fit is the one that computes them all: the same CV scores, choices and weights."""
+    the narrow corrections; every other candidate runs one of each per fold and alpha (grid search; the
+    refine search's climbing steps take the same shortcuts). The fit is the one that computes them all:
+    the same CV scores, choices and weights, bit for bit."""
     from torch.overrides import TorchFunctionMode
 
     import lmbrain.ridge as ridge_mod
 
-    widths, n, t = ((5, 150, 4, 3), 120, 31) if dual else ((5, 60, 4, 3), 240, 31)
+    widths, n = ((5, 150, 4, 3), 120) if dual else ((5, 60, 4, 3), 240)
+    t = 31  # voxels: a width no other factor of the fit has
     X, Y, bands, groups = planted_bands(n=n, widths=widths, t=t, seed=4)
     q, r = (n - n // 6) if dual else widths[1], sum(widths) - widths[1]
     n_val = n // 6
@@ -496,19 +499,21 @@ def test_shared_factorisation_computes_no_term_with_a_zero_weight(dual, monkeypa
                     self.narrow += a.shape[1] == b.shape[0] == r
             return func(*args, **(kwargs or {}))
 
-    kw = dict(alphas=ALPHAS, gammas=gammas, device="cpu", dtype="float64", search="grid")
+    kw = dict(alphas=ALPHAS, gammas=gammas, device="cpu", dtype="float64", search=search)
     with Products() as count:
         m = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
     assert m._lowrank and m._dual == dual
     n_folds = len(np.unique(groups))
-    assert count.wide == wide.sum() * n_folds * len(ALPHAS)
-    assert count.narrow == corrected.sum() * n_folds * len(ALPHAS)
+    if search == "grid":
+        assert count.wide == wide.sum() * n_folds * len(ALPHAS)
+        assert count.narrow == corrected.sum() * n_folds * len(ALPHAS)
     real = ridge_mod.BandedRidgeCV._lowrank_candidate  # every term computed, zero factors included
     monkeypatch.setattr(ridge_mod.BandedRidgeCV, "_lowrank_candidate",
                         lambda *a: dict(real(*a), wide=True, couple=True, corrected=True))
     with Products() as count_all:
         every = BandedRidgeCV(**kw).fit(X, Y, bands, groups)
-    assert count_all.wide == count_all.narrow == len(gammas) * n_folds * len(ALPHAS)
+    if search == "grid":
+        assert count_all.wide == count_all.narrow == len(gammas) * n_folds * len(ALPHAS)
     np.testing.assert_array_equal(m.cv_scores_, every.cv_scores_)
     np.testing.assert_array_equal(m.best_alphas_, every.best_alphas_)
     np.testing.assert_array_equal(m.best_candidates_, every.best_candidates_)
