@@ -21,7 +21,8 @@ S1_ROIS = ["AC", "Broca", "V1", "V2"]  # V1 and V2 overlap in a few voxels of S1
 def s1(pycortex_roi_cache):
     """S1's ROIs over its full thick mask. The volume masks are cached in pytest's cache folder (keyed by
     the overlays' hash), so only a cold run pays pycortex's ~10-30 s."""
-    cortex = pytest.importorskip("cortex")
+    pytest.importorskip("cortex")
+    cortex = R.import_pycortex()
     cache = pycortex_roi_cache
     mask_zyx = np.asarray(cortex.db.get_mask("S1", "fullhead", "thick"), dtype=bool)
     keep = R.pycortex_rois("S1", "fullhead", S1_ROIS, overlap="keep", cache_dir=cache)
@@ -81,6 +82,62 @@ def test_pycortex_unknown_roi_names_the_file_and_lists_available():
         R.pycortex_roi_volumes("S1", "nope", ["AC"])
 
 
+def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_ones(tmp_path):
+    """pycortex writes the folder it was built in into its settings, and pip reuses a wheel built in
+    another (since deleted) environment: a filestore and colour-map folder that do not exist. lmbrain
+    then uses the folders installed with pycortex, says so once, and changes no file; a setting that
+    names a real folder is kept."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("cortex")
+    installed = R._installed_pycortex_folder("db")
+    assert installed is not None and (installed / "S1").is_dir()
+    code = """if True:
+        import json, sys, warnings
+        from lmbrain import rois as R
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plain = R._configured_filestore()  # read without importing pycortex
+            imported = "cortex" in sys.modules
+            cortex = R.import_pycortex()
+            R.import_pycortex()
+            n = int(cortex.db.get_mask("S1", "fullhead", "thick").sum())
+            names = R.pycortex_roi_names("S1")
+        from cortex import options
+        print(json.dumps(dict(plain=plain, imported=imported, db=str(cortex.db.filestore), n=n, names=names,
+                              colormaps=options.config.get("webgl", "colormaps"),
+                              said=[str(w.message) for w in caught if issubclass(w.category, R.LmbrainWarning)])))
+    """
+
+    def run(filestore, colormaps):
+        cfg = tmp_path / "config" / "pycortex" / "options.cfg"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(f"[basic]\nfilestore = {filestore}\n\n[webgl]\ncolormaps = {colormaps}\n")
+        before = cfg.read_bytes()
+        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert cfg.read_bytes() == before
+        return cfg, json.loads(out.stdout.splitlines()[-1])
+
+    gone = tmp_path / "deleted-venv" / "share" / "pycortex"
+    cfg, got = run(gone / "db", gone / "colormaps")
+    assert got["plain"] == got["db"] == str(installed) and not got["imported"]
+    assert got["n"] == 80615 and "AC" in got["names"]
+    assert got["colormaps"] == str(installed.parent / "colormaps")
+    assert len(got["said"]) == 1 and str(cfg) in got["said"][0]
+    assert f"filestore {gone / 'db'} -> {installed}" in got["said"][0]
+    assert f"colormaps {gone / 'colormaps'} -> {installed.parent / 'colormaps'}" in got["said"][0]
+    # the user's own filestore (holding S1) is kept, silently
+    mine = tmp_path / "my-db"
+    mine.mkdir()
+    os.symlink(installed / "S1", mine / "S1")
+    _, got = run(mine, installed.parent / "colormaps")
+    assert got["plain"] == got["db"] == str(mine) and got["said"] == [] and got["n"] == 80615
+
+
 def test_roi_names_are_read_without_importing_pycortex_and_agree_with_it(tmp_path):
     """The workflow checks rois.names at every start; pycortex_roi_names reads S1's overlays without
     importing pycortex (about 2 s), finds the filestore pycortex is configured with, and gives pycortex's
@@ -96,7 +153,7 @@ def test_roi_names_are_read_without_importing_pycortex_and_agree_with_it(tmp_pat
 
     store, names, imported = json.loads(out.splitlines()[-1])
     assert not imported
-    import cortex
+    cortex = R.import_pycortex()
 
     assert store == str(cortex.db.filestore) == R._configured_filestore()
     svg = R._overlays_path(cortex.db, "S1")
@@ -119,7 +176,8 @@ def test_roi_names_are_read_without_importing_pycortex_and_agree_with_it(tmp_pat
 
 
 def test_pycortex_grid_mismatch_is_an_error(s1):
-    cortex = pytest.importorskip("cortex")
+    pytest.importorskip("cortex")
+    cortex = R.import_pycortex()
     ref = cortex.db.get_xfm("S1", "fullhead").reference
     shifted = ref.affine.copy()
     shifted[:3, 3] += 0.5 * np.diag(ref.affine)[:3]  # half a voxel off
@@ -129,7 +187,7 @@ def test_pycortex_grid_mismatch_is_an_error(s1):
 
 
 def test_pycortex_disk_cache_spares_pycortex(s1, monkeypatch, tmp_path):
-    import cortex
+    cortex = R.import_pycortex()
 
     def boom(*a, **k):
         raise AssertionError("get_roi_masks called although the ROIs are cached")
@@ -145,7 +203,7 @@ def test_pycortex_disk_cache_spares_pycortex(s1, monkeypatch, tmp_path):
 
 def test_pycortex_other_filestore(s1, tmp_path, monkeypatch):
     """LeBel's subjects live in the dataset's own pycortex-db: a filestore argument points pycortex there."""
-    import cortex
+    cortex = R.import_pycortex()
 
     store = tmp_path / "pycortex-db"
     store.mkdir()
@@ -168,7 +226,8 @@ def test_empty_roi_is_kept_with_a_warning(s1):
     full_space = VoxelSpace(s1["mask_zyx"].T, np.eye(4), "pycortex")
     ijk = full_space.indices()[keep["Broca"]]
     sub[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = False  # the subject's columns miss Broca entirely
-    cortex = pytest.importorskip("cortex")
+    pytest.importorskip("cortex")
+    cortex = R.import_pycortex()
     space = VoxelSpace(sub, cortex.db.get_xfm("S1", "fullhead").reference.affine, "pycortex")
     with pytest.warns(LmbrainWarning, match="ROI\\(s\\) Broca have no voxels"):
         rois = R.pycortex_rois("S1", "fullhead", ["AC", "Broca"], voxel_space=space, cache_dir=s1["cache"])
@@ -434,7 +493,8 @@ def test_roi_trw_strip_writes_png_and_pdf_in_trw_order(tmp_path, monkeypatch):
 
 def test_roi_outlines_match_pycortex_vertex_masks():
     """Outlines in flatmap coordinates enclose the same flat vertices as pycortex's own ROI test in SVG coordinates."""
-    cortex = pytest.importorskip("cortex")
+    pytest.importorskip("cortex")
+    cortex = R.import_pycortex()
     from lmbrain.plots_rois import roi_outlines
 
     outlines = roi_outlines("S1", ["AC", "IPS"])

@@ -204,8 +204,10 @@ def demo_voxel_space(stride=(2, 4, 4)) -> tuple[VoxelSpace, np.ndarray]:
 
     Returns the :class:`VoxelSpace` (pycortex order) and the (n_voxels, 3) world coordinates.
     """
+    from .rois import import_pycortex
+
     try:
-        import cortex
+        cortex = import_pycortex()
     except Exception as exc:  # pragma: no cover - pycortex is a dependency
         raise DemoError(f"pycortex is needed for the demo geometry (pip install pycortex): {exc}") from None
     mask_zyx = np.asarray(cortex.db.get_mask("S1", "fullhead", "thick"), dtype=bool)

@@ -149,8 +149,9 @@ def flatmap_figure(vol, space, surface: dict, vmin, vmax, cmap: str, log_scale: 
     ``height``: pixels of the flatmap image (pycortex's default 1024); a figure written at fewer pixels
     gains nothing from more. Call inside :func:`lmbrain.rois._pycortex_filestore` for another pycortex
     database."""
-    import cortex
+    from .rois import import_pycortex
 
+    cortex = import_pycortex()
     mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")), dtype=bool).T
     if mask.shape != vol.shape:
         return None

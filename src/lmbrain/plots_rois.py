@@ -184,13 +184,13 @@ def roi_outlines(subject: str, roi_names=None, filestore=None) -> dict:
     dict
         ``{name: [matplotlib.path.Path, ...]}`` (one path per drawn outline).
     """
-    import cortex
-    from cortex import svgoverlay
     from matplotlib.transforms import Affine2D
 
     from .rois import RoiError, _drawn_rois, _overlays_path, _pycortex_filestore
 
     with _pycortex_filestore(filestore) as db:
+        from cortex import svgoverlay
+
         svg_path = _overlays_path(db, subject)
         drawn, _ = _drawn_rois(svg_path)
         names = drawn if roi_names is None else [str(r) for r in roi_names]
@@ -199,7 +199,7 @@ def roi_outlines(subject: str, roi_names=None, filestore=None) -> dict:
             raise RoiError(f"{svg_path}: ROI(s) {', '.join(bad)} not drawn in the overlays; "
                            f"available: {', '.join(drawn)}")
         svg = svgoverlay.SVGOverlay(str(svg_path))
-        pts, _ = cortex.db.get_surf(subject, "flat", merge=True, nudge=True)
+        pts, _ = db.get_surf(subject, "flat", merge=True, nudge=True)
     lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
     w, h = svg.svgshape
     # SVG units, y down -> flat-surface units, y up

@@ -170,10 +170,80 @@ def _warn_empty(rois: RoiSet) -> None:
 
 # ------------------------------------------------------------------------------------------
 # pycortex
+_PYCORTEX_FOLDERS = (("basic", "filestore", "db"), ("webgl", "colormaps", "colormaps"))
+_PYCORTEX_REPAIRED = False
+
+
+def _installed_pycortex_folder(name: str) -> Path | None:
+    """``share/pycortex/<name>`` where pip put pycortex's data files for this interpreter (the
+    environment's data path, then the user's), None when neither holds it."""
+    import os
+    import sysconfig
+
+    schemes = [sysconfig.get_default_scheme(), f"{os.name}_user"]
+    for scheme in dict.fromkeys(schemes):
+        try:
+            data = sysconfig.get_paths(scheme)["data"]
+        except KeyError:  # a scheme this platform lacks
+            continue
+        folder = Path(data) / "share" / "pycortex" / name
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def _usable_pycortex_folder(configured: str | None, name: str) -> str | None:
+    """``configured`` when it is a folder, else pycortex's installed ``share/pycortex/<name>`` (or
+    ``configured`` again when that is missing too, for pycortex to report)."""
+    if configured and Path(configured).is_dir():
+        return configured
+    installed = _installed_pycortex_folder(name)
+    return str(installed) if installed is not None else configured
+
+
+def import_pycortex():
+    """pycortex, imported, its database and colour maps found even where its settings name folders
+    that do not exist.
+
+    pycortex writes the folder it was built in into its ``defaults.cfg`` and copies that into the
+    user's ``options.cfg`` on first import; pip reuses a wheel built in another environment (a
+    deleted one: a CI clone, an old virtual environment), so the subject database ``S1`` can sit
+    where the settings do not look. A ``filestore`` or ``colormaps`` setting that is not a folder is
+    replaced, in this process only, by the folder installed with pycortex, with a
+    :class:`~lmbrain.LmbrainWarning` naming both; no file is changed. Every lmbrain use of pycortex
+    goes through here.
+    """
+    global _PYCORTEX_REPAIRED
+    import cortex
+    from cortex import options
+
+    repairs = []
+    for section, option, name in _PYCORTEX_FOLDERS:
+        configured = options.config.get(section, option, fallback=None)
+        usable = _usable_pycortex_folder(configured, name)
+        if usable != configured:
+            options.config.set(section, option, usable)
+            repairs.append((option, configured, usable))
+            if option == "filestore":
+                import cortex.database
+
+                cortex.database.default_filestore = usable
+                if str(cortex.db.filestore) == str(configured):  # not inside another filestore's block
+                    cortex.db.filestore, cortex.db._subjects = usable, None
+    if repairs and not _PYCORTEX_REPAIRED:
+        _PYCORTEX_REPAIRED = True
+        said = "; ".join(f"{option} {old} -> {new}" for option, old, new in repairs)
+        warnings.warn(f"{options.usercfg}: pycortex's settings name folders that do not exist, so lmbrain uses "
+                      f"the ones installed with pycortex ({said}). pycortex writes the folder it was built in, and "
+                      "pip can reuse a wheel built elsewhere; set these options in that file to silence this",
+                      LmbrainWarning, stacklevel=2)
+    return cortex
+
+
 @contextlib.contextmanager
 def _pycortex_filestore(filestore):
     """Point pycortex's database at ``filestore`` for the duration of the block (None: leave it)."""
-    import cortex
+    cortex = import_pycortex()
 
     if filestore is None:
         yield cortex.db
@@ -257,12 +327,13 @@ _INK_LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 def _configured_filestore() -> str | None:
     """pycortex's configured filestore, read as ``cortex.options`` reads it (the package's
     ``defaults.cfg``, then the user's ``options.cfg``) but without importing pycortex; pycortex's own
-    ``cortex.db.filestore`` once it is imported. None when pycortex is not installed or its files are
-    not where this expects them (the caller then asks pycortex)."""
+    ``cortex.db.filestore`` once it is imported. A setting that is not a folder gives the filestore
+    installed with pycortex, as :func:`import_pycortex` does. None when pycortex is not installed or
+    its files are not where this expects them (the caller then asks pycortex)."""
     import sys
 
     if "cortex" in sys.modules and hasattr(sys.modules["cortex"], "db"):
-        return str(sys.modules["cortex"].db.filestore)
+        return _usable_pycortex_folder(str(sys.modules["cortex"].db.filestore), "db")
     import configparser
     import importlib.util
 
@@ -280,9 +351,9 @@ def _configured_filestore() -> str | None:
         cfg.read(Path(appdirs.user_data_dir("pycortex")) / "options.cfg")
     except Exception:  # noqa: BLE001 - any surprise: let pycortex resolve it
         return None
-    if cfg.has_option("basic", "filestore"):
-        return cfg.get("basic", "filestore")
-    return str(pkg.parent / "filestore" / "db")
+    configured = cfg.get("basic", "filestore") if cfg.has_option("basic", "filestore") \
+        else str(pkg.parent / "filestore" / "db")
+    return _usable_pycortex_folder(configured, "db")
 
 
 def _drawn_rois_plain(svg_path: Path) -> tuple[list[str], list[str]] | None:
@@ -354,7 +425,7 @@ def pycortex_roi_volumes(subject: str, xfm: str, roi_names, gm_sampler="thick", 
         ``{name: bool array (Z, Y, X)}`` in pycortex's (z, y, x) orientation of the transform's
         reference volume.
     """
-    import cortex
+    cortex = import_pycortex()
 
     with _pycortex_filestore(filestore) as db:
         svg = _overlays_path(db, subject)
@@ -450,9 +521,7 @@ def pycortex_rois(subject: str, xfm: str, roi_names=None, voxel_space: VoxelSpac
             raise RoiError(f"{svg}: no ROIs drawn in the overlays")
         ref = _reference(db, subject, xfm)
         if voxel_space is None:
-            import cortex
-
-            mask = np.asarray(cortex.db.get_mask(subject, xfm, gm_sampler), dtype=bool)
+            mask = np.asarray(db.get_mask(subject, xfm, gm_sampler), dtype=bool)
             voxel_space = VoxelSpace(mask=mask.T, affine=ref.affine, order="pycortex",
                                      source=f"pycortex {subject}/{xfm} mask_{gm_sampler}")
         vols = pycortex_roi_volumes(subject, xfm, roi_names, gm_sampler, threshold, cache_dir)
