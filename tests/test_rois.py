@@ -138,6 +138,49 @@ def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_one
     assert got["plain"] == got["db"] == str(mine) and got["said"] == [] and got["n"] == 80615
 
 
+def test_the_bundled_s1_is_read_where_the_configured_filestore_lacks_it(tmp_path):
+    """A LeBel user's settings name the release's pycortex-db (UTS01, ...), which has no S1: the demo's
+    geometry, ROI names, outlines and flatmaps read pycortex's bundled S1 from the filestore installed
+    with it, and the configured filestore stays pycortex's database for everything else."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("cortex")
+    installed = R._installed_pycortex_folder("db")
+    lab = tmp_path / "pycortex-db"
+    (lab / "UTS01").mkdir(parents=True)
+    cfg = tmp_path / "config" / "pycortex" / "options.cfg"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f"[basic]\nfilestore = {lab}\n\n[webgl]\ncolormaps = {installed.parent / 'colormaps'}\n")
+    code = """if True:
+        import json, sys
+        import numpy as np
+        from lmbrain import rois as R
+        from lmbrain.demo import demo_voxel_space
+        from lmbrain.plots import flatmap_figure
+        from lmbrain.plots_rois import roi_outlines
+        names = R.pycortex_roi_names("S1")
+        imported = "cortex" in sys.modules
+        space, _ = demo_voxel_space((4, 12, 12))
+        fig = flatmap_figure(space.unmask(np.ones(space.n_voxels)), space, {"subject": "S1", "xfm": "fullhead"},
+                             0, 2, "viridis", height=520)
+        ac = roi_outlines("S1", ["AC"])["AC"]
+        import cortex
+        print(json.dumps(dict(names=names, imported=imported, n=int(space.n_voxels), fig=fig is not None,
+                              ac=len(ac), db=str(cortex.db.filestore))))
+    """
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert "AC" in got["names"] and not got["imported"]
+    from lmbrain.demo import demo_voxel_space
+
+    assert got["n"] == demo_voxel_space((4, 12, 12))[0].n_voxels and got["fig"] and got["ac"] >= 1
+    assert got["db"] == str(lab)
+
+
 def test_roi_names_are_read_without_importing_pycortex_and_agree_with_it(tmp_path):
     """The workflow checks rois.names at every start; pycortex_roi_names reads S1's overlays without
     importing pycortex (about 2 s), finds the filestore pycortex is configured with, and gives pycortex's

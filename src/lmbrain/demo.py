@@ -204,18 +204,19 @@ def demo_voxel_space(stride=(2, 4, 4)) -> tuple[VoxelSpace, np.ndarray]:
 
     Returns the :class:`VoxelSpace` (pycortex order) and the (n_voxels, 3) world coordinates.
     """
-    from .rois import import_pycortex
+    from .rois import _pycortex_filestore
 
     try:
-        cortex = import_pycortex()
+        import cortex  # noqa: F401
     except Exception as exc:  # pragma: no cover - pycortex is a dependency
         raise DemoError(f"pycortex is needed for the demo geometry (pip install pycortex): {exc}") from None
-    mask_zyx = np.asarray(cortex.db.get_mask("S1", "fullhead", "thick"), dtype=bool)
+    with _pycortex_filestore(None, "S1") as db:
+        mask_zyx = np.asarray(db.get_mask("S1", "fullhead", "thick"), dtype=bool)
+        ref = db.get_xfm("S1", "fullhead").reference
     sz, sy, sx = (int(s) for s in stride)
     keep = np.zeros_like(mask_zyx)
     keep[::sz, ::sy, ::sx] = True
     sub = mask_zyx & keep
-    ref = cortex.db.get_xfm("S1", "fullhead").reference
     space = VoxelSpace(mask=sub.T, affine=ref.affine, order="pycortex", source="pycortex S1 fullhead thick mask")
     return space, space.coordinates()
 

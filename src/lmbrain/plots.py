@@ -149,19 +149,20 @@ def flatmap_figure(vol, space, surface: dict, vmin, vmax, cmap: str, log_scale: 
     ``height``: pixels of the flatmap image (pycortex's default 1024); a figure written at fewer pixels
     gains nothing from more. Call inside :func:`lmbrain.rois._pycortex_filestore` for another pycortex
     database."""
-    from .rois import import_pycortex
+    from .rois import _pycortex_filestore
 
-    cortex = import_pycortex()
-    mask = np.asarray(cortex.db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")), dtype=bool).T
-    if mask.shape != vol.shape:
-        return None
-    vol = _fill_gaps(vol, mask, space.mask)
-    data = np.log10(vol) if log_scale else vol
-    v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
-                      vmin=np.log10(vmin) if (log_scale and vmin) else vmin,
-                      vmax=np.log10(vmax) if (log_scale and vmax) else vmax, cmap=cmap)
-    return cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False, with_curvature=True,
-                                        height=int(height))
+    with _pycortex_filestore(None, surface["subject"]) as db:
+        import cortex  # imported, its folders found, by the block
+        mask = np.asarray(db.get_mask(surface["subject"], surface["xfm"], surface.get("mask", "thick")), dtype=bool).T
+        if mask.shape != vol.shape:
+            return None
+        vol = _fill_gaps(vol, mask, space.mask)
+        data = np.log10(vol) if log_scale else vol
+        v = cortex.Volume(data.T.astype(np.float32), surface["subject"], surface["xfm"],
+                          vmin=np.log10(vmin) if (log_scale and vmin) else vmin,
+                          vmax=np.log10(vmax) if (log_scale and vmax) else vmax, cmap=cmap)
+        return cortex.quickflat.make_figure(v, with_rois=False, with_labels=False, with_colorbar=False,
+                                            with_curvature=True, height=int(height))
 
 
 def brain_map(values, space, surface: dict | None, png, title: str = "", label: str = "", vmin=None, vmax=None,

@@ -188,7 +188,7 @@ def roi_outlines(subject: str, roi_names=None, filestore=None) -> dict:
 
     from .rois import RoiError, _drawn_rois, _overlays_path, _pycortex_filestore
 
-    with _pycortex_filestore(filestore) as db:
+    with _pycortex_filestore(filestore, subject) as db:
         from cortex import svgoverlay
 
         svg_path = _overlays_path(db, subject)
@@ -257,7 +257,7 @@ def roi_flatmap(values, space, surface: dict | None, png, roi_names=None, title:
     fig = None
     if surface:
         vol = space.unmask(np.asarray(values, dtype=np.float64)).astype(np.float64)
-        with _pycortex_filestore(filestore):
+        with _pycortex_filestore(filestore, surface["subject"]):
             fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale)
     if fig is None:  # no surface, or a grid that is not the surface's: slices without outlines
         return brain_map(values, space, surface, png, title=title, label=label, vmin=vmin, vmax=vmax, cmap=cmap,

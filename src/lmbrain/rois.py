@@ -240,11 +240,31 @@ def import_pycortex():
     return cortex
 
 
+def _filestore_for(subject: str | None, filestore=None):
+    """The filestore to read pycortex ``subject`` from: ``filestore`` when given; else None (pycortex's
+    configured one), unless only the filestore installed with pycortex holds the subject: pycortex's
+    bundled ``S1`` (the demo's) while the settings name a lab's own filestore (LeBel's ``pycortex-db``)."""
+    if filestore is not None or not subject:
+        return filestore
+    configured = _configured_filestore()
+    if configured is None or (Path(configured) / subject).is_dir():
+        return None
+    installed = _installed_pycortex_folder("db")
+    if installed is None or not (installed / subject).is_dir():
+        return None  # pycortex's configured filestore says what it lacks
+    log.info("pycortex subject %s is not in the configured filestore %s; reading it from %s, installed with "
+             "pycortex", subject, configured, installed)
+    return str(installed)
+
+
 @contextlib.contextmanager
-def _pycortex_filestore(filestore):
-    """Point pycortex's database at ``filestore`` for the duration of the block (None: leave it)."""
+def _pycortex_filestore(filestore, subject: str | None = None):
+    """Point pycortex's database at ``filestore`` for the duration of the block (None: leave it, or
+    where only the filestore installed with pycortex holds ``subject``, point it there:
+    :func:`_filestore_for`)."""
     cortex = import_pycortex()
 
+    filestore = _filestore_for(subject, filestore)
     if filestore is None:
         yield cortex.db
         return
@@ -310,13 +330,13 @@ def pycortex_roi_names(subject: str, filestore=None) -> list[str]:
     """
     # The workflow checks rois.names with this at every start (each dry run, each cluster job), and
     # importing pycortex takes about 2 s: the overlays file is found and read without it where it can be.
-    store = filestore if filestore is not None else _configured_filestore()
+    store = _filestore_for(subject, filestore) or _configured_filestore()
     if store is not None and Path(store).is_dir():
         svg = _subject_overlays(store, subject)
         fast = _drawn_rois_plain(svg)
         if fast is not None:
             return fast[0]
-    with _pycortex_filestore(filestore) as db:
+    with _pycortex_filestore(filestore, subject) as db:
         return _drawn_rois(_overlays_path(db, subject))[0]
 
 
@@ -427,7 +447,7 @@ def pycortex_roi_volumes(subject: str, xfm: str, roi_names, gm_sampler="thick", 
     """
     cortex = import_pycortex()
 
-    with _pycortex_filestore(filestore) as db:
+    with _pycortex_filestore(filestore, subject) as db:
         svg = _overlays_path(db, subject)
         xfm_file = Path(db.filestore) / subject / "transforms" / xfm / "matrices.xfm"
         if not xfm_file.exists():
@@ -504,7 +524,7 @@ def pycortex_rois(subject: str, xfm: str, roi_names=None, voxel_space: VoxelSpac
 
     if overlap not in OVERLAP_POLICIES:
         raise RoiError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}")
-    with _pycortex_filestore(filestore) as db:
+    with _pycortex_filestore(filestore, subject) as db:
         svg = _overlays_path(db, subject)
         drawn, undrawn = _drawn_rois(svg)
         if roi_names is None:
