@@ -82,15 +82,29 @@ def test_pycortex_unknown_roi_names_the_file_and_lists_available():
         R.pycortex_roi_volumes("S1", "nope", ["AC"])
 
 
+def _with_pycortex_settings(tmp_path, filestore, colormaps, code: str):
+    """Run ``code`` (printing JSON last) in a fresh interpreter whose pycortex settings file names
+    ``filestore`` and ``colormaps``; its parsed output and the settings file, which must be unchanged."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config" / "pycortex" / "options.cfg"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f"[basic]\nfilestore = {filestore}\n\n[webgl]\ncolormaps = {colormaps}\n")
+    before = cfg.read_bytes()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert cfg.read_bytes() == before
+    return cfg, json.loads(out.stdout.splitlines()[-1])
+
+
 def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_ones(tmp_path):
     """pycortex writes the folder it was built in into its settings, and pip reuses a wheel built in
     another (since deleted) environment: a filestore and colour-map folder that do not exist. lmbrain
     then uses the folders installed with pycortex, says so once, and changes no file; a setting that
     names a real folder is kept."""
-    import json
-    import subprocess
-    import sys
-
     pytest.importorskip("cortex")
     installed = R._installed_pycortex_folder("db")
     assert installed is not None and (installed / "S1").is_dir()
@@ -110,20 +124,8 @@ def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_one
                               colormaps=options.config.get("webgl", "colormaps"),
                               said=[str(w.message) for w in caught if issubclass(w.category, R.LmbrainWarning)])))
     """
-
-    def run(filestore, colormaps):
-        cfg = tmp_path / "config" / "pycortex" / "options.cfg"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(f"[basic]\nfilestore = {filestore}\n\n[webgl]\ncolormaps = {colormaps}\n")
-        before = cfg.read_bytes()
-        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert cfg.read_bytes() == before
-        return cfg, json.loads(out.stdout.splitlines()[-1])
-
     gone = tmp_path / "deleted-venv" / "share" / "pycortex"
-    cfg, got = run(gone / "db", gone / "colormaps")
+    cfg, got = _with_pycortex_settings(tmp_path, gone / "db", gone / "colormaps", code)
     assert got["plain"] == got["db"] == str(installed) and not got["imported"]
     assert got["n"] == 80615 and "AC" in got["names"]
     assert got["colormaps"] == str(installed.parent / "colormaps")
@@ -134,7 +136,7 @@ def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_one
     mine = tmp_path / "my-db"
     mine.mkdir()
     os.symlink(installed / "S1", mine / "S1")
-    _, got = run(mine, installed.parent / "colormaps")
+    _, got = _with_pycortex_settings(tmp_path, mine, installed.parent / "colormaps", code)
     assert got["plain"] == got["db"] == str(mine) and got["said"] == [] and got["n"] == 80615
 
 
@@ -142,17 +144,10 @@ def test_the_bundled_s1_is_read_where_the_configured_filestore_lacks_it(tmp_path
     """A LeBel user's settings name the release's pycortex-db (UTS01, ...), which has no S1: the demo's
     geometry, ROI names, outlines and flatmaps read pycortex's bundled S1 from the filestore installed
     with it, and the configured filestore stays pycortex's database for everything else."""
-    import json
-    import subprocess
-    import sys
-
     pytest.importorskip("cortex")
     installed = R._installed_pycortex_folder("db")
     lab = tmp_path / "pycortex-db"
     (lab / "UTS01").mkdir(parents=True)
-    cfg = tmp_path / "config" / "pycortex" / "options.cfg"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(f"[basic]\nfilestore = {lab}\n\n[webgl]\ncolormaps = {installed.parent / 'colormaps'}\n")
     code = """if True:
         import json, sys
         import numpy as np
@@ -170,10 +165,7 @@ def test_the_bundled_s1_is_read_where_the_configured_filestore_lacks_it(tmp_path
         print(json.dumps(dict(names=names, imported=imported, n=int(space.n_voxels), fig=fig is not None,
                               ac=len(ac), db=str(cortex.db.filestore))))
     """
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.splitlines()[-1])
+    _, got = _with_pycortex_settings(tmp_path, lab, installed.parent / "colormaps", code)
     assert "AC" in got["names"] and not got["imported"]
     from lmbrain.demo import demo_voxel_space
 

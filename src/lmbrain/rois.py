@@ -171,7 +171,6 @@ def _warn_empty(rois: RoiSet) -> None:
 # ------------------------------------------------------------------------------------------
 # pycortex
 _PYCORTEX_FOLDERS = (("basic", "filestore", "db"), ("webgl", "colormaps", "colormaps"))
-_PYCORTEX_REPAIRED = False
 
 
 def _installed_pycortex_folder(name: str) -> Path | None:
@@ -210,10 +209,9 @@ def import_pycortex():
     deleted one: a CI clone, an old virtual environment), so the subject database ``S1`` can sit
     where the settings do not look. A ``filestore`` or ``colormaps`` setting that is not a folder is
     replaced, in this process only, by the folder installed with pycortex, with a
-    :class:`~lmbrain.LmbrainWarning` naming both; no file is changed. Every lmbrain use of pycortex
-    goes through here.
+    :class:`~lmbrain.LmbrainWarning` naming both (once: the repaired settings need no repair at the
+    next call); no file is changed. Every lmbrain use of pycortex goes through here.
     """
-    global _PYCORTEX_REPAIRED
     import cortex
     from cortex import options
 
@@ -230,8 +228,7 @@ def import_pycortex():
                 cortex.database.default_filestore = usable
                 if str(cortex.db.filestore) == str(configured):  # not inside another filestore's block
                     cortex.db.filestore, cortex.db._subjects = usable, None
-    if repairs and not _PYCORTEX_REPAIRED:
-        _PYCORTEX_REPAIRED = True
+    if repairs:
         said = "; ".join(f"{option} {old} -> {new}" for option, old, new in repairs)
         warnings.warn(f"{options.usercfg}: pycortex's settings name folders that do not exist, so lmbrain uses "
                       f"the ones installed with pycortex ({said}). pycortex writes the folder it was built in, and "
