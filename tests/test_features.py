@@ -280,3 +280,59 @@ def test_state_context_caps_the_states_and_pools_beyond(kind):
             assert rel_err(fast[k][name], plain[k][name]) < 1e-6
     same = extract_in_memory(lm, TEXT, ks, pooled=True, state_context=64)
     assert all(np.array_equal(same[k][x], plain[k][x]) for k in ks for x in plain[k])
+
+
+def _contiguous_windows(src, K):
+    """Windows of K words starting at word 1 or later whose words are an unbroken run of the intact text
+    that starts at its word 1 or later (the passes a cache of the intact text holds; the first window
+    serves every word near a text's start and is not kept)."""
+    return sum(src[s] > 0 and all(src[j + 1] == src[j] + 1 for j in range(s, s + K - 1))
+               for s in range(1, len(src) - K + 1))
+
+
+@pytest.mark.parametrize("kind,state_context", [("lstm", 3), ("transformer", None)])
+def test_window_cache_runs_only_the_passes_a_scrambled_text_does_not_share(kind, state_context, monkeypatch):
+    """A text whose windows repeat the intact text's (units of 7 words in another order) reads those
+    passes from the intact text's WindowCache: the same features as without the cache and as the
+    reference, and the model runs only the other windows (counted at lm.run)."""
+    from lmbrain.features import WindowCache
+
+    text = list(dict.fromkeys(TEXT))  # distinct words, every one in the vocabulary: no window repeats another
+    vocab = Vocabulary.build(text, min_count=1)
+    lm = WordLanguageModel(build_model(tiny_spec(kind), len(vocab), seed=11), vocab, name=kind)
+    ks = [1, 2, 3, 8, 16] if state_context else [1, 2, 4]
+    K = 3 if state_context else 4  # the passes' length: state_context, or the longest k
+    units = [list(range(i, min(i + 7, len(text)))) for i in range(0, len(text), 7)]
+    src = [i for u in (units[2], units[0], units[3], units[1]) for i in u]
+    scrambled = [text[i] for i in src]
+    kw = dict(attention=True, pooled=True, state_context=state_context, max_batch_tokens=30)
+    windows = WindowCache()
+    intact = extract_in_memory(lm, text, ks, windows=windows, **kw)
+    assert len(windows) == windows.misses == len(text) - 1 and windows.hits == 0
+    plain = extract_in_memory(lm, scrambled, ks, **kw)
+
+    run = lm.run
+    ran = []
+
+    def counting(tokens, *args, **kwargs):
+        ran.append(tokens.shape[0])
+        return run(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "run", counting)
+    windows.record = False
+    cached = extract_in_memory(lm, scrambled, ks, windows=windows, **kw)
+    shared = _contiguous_windows(src, K)
+    assert 0 < shared < len(text) - 1
+    assert windows.hits == shared and sum(ran) == 1 + (len(text) - 1 - shared)  # window 0 always runs
+    assert len(windows) == len(text) - 1  # record=False: nothing added
+    ref = extract_reference(lm, scrambled, ks, pooled=True, state_context=state_context)
+    for k in ks:
+        assert set(cached[k]) == set(plain[k])
+        for name in plain[k]:
+            assert rel_err(cached[k][name], plain[k][name]) < 1e-6, (k, name)
+            assert rel_err(cached[k][name], ref[k][name]) < 1e-5, (k, name)
+    # other settings never read these entries
+    before = windows.hits
+    extract_in_memory(lm, scrambled, ks, windows=windows, **dict(kw, pooled=False))
+    assert windows.hits == before
+    assert intact[ks[0]]["hidden/layer_1"].shape[0] == len(text)

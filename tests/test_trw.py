@@ -146,6 +146,44 @@ def test_scrambling_keeps_units_durations_and_length():
         assert scramble(words, level, seed=3)["source"].tolist() == src.tolist()  # deterministic
 
 
+def test_scrambled_versions_reuse_the_intact_passes_and_equal_each_version_read_alone(monkeypatch):
+    """Each version's features equal that scrambled story read on its own (rows back in the intact
+    order), while the model runs only the windows that no unit of the intact story holds."""
+    from lmbrain.models import WordLanguageModel
+    from lmbrain.networks import build_model
+    from lmbrain.scrambling import SCRAMBLE_LEVELS, read_word_features, scramble, scrambled_versions
+    from lmbrain.vocab import Vocabulary
+    from test_features import _contiguous_windows
+    from test_models import tiny_spec
+
+    words = _story()
+    vocab = Vocabulary.build(list(words["word"]), min_count=1)
+    lm = WordLanguageModel(build_model(tiny_spec("lstm"), len(vocab), seed=5), vocab, name="lstm")
+    ks, K = [1, 2, 4, 8], 2  # state_context 2: passes of 2 words
+    run = lm.run
+    ran = []
+
+    def counting(tokens, *args, **kwargs):
+        ran.append(tokens.shape[0])
+        return run(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "run", counting)
+    got = dict(scrambled_versions(lm, 1, "pooled", words, ks, seeds=2, seed=7, state_context=K))
+    windows_run = sum(ran)
+    n = len(words)
+    expected = 1 + (n - 1)  # the intact story: window 0 and every later start
+    for (level, sd), F in got.items():
+        scr = words.assign(source=np.arange(n)) if level == "intact" else scramble(words, level, seed=7 + sd)
+        src = scr["source"].to_numpy()
+        if level != "intact":
+            expected += 1 + (n - 1 - _contiguous_windows(src, K))
+        alone = read_word_features(lm, scr, ks, 1, "pooled", state_context=K)
+        for k in ks:
+            assert np.allclose(F[k][src], alone[k], rtol=1e-6, atol=1e-7), (level, sd, k)
+    assert set(got) == {("intact", 0)} | {(lv, sd) for lv in SCRAMBLE_LEVELS for sd in range(2)}
+    assert windows_run == expected < 7 * n
+
+
 def test_survival_and_classes():
     from lmbrain.scrambling import scramble_summary, survival
 

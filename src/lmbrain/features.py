@@ -53,6 +53,37 @@ CONTEXT_METHOD = ("strict truncation: each word's features come from a causal pa
 
 
 
+class WindowCache:
+    """The read-offs of the passes already run, by the tokens of their window, for reuse by a later text.
+
+    A causal pass's read-offs depend on its window's tokens alone, so a later text (a scrambled version
+    of a story) whose window holds the same tokens takes them from here instead of running the model
+    again. Pass one cache to :func:`iter_features` (or :func:`extract_in_memory`) for every text read by
+    one model with the same settings (context lengths, layers, attention, pooled, precision, state
+    context): the settings are part of each entry's key, so a call with other settings never reads
+    another's entries. Only the passes whose window starts at a story's second word or later are
+    kept (the first window serves every word near the story start). ``record``: whether calls add
+    their passes (set it false to keep the memory to one text's passes while later texts read them).
+    ``hits`` and ``misses`` count the passes found and run while the cache was given.
+    """
+
+    def __init__(self, record: bool = True):
+        self.record = record
+        self.hits = 0
+        self.misses = 0
+        self._rows: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key):
+        return self._rows.get(key)
+
+    def add(self, key, rows: dict) -> None:
+        if self.record:
+            self._rows[key] = rows
+
+
 def _windows(lm: LanguageModel, word_ids: list[list[int]], starts, length: int):
     """Token batch ``(B, T)`` for windows of ``length`` words at ``starts``; last-token index of each word."""
     prefix = list(lm.prefix)
@@ -178,7 +209,7 @@ def _autocast(lm: LanguageModel, precision: str):
 
 def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=None, attention: bool = True,
                   max_batch_tokens: int = 8192, precision: str = "float32", progress: bool = False,
-                  pooled: bool = False, state_context: int | None = None):
+                  pooled: bool = False, state_context: int | None = None, windows: WindowCache | None = None):
     """Fast exact path: yields ``(k, start_row, arrays)`` blocks covering every (word, k).
 
     ``pooled``: also the window means of the hidden states (``pooled/layer_<l>``, module docstring),
@@ -197,6 +228,10 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
     ``max_batch_tokens`` (window tokens per forward pass), never by the story length, except with
     ``state_context`` below ``max(k)``: the features at ``state_context`` of the whole story are kept
     to derive the longer contexts.
+
+    ``windows``: a :class:`WindowCache`; passes whose window tokens it holds (with these settings) are
+    read from it instead of run, and the passes run are added to it. The features are the same up to
+    float32 rounding (a pass's numbers can differ in the last bits with the other windows of its batch).
     """
     ks = check_context_lengths(list(context_lengths))
     if state_context is not None:
@@ -205,12 +240,12 @@ def iter_features(lm: LanguageModel, words: list[str], context_lengths, layers=N
             raise ModelError(f"model '{lm.name}': state_context must be a positive number of words, not {state_context}")
     if state_context is not None and state_context < max(ks) and len(words) > state_context:
         yield from _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled,
-                           state_context)
+                           state_context, windows)
         return
-    yield from _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled)
+    yield from _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled, windows)
 
 
-def _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled, L):
+def _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled, L, windows=None):
     """:func:`iter_features` with states read from at most ``L`` words: the contexts up to ``L`` from
     ``L``-word passes, the longer ones derived from the features at ``L``.
 
@@ -225,7 +260,7 @@ def _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progr
     core = sorted({k for k in ks if k < L} | {L})
     kept: dict = {}
     for k, start, arrays in _exact(lm, words, core, layers, attention, max_batch_tokens, precision, progress,
-                                   pooled):
+                                   pooled, windows):
         if k == L:
             for name, a in arrays.items():
                 kept.setdefault(name, np.empty((n,) + a.shape[1:], dtype=a.dtype))[start: start + a.shape[0]] = a
@@ -251,7 +286,7 @@ def _capped(lm, words, ks, layers, attention, max_batch_tokens, precision, progr
         yield k, 0, out
 
 
-def _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled):
+def _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progress, pooled, windows=None):
     """:func:`iter_features` with every state read from its whole window (passes of ``max(k)`` words)."""
     layers, attn_layers = _plan(lm, layers, attention)
     n = len(words)
@@ -288,10 +323,10 @@ def _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progre
         bar.update(1)
         # windows starting at s >= 1 serve word s + k - 1 at context k
         offsets = torch.as_tensor([k - 1 for k in ks])
-        for s0 in range(1, n, batch):
-            starts = list(range(s0, min(s0 + batch, n)))
+        setting = (id(lm), tuple(ks), K, tuple(layers), tuple(attn_layers), bool(pooled), precision)
+
+        def run(starts):
             tokens, last = _windows(lm, word_ids, starts, K)
-            B = len(starts)
             # query word j = k - 1 (clamped to the window; rows past the story end are dropped below)
             qword = torch.stack([offsets.clamp(max=len(e) - 1) for e in last])  # (B, Q)
             rows_tok = torch.stack([torch.as_tensor(e)[q] for e, q in zip(last, qword)])
@@ -300,15 +335,36 @@ def _exact(lm, words, ks, layers, attention, max_batch_tokens, precision, progre
             got = _read_off(lm, out, rows_tok, tw, qword, layers, attn_layers)
             if pooled:
                 got.update(_pooled(out, _padded_ends(last), qword, layers))
+            return got
+
+        for s0 in range(1, n, batch):
+            starts = list(range(s0, min(s0 + batch, n)))
+            B = len(starts)
+            got = run(starts) if windows is None else _through_cache(windows, run, starts, setting, word_ids, K)
             for qi, k in enumerate(ks):
                 first = s0 + k - 1
                 if first >= n:
                     continue
                 m = min(B, n - first)
                 yield k, first, {name: a[:m, qi] for name, a in got.items()}
-            del out, got
+            del got
             bar.update(B)
     bar.close()
+
+
+def _through_cache(windows: WindowCache, run, starts: list, setting: tuple, word_ids, K: int) -> dict:
+    """``run(starts)``'s read-offs ``{name: (B, Q, ...)}``, the passes ``windows`` holds read from it."""
+    keys = [(setting, tuple(tuple(w) for w in word_ids[s: s + K])) for s in starts]
+    cached = [windows.get(key) for key in keys]
+    todo = [b for b, c in enumerate(cached) if c is None]
+    windows.hits += len(starts) - len(todo)
+    windows.misses += len(todo)
+    if todo:
+        fresh = run([starts[b] for b in todo])
+        for j, b in enumerate(todo):
+            cached[b] = {name: a[j].copy() if windows.record else a[j] for name, a in fresh.items()}
+            windows.add(keys[b], cached[b])
+    return {name: np.stack([c[name] for c in cached]) for name in cached[0]}
 
 
 def reference_features(lm: LanguageModel, words: list[str], i: int, k: int, layers=None, attention: bool = True,

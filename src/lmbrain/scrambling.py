@@ -155,15 +155,17 @@ def unit_lengths(stories_words, sentence_gap: float = 0.3, paragraph_gap: float 
     return out
 
 
-def read_word_features(lm, words: pd.DataFrame, ks, layer: int, kind: str, state_context: int | None = None) -> dict:
+def read_word_features(lm, words: pd.DataFrame, ks, layer: int, kind: str, state_context: int | None = None,
+                       windows=None) -> dict:
     """``{k: (n_words, n_features) float64}``: the feature ``kind`` at ``layer`` of every word of ``words``
-    (a word table) read by ``lm`` at each context length of ``ks`` (:func:`lmbrain.features.extract_in_memory`)."""
+    (a word table) read by ``lm`` at each context length of ``ks`` (:func:`lmbrain.features.extract_in_memory`;
+    ``windows``: its :class:`lmbrain.features.WindowCache`)."""
     from .features import extract_in_memory
 
     state = kind in ("hidden", "pooled")
     name = f"{kind}/layer_{layer}" if state else f"attention/layer_{layer}/{kind}"
     f = extract_in_memory(lm, [str(w) for w in words["word"]], ks, layers=[layer], attention=not state,
-                          pooled=kind == "pooled", state_context=state_context)
+                          pooled=kind == "pooled", state_context=state_context, windows=windows)
     return {k: f[k][name].reshape(len(words), -1).astype(np.float64) for k in ks}
 
 
@@ -177,13 +179,23 @@ def scrambled_versions(lm, layer: int, kind: str, words: pd.DataFrame, ks, seeds
     ``i`` is always the same word: its features in the scrambled context. These depend on the story and
     the model only, so subjects who heard the same story can share them (the workflow's
     ``scrambled_features`` rule).
+
+    A scrambled version's word whose window lies inside one unit reads the same words as in the
+    intact story, so the model's passes over such windows are taken from the intact story's
+    (:class:`lmbrain.features.WindowCache`) instead of run again: the same features up to float32
+    rounding. With a model that reads each word from at most ``state_context`` words, most windows of
+    the sentence and paragraph versions are such windows.
     """
+    from .features import WindowCache
+
     ks = [int(k) for k in ks]
-    yield ("intact", 0), read_word_features(lm, words, ks, layer, kind, state_context)
+    windows = WindowCache()
+    yield ("intact", 0), read_word_features(lm, words, ks, layer, kind, state_context, windows)
+    windows.record = False  # later versions read the intact story's passes; their own are not kept
     for lv in SCRAMBLE_LEVELS:
         for sd in range(seeds):
             scr = scramble(words, lv, seed=seed + sd, sentence_gap=sentence_gap, paragraph_gap=paragraph_gap)
-            Fs = read_word_features(lm, scr, ks, layer, kind, state_context)
+            Fs = read_word_features(lm, scr, ks, layer, kind, state_context, windows)
             src = scr["source"].to_numpy()
             aligned = {}
             for k in ks:  # back to the intact word order
