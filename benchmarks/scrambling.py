@@ -9,10 +9,14 @@ word and a longer one after every 60th, so that sentences and paragraphs exist) 
 :func:`lmbrain.scrambling.scramble_survival` with random encoding weights for ``--voxels`` voxels, each
 with a random best context length among ``--ks``. The floor is the work it cannot avoid, timed in the
 same run: the language model reading the intact story and its ``3 x --seeds`` scrambled versions at
-every context length used (:func:`lmbrain.features.extract_in_memory`) and one prediction product
-(words x features by features x voxels) per version and context length. Printed per model: the time
-of each, their ratio (1.0 = no overhead beyond the floor), words read per second (all versions) and the
-share of the floor that is the language model. Not a timed test.
+every context length used (:func:`lmbrain.features.extract_in_memory`), each distinct window once (a
+window inside one sentence or paragraph holds the same words as in the intact story:
+:class:`lmbrain.features.WindowCache`), and one prediction product (words x features by features x
+voxels) per version and context length. Printed per model: the time of each, their ratio (1.0 = no
+overhead beyond the floor), words read per second (all versions), the share of the floor that is the
+language model, and the language model reading every version whole (no window shared: how lmbrain read
+them before). ``--state-context`` caps the words each state is read from (a HuggingFace model's
+``state_context``; passes that short share most windows). Not a timed test.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import yaml  # noqa: E402
 
 from lmbrain.corpus import fetch_shakespeare, text_words  # noqa: E402
+from lmbrain.features import WindowCache  # noqa: E402
 from lmbrain.modelspec import TRAINED_TYPES, check_models  # noqa: E402
 from lmbrain.scrambling import SCRAMBLE_LEVELS, read_word_features, scramble, scramble_survival  # noqa: E402
 
@@ -52,18 +57,25 @@ def story_table(words: list[str], tr: float = 2.0) -> tuple[pd.DataFrame, np.nda
 def bench(lm, layer: int, kind: str, words: pd.DataFrame, tr_times, ks, n_voxels: int, seeds: int, state_context):
     rng = np.random.default_rng(0)
 
-    def read(w):  # the reading scramble_survival does for each version
-        return read_word_features(lm, w, ks, layer, kind, state_context)
+    def read(w, windows=None):  # the reading scramble_survival does for each version
+        return read_word_features(lm, w, ks, layer, kind, state_context, windows)
 
     probe = read(words.iloc[:8])
     n_feat = probe[ks[0]].shape[1]
     k_best = rng.choice(ks, size=n_voxels)
     weights = {k: rng.standard_normal((n_feat, int((k_best == k).sum()))) for k in ks}
 
-    # the floor: every version read by the model, one prediction product per version and k
+    # the floor: every distinct window read by the model once, one prediction product per version and k
     versions = [words] + [scramble(words, lv, seed=sd) for lv in SCRAMBLE_LEVELS for sd in range(seeds)]
     t0 = time.perf_counter()
-    feats = [read(v) for v in versions]
+    for v in versions:
+        read(v)
+    t_whole = time.perf_counter() - t0
+    windows = WindowCache()
+    t0 = time.perf_counter()
+    feats = [read(versions[0], windows)]
+    windows.record = False
+    feats += [read(v, windows) for v in versions[1:]]
     t_lm = time.perf_counter() - t0
     t0 = time.perf_counter()
     for F in feats:
@@ -79,7 +91,8 @@ def bench(lm, layer: int, kind: str, words: pd.DataFrame, tr_times, ks, n_voxels
     t_lmb = time.perf_counter() - t0
     assert len(table) == n_voxels
     return {"t_lmbrain": t_lmb, "t_floor": t_lm + t_mm, "lm_share": t_lm / (t_lm + t_mm),
-            "words_per_s": len(versions) * len(words) / t_lmb, "versions": len(versions), "n_feat": n_feat}
+            "words_per_s": len(versions) * len(words) / t_lmb, "versions": len(versions), "n_feat": n_feat,
+            "t_whole": t_whole, "shared": windows.hits / max(1, windows.hits + windows.misses)}
 
 
 def main(argv=None):
@@ -92,6 +105,8 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=3, help="scrambles per level")
     ap.add_argument("--ks", type=int, nargs="*", default=None, help="context lengths (default: the config's)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--state-context", type=int, default=None,
+                    help="words each state is read from (default: the model's state_context, if any)")
     args = ap.parse_args(argv)
     for opt in ("words", "voxels", "seeds"):
         if getattr(args, opt) < 1:
@@ -112,16 +127,18 @@ def main(argv=None):
     print(f"story: {len(story)} words, {args.voxels} voxels, {args.seeds} seeds per level, feature {kind}; "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'model':<12} {'ks':<26} {'versions':>8} {'lmbrain s':>10} {'floor s':>8} {'ratio':>7} {'words/s':>8} "
-          f"{'LM share':>9}")
+          f"{'LM share':>9} {'shared':>7} {'LM whole s':>11}")
     for name in args.models:
         spec = models[name]
         ks = sorted(args.ks or spec["context_lengths"] or cfg["features"]["context_lengths"])
         ks = [k for k in ks if k <= len(story)]
         lm = make_model(name, spec, corpus, "cpu")
         layer = lm.n_layers  # the last layer (0 = embeddings)
-        r = bench(lm, layer, kind, words, tr_times, ks, args.voxels, args.seeds, spec.get("state_context"))
+        r = bench(lm, layer, kind, words, tr_times, ks, args.voxels, args.seeds,
+                  args.state_context or spec.get("state_context"))
         print(f"{name:<12} {','.join(map(str, ks)):<26} {r['versions']:8d} {r['t_lmbrain']:10.2f} {r['t_floor']:8.2f} "
-              f"{r['t_lmbrain'] / r['t_floor']:6.2f}x {r['words_per_s']:8.0f} {r['lm_share']:9.2f}", flush=True)
+              f"{r['t_lmbrain'] / r['t_floor']:6.2f}x {r['words_per_s']:8.0f} {r['lm_share']:9.2f} "
+              f"{r['shared']:7.2f} {r['t_whole']:11.2f}", flush=True)
 
 
 if __name__ == "__main__":
