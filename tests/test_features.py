@@ -282,6 +282,19 @@ def test_state_context_caps_the_states_and_pools_beyond(kind):
     assert all(np.array_equal(same[k][x], plain[k][x]) for k in ks for x in plain[k])
 
 
+def _count_passes(monkeypatch, lm) -> list:
+    """Wrap ``lm.run``: the returned list gets the number of windows of every pass the model runs."""
+    run = lm.run
+    ran = []
+
+    def counting(tokens, *args, **kwargs):
+        ran.append(tokens.shape[0])
+        return run(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "run", counting)
+    return ran
+
+
 def _contiguous_windows(src, K):
     """Windows of K words starting at word 1 or later whose words are an unbroken run of the intact text
     that starts at its word 1 or later (the passes a cache of the intact text holds; the first window
@@ -310,15 +323,7 @@ def test_window_cache_runs_only_the_passes_a_scrambled_text_does_not_share(kind,
     intact = extract_in_memory(lm, text, ks, windows=windows, **kw)
     assert len(windows) == windows.misses == len(text) - 1 and windows.hits == 0
     plain = extract_in_memory(lm, scrambled, ks, **kw)
-
-    run = lm.run
-    ran = []
-
-    def counting(tokens, *args, **kwargs):
-        ran.append(tokens.shape[0])
-        return run(tokens, *args, **kwargs)
-
-    monkeypatch.setattr(lm, "run", counting)
+    ran = _count_passes(monkeypatch, lm)
     windows.record = False
     cached = extract_in_memory(lm, scrambled, ks, windows=windows, **kw)
     shared = _contiguous_windows(src, K)

@@ -153,21 +153,14 @@ def test_scrambled_versions_reuse_the_intact_passes_and_equal_each_version_read_
     from lmbrain.networks import build_model
     from lmbrain.scrambling import SCRAMBLE_LEVELS, read_word_features, scramble, scrambled_versions
     from lmbrain.vocab import Vocabulary
-    from test_features import _contiguous_windows
+    from test_features import _contiguous_windows, _count_passes
     from test_models import tiny_spec
 
     words = _story()
     vocab = Vocabulary.build(list(words["word"]), min_count=1)
     lm = WordLanguageModel(build_model(tiny_spec("lstm"), len(vocab), seed=5), vocab, name="lstm")
     ks, K = [1, 2, 4, 8], 2  # state_context 2: passes of 2 words
-    run = lm.run
-    ran = []
-
-    def counting(tokens, *args, **kwargs):
-        ran.append(tokens.shape[0])
-        return run(tokens, *args, **kwargs)
-
-    monkeypatch.setattr(lm, "run", counting)
+    ran = _count_passes(monkeypatch, lm)
     got = dict(scrambled_versions(lm, 1, "pooled", words, ks, seeds=2, seed=7, state_context=K))
     windows_run = sum(ran)
     n = len(words)
