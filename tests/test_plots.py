@@ -1,4 +1,4 @@
-"""Brain maps: a PNG-only preview renders its flatmap at its own pixel height, and looks as pycortex's default does."""
+"""Brain maps: a flatmap is rendered at the figure's own pixel height, and looks as pycortex's default does."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,19 @@ import pytest
 pytestmark = pytest.mark.slow  # pycortex draws four flatmaps (and caches a 520-pixel one on first use)
 
 
-def test_preview_flatmap_is_rendered_at_the_png_height_and_matches_the_default(tmp_path, monkeypatch):
+def _pdf_images(path) -> list[tuple[int, int]]:
+    """(width, height) of every image a PDF holds (matplotlib writes each as an image XObject)."""
+    import re
+
+    data = path.read_bytes()
+    return [(int(re.search(rb"/Width (\d+)", m.group(0)).group(1)), int(re.search(rb"/Height (\d+)", m.group(0)).group(1)))
+            for m in re.finditer(rb"<<[^>]*/Subtype /Image[^>]*>>", data)]
+
+
+def test_flatmaps_are_rendered_at_the_figure_height_and_match_the_default(tmp_path, monkeypatch):
+    """A brain map renders its flatmap at the figure's height in pixels (520 at 100 dpi, 780 at 150), not at
+    pycortex's 1024: the PNG looks as the 1024-pixel one does, and the PDF holds the same raster, since
+    matplotlib resamples the image to the saved dpi for the PDF too."""
     cortex = pytest.importorskip("cortex")
     import matplotlib.image as mpimg
 
@@ -29,15 +41,20 @@ def test_preview_flatmap_is_rendered_at_the_png_height_and_matches_the_default(t
     assert [p.name for p in preview] == ["preview.png"]
     full = P.brain_map(values, space, surface, tmp_path / "full.png", dpi=150, vector=True, **kw)
     assert [p.name for p in full] == ["full.png", "full.pdf"]
-    assert heights == [520, 1024]  # 5.2 inches x 100 dpi; print quality keeps pycortex's default
-    # the reference: the same preview drawn from pycortex's default 1024-pixel flatmap
+    assert heights == [520, 780]  # 5.2 inches x 100 and 150 dpi
+    # the references: the same maps drawn from pycortex's default 1024-pixel flatmap
     monkeypatch.setattr(cortex.quickflat, "make_figure", lambda *a, **k: real(*a, **{**k, "height": 1024}))
-    P.brain_map(values, space, surface, tmp_path / "reference.png", dpi=100, vector=False, **kw)
-    mine, ref = (mpimg.imread(tmp_path / f"{n}.png")[..., :3] for n in ("preview", "reference"))
-    assert mine.shape == ref.shape
-    differ = np.abs(mine - ref).max(axis=-1) > 0.1
-    print(f"mean |diff| {np.abs(mine - ref).mean():.4f}, pixels off by > 0.1: {differ.mean():.4f}")
-    assert np.abs(mine - ref).mean() < 0.01 and differ.mean() < 0.02
+    P.brain_map(values, space, surface, tmp_path / "preview_ref.png", dpi=100, vector=False, **kw)
+    P.brain_map(values, space, surface, tmp_path / "full_ref.png", dpi=150, vector=True, **kw)
+    for name in ("preview", "full"):
+        mine, ref = (mpimg.imread(tmp_path / f"{n}.png")[..., :3] for n in (name, f"{name}_ref"))
+        assert mine.shape == ref.shape
+        differ = np.abs(mine - ref).max(axis=-1) > 0.1
+        print(f"{name}: mean |diff| {np.abs(mine - ref).mean():.4f}, pixels off by > 0.1: {differ.mean():.4f}")
+        assert np.abs(mine - ref).mean() < 0.01 and differ.mean() < 0.02
+    # the PDF's flatmap raster is the axes' pixels at 150 dpi either way (fewer rows than 780, let alone 1024)
+    mine, ref = _pdf_images(tmp_path / "full.pdf"), _pdf_images(tmp_path / "full_ref.pdf")
+    assert mine == ref and max(h for _, h in mine) < 780
 
 
 def test_figures_are_saved_as_palette_pngs_close_to_the_full_colour_rendering(tmp_path):

@@ -142,6 +142,19 @@ def _fill_gaps(vol: np.ndarray, within: np.ndarray, sampled: np.ndarray) -> np.n
     return np.where(within & ~sampled, filled, vol)
 
 
+def flatmap_height(dpi: float) -> int:
+    """Pixels of the flatmap image to render for a brain map saved at ``dpi``: the figure's height in
+    pixels (``5.2 * dpi``), at most pycortex's default 1024.
+
+    More pixels would only be downsampled, in the PDF as in the PNG: matplotlib resamples an image drawn
+    with pycortex's interpolation (``nearest``, not ``none``) to the saved ``dpi`` for a vector file too,
+    so a map's PDF holds the same raster (the axes' pixels at ``dpi``) whatever the flatmap's height.
+    The map's axes are shorter than the figure, so the image is still downsampled a little. At 150 dpi
+    (780 pixels) a PNG + PDF map draws in about 0.9 s against 1.3 s at 1024; at 100 dpi (520 pixels), a
+    preview, in about 60% of the time."""
+    return min(1024, math.ceil(_MAP_INCHES[1] * dpi))
+
+
 def flatmap_figure(vol, space, surface: dict, vmin, vmax, cmap: str, log_scale: bool = False, height: int = 1024):
     """The pycortex flatmap (curvature, no colour bar) of a dataset volume ``vol`` (X, Y, Z) on the
     subject's surface (``surface``: subject, xfm, mask), cortical voxels the dataset does not sample
@@ -176,9 +189,8 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     nearest sampled voxel. ``categories``: the values are codes 0, 1, ... of these names (at most
     10), drawn in qualitative colours with a legend instead of a colour bar. Written as PNG (at
     ``dpi``) and, when ``vector``, PDF (a preview map drawn per context length is PNG only: half the
-    drawing time and a report that opens quickly). A PNG-only map renders its flatmap at the PNG's own
-    height in pixels (``5.2 * dpi``) instead of pycortex's 1024, which the PNG would only downsample
-    (about 40% of the drawing time at ``dpi=100``); a map with a PDF keeps 1024 for print.
+    drawing time and a report that opens quickly). The flatmap is rendered at the figure's own height in
+    pixels (:func:`flatmap_height`) instead of pycortex's 1024, which both files would only downsample.
     """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
@@ -193,7 +205,7 @@ def brain_map(values, space, surface: dict | None, png, title: str = "", label: 
     if surface:
         try:
             fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale,
-                                 height=1024 if vector else min(1024, math.ceil(_MAP_INCHES[1] * dpi)))
+                                 height=flatmap_height(dpi))
             if fig is not None:
                 fig.set_size_inches(*_MAP_INCHES)
                 ax = fig.axes[0]

@@ -251,20 +251,20 @@ def roi_flatmap(values, space, surface: dict | None, png, roi_names=None, title:
     """
     from matplotlib.colors import LogNorm, Normalize
 
-    from .plots import _scale, brain_map, flatmap_figure
+    from .plots import _MAP_INCHES, _scale, brain_map, flatmap_figure, flatmap_height
     from .rois import _pycortex_filestore
 
-    fig = None
+    fig, dpi = None, 150
     if surface:
         vol = space.unmask(np.asarray(values, dtype=np.float64)).astype(np.float64)
         with _pycortex_filestore(filestore, surface["subject"]):
-            fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale)
+            fig = flatmap_figure(vol, space, surface, vmin, vmax, cmap, log_scale, height=flatmap_height(dpi))
     if fig is None:  # no surface, or a grid that is not the surface's: slices without outlines
         return brain_map(values, space, surface, png, title=title, label=label, vmin=vmin, vmax=vmax, cmap=cmap,
                          log_scale=log_scale)
-    fig.set_size_inches(10, 5.2)
+    fig.set_size_inches(*_MAP_INCHES)
     ax = fig.axes[0]
     add_roi_outlines(ax, surface["subject"], roi_names, filestore=filestore)
     _scale(fig, ax, LogNorm(vmin=vmin, vmax=vmax) if log_scale else Normalize(vmin=vmin, vmax=vmax), cmap, label, None)
     ax.set_title(title)
-    return save_figure(fig, png)
+    return save_figure(fig, png, dpi=dpi)
