@@ -1,4 +1,7 @@
-"""Brain maps: a flatmap is rendered at the figure's own pixel height, and looks as pycortex's default does."""
+"""Brain maps: a flatmap is rendered at the figure's own pixel height, and looks as pycortex's default does;
+pycortex's cache files are made in a private folder and published whole."""
+
+import os
 
 import numpy as np
 import pytest
@@ -94,3 +97,71 @@ def test_figures_are_saved_as_palette_pngs_close_to_the_full_colour_rendering(tm
     palette_png(clear, tmp_path / "clear.png")
     with Image.open(tmp_path / "clear.png") as im:
         assert im.mode == "RGBA" and im.getchannel("A").getextrema()[0] == 0
+
+
+def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_path, monkeypatch):
+    """pycortex writes a missing cache file (a flatmap's pixel map per image height) in place, where a job
+    drawing beside it can read it half-written, and cannot write it at all where its cache folder is
+    read-only. lmbrain has pycortex write into a private folder and moves the files into the shared folder
+    whole afterwards: into the user's cache folder where pycortex's is read-only, else into pycortex's."""
+    import shutil
+    from pathlib import Path
+
+    cortex = pytest.importorskip("cortex")
+    import lmbrain.plots as P
+    from lmbrain import rois as R
+    from lmbrain.demo import demo_voxel_space
+
+    R.import_pycortex()
+    space, _ = demo_voxel_space((4, 12, 12))
+    vol = space.unmask(np.ones(space.n_voxels))
+    surface = {"subject": "S1", "xfm": "fullhead"}
+    made = {"flatmask_{h}.npz", "flatverts_{h}.npz", "flatpixel_fullhead_{h}_nearest_l32.npz"}
+    shared = tmp_path / "pycortex-cache"  # pycortex's "cache" setting: files in <cache>/S1/cache
+    config = cortex.options.config
+    had = config.get("basic", "cache", fallback=None)
+    config.set("basic", "cache", str(shared))
+    written = []
+    savez = np.savez
+    monkeypatch.setattr(np, "savez", lambda file, *a, **k: (written.append(Path(file)), savez(file, *a, **k))[1])
+    readonly = [True]
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: (
+        False if readonly[0] and str(p).startswith(str(shared)) else access(p, mode, *a, **k)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    try:
+        # pycortex's folder read-only: the files land, whole, in the user's cache folder
+        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
+        mine = tmp_path / "xdg" / "lmbrain" / "pycortex" / "S1"
+        assert {m.format(h=60) for m in made} <= {f.name for f in mine.iterdir()}
+        assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == mine
+                               for p in written)
+        assert not [f for f in mine.iterdir() if f.name.startswith(".")] and not list(shared.rglob("*.npz"))
+        # pycortex's folder writable and filled by an earlier job: read, nothing made; a killed job's
+        # private folder is cleared; a new height is made privately and published into pycortex's folder
+        readonly[0] = False
+        target = shared / "S1" / "cache"
+        for f in mine.iterdir():
+            shutil.copy(f, target / f.name)
+        (target / ".pycortex.building-999999999-killed").mkdir()
+        written.clear()
+        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
+        assert written == [] and not (target / ".pycortex.building-999999999-killed").exists()
+        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+        assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == target
+                               for p in written)
+        assert {m.format(h=61) for m in made} <= {f.name for f in target.iterdir()}
+        assert not [f for f in target.iterdir() if f.name.startswith(".")]
+        assert config.get("basic", "cache") == str(shared)  # the setting is restored after each block
+        # neither pycortex's folder nor the user's can be written: pycortex is left as it is, and draws
+        readonly[0] = True
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+        written.clear()
+        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+        assert written == [] and config.get("basic", "cache") == str(shared)
+    finally:
+        if had is None:
+            config.remove_option("basic", "cache")
+        else:
+            config.set("basic", "cache", had)

@@ -33,6 +33,9 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -176,7 +179,6 @@ _PYCORTEX_FOLDERS = (("basic", "filestore", "db"), ("webgl", "colormaps", "color
 def _installed_pycortex_folder(name: str) -> Path | None:
     """``share/pycortex/<name>`` where pip put pycortex's data files for this interpreter (the
     environment's data path, then the user's), None when neither holds it."""
-    import os
     import sysconfig
 
     schemes = [sysconfig.get_default_scheme(), f"{os.name}_user"]
@@ -263,7 +265,8 @@ def _pycortex_filestore(filestore, subject: str | None = None):
 
     filestore = _filestore_for(subject, filestore)
     if filestore is None:
-        yield cortex.db
+        with _pycortex_cache(cortex, subject):
+            yield cortex.db
         return
     filestore = str(Path(filestore))
     if not Path(filestore).is_dir():
@@ -273,13 +276,78 @@ def _pycortex_filestore(filestore, subject: str | None = None):
     db.filestore, db._subjects = filestore, None
     db._memocache = {}
     try:
-        yield db
+        with _pycortex_cache(cortex, subject):
+            yield db
     finally:
         db.filestore, db._subjects = saved[0], saved[1]
         if saved[2] is None:
             del db._memocache
         else:
             db._memocache = saved[2]
+
+
+@contextlib.contextmanager
+def _pycortex_cache(cortex, subject: str | None):
+    """Let pycortex write the cache files of ``subject`` where no other job reads them half-written, and
+    where it can write at all.
+
+    pycortex makes a missing cache file (a flatmap's pixel map at each image height, ~7 s; a mapper; a
+    surface's curvature) and writes it in place, into ``db.get_cache(subject)``. Jobs drawing maps side
+    by side (the encoding jobs' first maps on a fresh install, or a cluster's jobs on one shared
+    install) then both make it, and one can read the file while the other writes it: a truncated file,
+    and that map drawn as slices. A folder it cannot write (a container, a shared read-only environment)
+    gets no cache file at all, so every flatmap fails. In the block pycortex's cache folder is a private
+    one (``.pycortex.building-<pid>-*`` inside the shared folder, which :func:`lmbrain.io.remove_stale_builds`
+    clears after a killed job) holding links to the shared folder's files; the files pycortex adds there
+    are moved into the shared folder whole (``os.replace``) when the block ends without an error. The shared
+    folder is pycortex's own when writable, else ``$XDG_CACHE_HOME/lmbrain/pycortex/<subject>``
+    (``~/.cache``). Where neither can be written, pycortex is left as it is."""
+    from .io import remove_stale_builds
+
+    private = None
+    if subject and (Path(cortex.db.filestore) / subject).is_dir():  # get_cache would make a folder for any name
+        try:
+            shared = Path(cortex.db.get_cache(subject))
+        except OSError:  # a read-only folder with no cache folder yet
+            shared = None
+        try:
+            if shared is None or not os.access(shared, os.W_OK):
+                home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+                shared = Path(home) / "lmbrain" / "pycortex" / subject
+                shared.mkdir(parents=True, exist_ok=True)
+            remove_stale_builds(shared / "pycortex")
+            private = Path(tempfile.mkdtemp(prefix=f".pycortex.building-{os.getpid()}-", dir=shared))
+            cache = private / subject / "cache"  # pycortex's layout under its "cache" setting
+            cache.mkdir(parents=True)
+            for f in shared.iterdir():
+                if f.is_file() and not f.name.startswith("."):
+                    (cache / f.name).symlink_to(f)
+        except OSError:
+            if private is not None:
+                shutil.rmtree(private, ignore_errors=True)
+            private = None
+    if private is None:
+        yield
+        return
+    config = cortex.options.config
+    had = config.get("basic", "cache", fallback=None)
+    config.set("basic", "cache", str(private))
+    try:
+        try:
+            yield
+        finally:
+            if had is None:
+                config.remove_option("basic", "cache")
+            else:
+                config.set("basic", "cache", had)
+        try:
+            for f in cache.iterdir():
+                if f.is_file() and not f.is_symlink():
+                    os.replace(f, shared / f.name)
+        except OSError as exc:  # the drawing is done; the next job makes the file again
+            log.warning("could not keep pycortex's new cache files in %s (%s)", shared, exc)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _overlays_path(db, subject: str) -> Path:
