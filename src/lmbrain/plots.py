@@ -30,7 +30,7 @@ def tight_bbox(fig, dpi: float):
     ``savefig.pad_inches``, found without computing any image's pixels.
 
     matplotlib finds that box with a layout pass that draws the whole figure with drawing switched off,
-    but still resamples every image (a flatmap's curvature and data, 1024 pixels high) before discarding
+    but still resamples every image (a flatmap's curvature and data, 780 pixels high at 150 dpi) before discarding
     it, and it repeats the pass for each format saved. An image's extent, which is all the box needs,
     does not depend on its pixels, so here the images return nothing during the one layout pass
     (at the PNG's dpi, on the Agg renderer, as matplotlib's pass for a PNG): the PNG is the same, byte for
