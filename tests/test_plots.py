@@ -160,6 +160,10 @@ def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_pa
         written.clear()
         assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
         assert written == [] and config.get("basic", "cache") == str(shared)
+        # pycortex's folder read-only but holding the files (an image built with them): read, nothing made
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
+        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+        assert written == [] and not list((tmp_path / "xdg2").rglob("*.npz"))
     finally:
         if had is None:
             config.remove_option("basic", "cache")

@@ -301,17 +301,19 @@ def _pycortex_cache(cortex, subject: str | None):
     clears after a killed job) holding links to the shared folder's files; the files pycortex adds there
     are moved into the shared folder whole (``os.replace``) when the block ends without an error. The shared
     folder is pycortex's own when writable, else ``$XDG_CACHE_HOME/lmbrain/pycortex/<subject>``
-    (``~/.cache``). Where neither can be written, pycortex is left as it is."""
+    (``~/.cache``), and the files a read-only pycortex folder already holds are linked too (read, not
+    made again). Where neither can be written, pycortex is left as it is."""
     from .io import remove_stale_builds
 
     private = None
     if subject and (Path(cortex.db.filestore) / subject).is_dir():  # get_cache would make a folder for any name
         try:
-            shared = Path(cortex.db.get_cache(subject))
+            own = Path(cortex.db.get_cache(subject))
         except OSError:  # a read-only folder with no cache folder yet
-            shared = None
+            own = None
+        shared = own
         try:
-            if shared is None or not os.access(shared, os.W_OK):
+            if own is None or not os.access(own, os.W_OK):
                 home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
                 shared = Path(home) / "lmbrain" / "pycortex" / subject
                 shared.mkdir(parents=True, exist_ok=True)
@@ -319,9 +321,12 @@ def _pycortex_cache(cortex, subject: str | None):
             private = Path(tempfile.mkdtemp(prefix=f".pycortex.building-{os.getpid()}-", dir=shared))
             cache = private / subject / "cache"  # pycortex's layout under its "cache" setting
             cache.mkdir(parents=True)
-            for f in shared.iterdir():
-                if f.is_file() and not f.name.startswith("."):
-                    (cache / f.name).symlink_to(f)
+            # the shared folder's files, then those a read-only pycortex folder already holds (an image
+            # built with them) that the shared one lacks
+            for folder in dict.fromkeys(d for d in (shared, own) if d is not None and d.is_dir()):
+                for f in folder.iterdir():
+                    if f.is_file() and not f.name.startswith(".") and not os.path.lexists(cache / f.name):
+                        (cache / f.name).symlink_to(f)
         except OSError:
             if private is not None:
                 shutil.rmtree(private, ignore_errors=True)
