@@ -98,7 +98,7 @@ def test_deterministic(tmp_path, shakespeare_archive, tiny_demo):
     build_demo(resolve(other).demo_job(), progress=False)
     a, b = cfg["dataset"]["root"], other["dataset"]["root"]
     for rel in ["ground_truth.tsv", "derivative/respdict.json", "derivative/TextGrids/romeo_and_juliet_02.TextGrid"]:
-        assert open(os.path.join(a, rel), "rb").read() == open(os.path.join(b, rel), "rb").read(), rel
+        assert Path(a, rel).read_bytes() == Path(b, rel).read_bytes(), rel
     for story in ("romeo_and_juliet_01", "romeo_and_juliet_03"):
         rel = f"derivative/preprocessed_data/DEMO01/{story}.hf5"
         with h5py.File(os.path.join(a, rel)) as fa, h5py.File(os.path.join(b, rel)) as fb:

@@ -59,4 +59,13 @@ def test_every_readme_table_row_has_its_headers_cells():
     assert _table_rows_of_another_width("| a | b |\n| --- | --- |\n| 1 | 2 |\n") == []
     assert len(_table_rows_of_another_width("| a | b |\n| --- | --- |\n| 1 | 2 | | 3\n| x (|y|) | 2 |\n")) == 2
     assert _table_rows_of_another_width("| a | b |\n| --- | --- |\n| x (\\|y\\|) | 2 |\n") == []
-    assert _table_rows_of_another_width((ROOT / "README.md").read_text()) == []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        assert _table_rows_of_another_width(doc.read_text()) == [], doc.name
+
+
+def test_readme_links_name_files_of_the_repository():
+    """Every relative link of the README (a figure, docs/demo-runs.md) names a file of the repository."""
+    text = (ROOT / "README.md").read_text()
+    links = [link for link in re.findall(r"\]\(([^)\s#]+)\)", text) if "://" not in link]
+    assert "docs/demo-runs.md" in links
+    assert [link for link in links if not (ROOT / link).is_file()] == []
