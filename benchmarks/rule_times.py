@@ -3,12 +3,19 @@
     python benchmarks/rule_times.py                      # results/benchmarks of this checkout
     python benchmarks/rule_times.py --results /path/to/results --since 2026-12-03T05:00
     python benchmarks/rule_times.py --logs logs --cores 2     # and how the jobs filled the cores
+    python benchmarks/rule_times.py --leave-out smollm2 DEMO02   # what the run would cost without them
 
 Every job of the workflow writes ``results/benchmarks/...tsv`` (its ``benchmark:`` directive: wall
 seconds, CPU seconds, peak resident memory). The rule of a file is read from its path
 (:func:`rule_of`); ``--since`` keeps only files written after a time (the jobs of one run when older
 files are still there). Prints a Markdown table: jobs, summed wall and CPU seconds, the longest job and
 the largest peak memory per rule, largest total first, and the totals.
+
+``--leave-out NAME ...`` drops the jobs whose benchmark path has one of the names as a folder or file
+name (a model, ``smollm2``; a subject, ``DEMO02``; ``group``, the group jobs)
+and prints the table of the rest, with the job time left out and what the rest would take at
+``--cores`` jobs at a time: an estimate from the jobs' own times, not a run (the jobs left are not
+faster for running alone, and the packing onto the cores is never perfect).
 
 ``--logs DIR`` (the run's ``logs`` folder) adds how the jobs were packed onto ``--cores``: every job's
 log has the lines ``rule <name> started`` and ``rule <name> finished``, timed to the millisecond, so the
@@ -59,10 +66,18 @@ def rule_of(rel: Path) -> str:
     return stage
 
 
-def summarise(folder: Path, since: float | None = None) -> dict:
+def left_out(rel: Path, names) -> bool:
+    """Whether the benchmark file ``rel`` (relative to ``results/benchmarks``) is a job of one of
+    ``names``: a folder or the file's own name (without ``.tsv``) equal to one of them."""
+    return bool(set(rel.with_suffix("").parts) & set(names))
+
+
+def summarise(folder: Path, since: float | None = None, leave_out=()) -> dict:
     rows = {}
     for path in sorted(folder.rglob("*.tsv")):
         if since is not None and path.stat().st_mtime < since:
+            continue
+        if left_out(path.relative_to(folder), leave_out):
             continue
         with open(path, newline="") as fh:
             records = list(csv.DictReader(fh, delimiter="\t"))
@@ -133,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--since", default=None, help="ISO time: only benchmark files written after it")
     ap.add_argument("--logs", type=Path, default=None, help="the run's logs folder: also print how the jobs filled the cores")
     ap.add_argument("--cores", type=int, default=2, help="the run's --cores (default 2)")
+    ap.add_argument("--leave-out", nargs="+", default=[], metavar="NAME",
+                    help="drop the jobs with NAME in their benchmark path (a model, a subject, group) and estimate the rest")
     args = ap.parse_args(argv)
     if args.cores < 1:
         ap.error("--cores must be at least 1")
@@ -140,15 +157,27 @@ def main(argv=None):
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no benchmark files (run the workflow first)")
     since = datetime.fromisoformat(args.since).timestamp() if args.since else None
-    rows = summarise(folder, since)
-    if not rows:
+    every = summarise(folder, since)
+    if not every:
         raise SystemExit(f"{folder}: no benchmark files" + (f" written after {args.since}" if since else ""))
+    rows = summarise(folder, since, args.leave_out) if args.leave_out else every
+    if args.leave_out:
+        unknown = [n for n in args.leave_out if not any(left_out(p.relative_to(folder), [n]) for p in folder.rglob("*.tsv"))]
+        if unknown:
+            raise SystemExit(f"--leave-out: no benchmark file of {', '.join(unknown)} in {folder}")
     print("| rule | jobs | wall s (sum) | CPU s (sum) | longest job s | peak memory MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for rule, a in sorted(rows.items(), key=lambda kv: -kv[1]["wall"]):
         print(f"| {rule} | {a['jobs']} | {a['wall']:.0f} | {a['cpu']:.0f} | {a['longest']:.0f} | {a['rss']:.0f} |")
     print(f"| total | {sum(a['jobs'] for a in rows.values())} | {sum(a['wall'] for a in rows.values()):.0f} | "
           f"{sum(a['cpu'] for a in rows.values()):.0f} | | |")
+    if args.leave_out:
+        total = sum(a["wall"] for a in every.values())
+        rest = sum(a["wall"] for a in rows.values())
+        n_out = sum(a["jobs"] for a in every.values()) - sum(a["jobs"] for a in rows.values())
+        print(f"\nleft out ({', '.join(args.leave_out)}): {n_out} jobs, {total - rest:.0f} of {total:.0f} s of job time; "
+              f"the rest, {rest:.0f} s, is {rest / args.cores:.0f} s ({rest / args.cores / 60:.1f} min) at {args.cores} "
+              f"jobs at a time (an estimate, not a run)")
     if args.logs is not None:
         spans = job_spans(args.logs, since)
         if not spans:

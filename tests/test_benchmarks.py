@@ -87,6 +87,19 @@ def test_rule_times_sums_the_benchmark_files_per_rule(tmp_path):
     assert rows["scrambled_features"] == ["1", "12", "20", "12", "450"]
     assert rows["total"][:3] == ["11", "370", "453"]
     assert list(rows)[0] == "decode"  # largest wall time first
+    # --leave-out: the jobs with a name in their path dropped (a subject, a model, the group jobs)
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--leave-out", "DEMO01", "group", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr
+    table, note = proc.stdout.split("\n\n")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:]}
+    assert "encoding_model" not in rows and "decode" not in rows and "group" not in rows
+    assert rows["total"][:2] == ["6", "117"] and rows["extract_features"][:2] == ["2", "10"]
+    assert note.strip() == ("left out (DEMO01, group): 5 jobs, 253 of 370 s of job time; the rest, 117 s, is 58 s "
+                            "(1.0 min) at 2 jobs at a time (an estimate, not a run)")
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--leave-out", "lstm")  # a model: its jobs in every stage
+    assert proc.returncode == 0 and "left out (lstm): 9 jobs" in proc.stdout, proc.stdout
+    proc = _run("rule_times", "--results", str(tmp_path / "results"), "--leave-out", "DEMO09")
+    assert proc.returncode != 0 and "no benchmark file of DEMO09" in proc.stderr
     proc = _run("rule_times", "--results", str(tmp_path / "none"))
     assert proc.returncode != 0 and "no benchmark files" in proc.stderr
 
