@@ -140,6 +140,34 @@ def test_pycortex_settings_naming_missing_folders_fall_back_to_the_installed_one
     assert got["plain"] == got["db"] == str(mine) and got["said"] == [] and got["n"] == 80615
 
 
+def test_pycortex_is_imported_without_its_inkscape_notice(tmp_path):
+    """pycortex prints "Inkscape not found. Some tests will be skipped. ..." on stdout when imported on
+    a machine without Inkscape, which lmbrain never needs (it draws no pycortex ROI labels): lmbrain
+    imports it without that line, once per process, and passes on anything else the import prints."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake" / "cortex"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('print("Inkscape not found. Some tests will be skipped. If you are on a Mac")\n'
+                                      'print("something else pycortex says")\nLOADED = True\n')
+    code = ("from lmbrain.rois import _import_cortex\n"
+            "a = _import_cortex(); b = _import_cortex(); assert a is b and a.LOADED; print('done')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["something else pycortex says", "done"]
+    # the real pycortex, through import_pycortex (every lmbrain use of pycortex), where it prints the notice
+    pytest.importorskip("cortex")
+    plain = subprocess.run([sys.executable, "-c", "import cortex"], capture_output=True, text=True, timeout=120)
+    if "Inkscape not found" not in plain.stdout:
+        pytest.skip("pycortex finds Inkscape on this machine and prints no notice")
+    ours = subprocess.run([sys.executable, "-c", "from lmbrain.rois import import_pycortex; import_pycortex()"],
+                          capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0, ours.stderr
+    assert "Inkscape" not in ours.stdout + ours.stderr
+
+
 def test_the_bundled_s1_is_read_where_the_configured_filestore_lacks_it(tmp_path):
     """A LeBel user's settings name the release's pycortex-db (UTS01, ...), which has no S1: the demo's
     geometry, ROI names, outlines and flatmaps read pycortex's bundled S1 from the filestore installed

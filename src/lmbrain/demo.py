@@ -204,10 +204,10 @@ def demo_voxel_space(stride=(2, 4, 4)) -> tuple[VoxelSpace, np.ndarray]:
 
     Returns the :class:`VoxelSpace` (pycortex order) and the (n_voxels, 3) world coordinates.
     """
-    from .rois import _pycortex_filestore
+    from .rois import _import_cortex, _pycortex_filestore
 
     try:
-        import cortex  # noqa: F401
+        _import_cortex()
     except Exception as exc:  # pragma: no cover - pycortex is a dependency
         raise DemoError(f"pycortex is needed for the demo geometry (pip install pycortex): {exc}") from None
     with _pycortex_filestore(None, "S1") as db:

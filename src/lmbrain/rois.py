@@ -202,6 +202,30 @@ def _usable_pycortex_folder(configured: str | None, name: str) -> str | None:
     return str(installed) if installed is not None else configured
 
 
+# what pycortex prints on stdout when imported on a machine without Inkscape (cortex.testing_utils)
+_INKSCAPE_NOTICE = "Inkscape not found. Some tests will be skipped."
+
+
+def _import_cortex():
+    """``import cortex``, without the notice pycortex prints on import where Inkscape is missing
+    ("Inkscape not found. Some tests will be skipped. ..."). pycortex needs Inkscape only to draw its
+    ROI outlines and labels onto a flatmap, which lmbrain never asks for (``with_rois=False``; lmbrain
+    draws ROI outlines itself), so the notice told a workflow's user about tests they never run, once
+    per job that imports pycortex (19 times in a one-subject demo run). Anything else the import prints
+    is printed as before."""
+    import sys
+
+    if "cortex" in sys.modules:
+        return sys.modules["cortex"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        import cortex
+    rest = [line for line in out.getvalue().splitlines() if not line.startswith(_INKSCAPE_NOTICE)]
+    if rest:
+        print("\n".join(rest))
+    return cortex
+
+
 def import_pycortex():
     """pycortex, imported, its database and colour maps found even where its settings name folders
     that do not exist.
@@ -214,7 +238,7 @@ def import_pycortex():
     :class:`~lmbrain.LmbrainWarning` naming both (once: the repaired settings need no repair at the
     next call); no file is changed. Every lmbrain use of pycortex goes through here.
     """
-    import cortex
+    cortex = _import_cortex()
     from cortex import options
 
     repairs = []
