@@ -99,6 +99,48 @@ def test_figures_are_saved_as_palette_pngs_close_to_the_full_colour_rendering(tm
         assert im.mode == "RGBA" and im.getchannel("A").getextrema()[0] == 0
 
 
+def test_a_mapper_cache_pycortex_would_make_again_is_made_privately_too(tmp_path):
+    """pycortex reads an existing cache file as it is, but makes a mapper's (``cortex.get_mapper``) again
+    when it is not newer than its transform, and ``np.savez`` would write the new one through a link into
+    the shared file, in place. Such a file is not linked into the private folder: pycortex makes the new
+    one there, and it replaces the shared one whole (a new file) when the block ends."""
+    from pathlib import Path
+
+    cortex = pytest.importorskip("cortex")
+    from lmbrain import rois as R
+
+    R.import_pycortex()
+    shared = tmp_path / "pycortex-cache"  # pycortex's "cache" setting: files in <cache>/S1/cache
+    (shared / "S1" / "cache").mkdir(parents=True)
+    made = shared / "S1" / "cache" / "fullhead_pointnn.npz"
+    config = cortex.options.config
+    had = config.get("basic", "cache", fallback=None)
+    config.set("basic", "cache", str(shared))
+    try:
+        with R._pycortex_filestore(None, "S1"):
+            cortex.get_mapper("S1", "fullhead", "nearest")
+        assert made.is_file()
+        first = made.stat().st_ino
+        with R._pycortex_filestore(None, "S1"):  # newer than the transform: read through its link
+            cortex.get_mapper("S1", "fullhead", "nearest")
+        assert made.stat().st_ino == first
+        xfm = Path(cortex.db.get_paths("S1")["xfmdir"].format(xfmname="fullhead"))
+        made.write_bytes(b"an old mapper")  # older than its transform: pycortex makes it again
+        os.utime(made, (xfm.stat().st_mtime - 10, xfm.stat().st_mtime - 10))
+        with R._pycortex_filestore(None, "S1"):
+            mapper = cortex.get_mapper("S1", "fullhead", "nearest")
+            # the shared file untouched while pycortex writes the new one
+            assert made.read_bytes() == b"an old mapper" and made.stat().st_ino == first
+        assert mapper.masks[0].shape == (mapper.masks[0].shape[0], int(np.prod(mapper.shape)))
+        assert made.stat().st_ino != first and made.stat().st_mtime > xfm.stat().st_mtime
+        assert not [f for f in made.parent.iterdir() if f.name.startswith(".")]
+    finally:
+        if had is None:
+            config.remove_option("basic", "cache")
+        else:
+            config.set("basic", "cache", had)
+
+
 def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_path, monkeypatch):
     """pycortex writes a missing cache file (a flatmap's pixel map per image height) in place, where a job
     drawing beside it can read it half-written, and cannot write it at all where its cache folder is

@@ -322,7 +322,8 @@ def _pycortex_cache(cortex, subject: str | None):
     and that map drawn as slices. A folder it cannot write (a container, a shared read-only environment)
     gets no cache file at all, so every flatmap fails. In the block pycortex's cache folder is a private
     one (``.pycortex.building-<pid>-*`` inside the shared folder, which :func:`lmbrain.io.remove_stale_builds`
-    clears after a killed job) holding links to the shared folder's files; the files pycortex adds there
+    clears after a killed job) holding links to the shared folder's files (but a mapper's that pycortex would
+    make again: :func:`_stale_mappers`); the files pycortex adds there
     are moved into the shared folder whole (``os.replace``) when the block ends without an error. The shared
     folder is pycortex's own when writable, else ``$XDG_CACHE_HOME/lmbrain/pycortex/<subject>``
     (``~/.cache``), and the files a read-only pycortex folder already holds are linked too (read, not
@@ -346,10 +347,13 @@ def _pycortex_cache(cortex, subject: str | None):
             cache = private / subject / "cache"  # pycortex's layout under its "cache" setting
             cache.mkdir(parents=True)
             # the shared folder's files, then those a read-only pycortex folder already holds (an image
-            # built with them) that the shared one lacks
+            # built with them) that the shared one lacks; not a file pycortex would make again, which it
+            # would write through the link into the shared file, in place
+            stale = _stale_mappers(cortex, subject)
             for folder in dict.fromkeys(d for d in (shared, own) if d is not None and d.is_dir()):
                 for f in folder.iterdir():
-                    if f.is_file() and not f.name.startswith(".") and not os.path.lexists(cache / f.name):
+                    if (f.is_file() and not f.name.startswith(".") and not os.path.lexists(cache / f.name)
+                            and not stale(f)):
                         (cache / f.name).symlink_to(f)
         except OSError:
             if private is not None:
@@ -377,6 +381,29 @@ def _pycortex_cache(cortex, subject: str | None):
             log.warning("could not keep pycortex's new cache files in %s (%s)", shared, exc)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _stale_mappers(cortex, subject: str):
+    """A test of whether pycortex would make a cache file of ``subject`` again although it exists.
+
+    pycortex reads an existing cache file as it is, except a mapper's (``<xfm>_<type>.npz``, made by
+    ``cortex.get_mapper``), which it makes again unless it is newer than its transform
+    (``transforms/<xfm>/matrices.xfm``; never for ``identity``)."""
+    try:
+        xfmdir = cortex.db.get_paths(subject)["xfmdir"]
+        xfms = {p.parent.name: p for p in Path(xfmdir.format(xfmname="*")).parent.parent.glob("*/matrices.xfm")
+                if p.parent.name != "identity"}
+    except Exception:  # a subject without transforms: no mapper to make
+        xfms = {}
+
+    def stale(f: Path) -> bool:
+        xfm = next((x for name, x in xfms.items() if f.name.startswith(name + "_") and f.suffix == ".npz"), None)
+        try:
+            return xfm is not None and f.stat().st_mtime <= xfm.stat().st_mtime
+        except OSError:
+            return False
+
+    return stale
 
 
 def _overlays_path(db, subject: str) -> Path:
