@@ -72,27 +72,33 @@ def left_out(rel: Path, names) -> bool:
     return bool(set(rel.with_suffix("").parts) & set(names))
 
 
-def summarise(folder: Path, since: float | None = None, leave_out=()) -> dict:
-    rows = {}
+def read_jobs(folder: Path, since: float | None = None) -> list[dict]:
+    """One record per benchmark file under ``folder`` (written after ``since``): its path relative to
+    ``folder`` (``rel``), rule, wall and CPU seconds and peak resident memory (MB)."""
+    jobs = []
     for path in sorted(folder.rglob("*.tsv")):
         if since is not None and path.stat().st_mtime < since:
-            continue
-        if left_out(path.relative_to(folder), leave_out):
             continue
         with open(path, newline="") as fh:
             records = list(csv.DictReader(fh, delimiter="\t"))
         if not records:
             continue
-        r = records[-1]
-        rule = rule_of(path.relative_to(folder))
-        s, cpu = float(r["s"]), float(r["cpu_time"])
+        r, rel = records[-1], path.relative_to(folder)
         rss = float(r["max_rss"]) if r["max_rss"] not in ("", "NA", "-") else float("nan")
-        agg = rows.setdefault(rule, {"jobs": 0, "wall": 0.0, "cpu": 0.0, "longest": 0.0, "rss": 0.0})
+        jobs.append({"rel": rel, "rule": rule_of(rel), "s": float(r["s"]), "cpu": float(r["cpu_time"]), "rss": rss})
+    return jobs
+
+
+def summarise(jobs) -> dict:
+    """Per rule: jobs, summed wall and CPU seconds, the longest job and the largest peak memory."""
+    rows = {}
+    for job in jobs:
+        agg = rows.setdefault(job["rule"], {"jobs": 0, "wall": 0.0, "cpu": 0.0, "longest": 0.0, "rss": 0.0})
         agg["jobs"] += 1
-        agg["wall"] += s
-        agg["cpu"] += cpu
-        agg["longest"] = max(agg["longest"], s)
-        agg["rss"] = max(agg["rss"], rss)
+        agg["wall"] += job["s"]
+        agg["cpu"] += job["cpu"]
+        agg["longest"] = max(agg["longest"], job["s"])
+        agg["rss"] = max(agg["rss"], job["rss"])
     return rows
 
 
@@ -157,14 +163,14 @@ def main(argv=None):
     if not folder.is_dir():
         raise SystemExit(f"{folder}: no benchmark files (run the workflow first)")
     since = datetime.fromisoformat(args.since).timestamp() if args.since else None
-    every = summarise(folder, since)
-    if not every:
+    jobs = read_jobs(folder, since)
+    if not jobs:
         raise SystemExit(f"{folder}: no benchmark files" + (f" written after {args.since}" if since else ""))
-    rows = summarise(folder, since, args.leave_out) if args.leave_out else every
-    if args.leave_out:
-        unknown = [n for n in args.leave_out if not any(left_out(p.relative_to(folder), [n]) for p in folder.rglob("*.tsv"))]
-        if unknown:
-            raise SystemExit(f"--leave-out: no benchmark file of {', '.join(unknown)} in {folder}")
+    unknown = [n for n in args.leave_out if not any(left_out(job["rel"], [n]) for job in jobs)]
+    if unknown:
+        raise SystemExit(f"--leave-out: no benchmark file of {', '.join(unknown)} in {folder}")
+    every = summarise(jobs)
+    rows = summarise([job for job in jobs if not left_out(job["rel"], args.leave_out)])
     print("| rule | jobs | wall s (sum) | CPU s (sum) | longest job s | peak memory MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for rule, a in sorted(rows.items(), key=lambda kv: -kv[1]["wall"]):
