@@ -99,7 +99,23 @@ def test_figures_are_saved_as_palette_pngs_close_to_the_full_colour_rendering(tm
         assert im.mode == "RGBA" and im.getchannel("A").getextrema()[0] == 0
 
 
-def test_a_mapper_cache_pycortex_would_make_again_is_made_privately_too(tmp_path):
+@pytest.fixture
+def pycortex_cache_setting(tmp_path):
+    """pycortex's ``cache`` setting pointed at an empty folder (its files in ``<cache>/<subject>/cache``)
+    for the test, and restored after it."""
+    cortex = pytest.importorskip("cortex")
+    config = cortex.options.config
+    had = config.get("basic", "cache", fallback=None)
+    shared = tmp_path / "pycortex-cache"
+    config.set("basic", "cache", str(shared))
+    yield shared
+    if had is None:
+        config.remove_option("basic", "cache")
+    else:
+        config.set("basic", "cache", had)
+
+
+def test_a_mapper_cache_pycortex_would_make_again_is_made_privately_too(pycortex_cache_setting):
     """pycortex reads an existing cache file as it is, but makes a mapper's (``cortex.get_mapper``) again
     when it is not newer than its transform, and ``np.savez`` would write the new one through a link into
     the shared file, in place. Such a file is not linked into the private folder: pycortex makes the new
@@ -110,38 +126,30 @@ def test_a_mapper_cache_pycortex_would_make_again_is_made_privately_too(tmp_path
     from lmbrain import rois as R
 
     R.import_pycortex()
-    shared = tmp_path / "pycortex-cache"  # pycortex's "cache" setting: files in <cache>/S1/cache
+    shared = pycortex_cache_setting
     (shared / "S1" / "cache").mkdir(parents=True)
     made = shared / "S1" / "cache" / "fullhead_pointnn.npz"
-    config = cortex.options.config
-    had = config.get("basic", "cache", fallback=None)
-    config.set("basic", "cache", str(shared))
-    try:
-        with R._pycortex_filestore(None, "S1"):
-            cortex.get_mapper("S1", "fullhead", "nearest")
-        assert made.is_file()
-        first = made.stat().st_ino
-        with R._pycortex_filestore(None, "S1"):  # newer than the transform: read through its link
-            cortex.get_mapper("S1", "fullhead", "nearest")
-        assert made.stat().st_ino == first
-        xfm = Path(cortex.db.get_paths("S1")["xfmdir"].format(xfmname="fullhead"))
-        made.write_bytes(b"an old mapper")  # older than its transform: pycortex makes it again
-        os.utime(made, (xfm.stat().st_mtime - 10, xfm.stat().st_mtime - 10))
-        with R._pycortex_filestore(None, "S1"):
-            mapper = cortex.get_mapper("S1", "fullhead", "nearest")
-            # the shared file untouched while pycortex writes the new one
-            assert made.read_bytes() == b"an old mapper" and made.stat().st_ino == first
-        assert mapper.masks[0].shape == (mapper.masks[0].shape[0], int(np.prod(mapper.shape)))
-        assert made.stat().st_ino != first and made.stat().st_mtime > xfm.stat().st_mtime
-        assert not [f for f in made.parent.iterdir() if f.name.startswith(".")]
-    finally:
-        if had is None:
-            config.remove_option("basic", "cache")
-        else:
-            config.set("basic", "cache", had)
+    with R._pycortex_filestore(None, "S1"):
+        cortex.get_mapper("S1", "fullhead", "nearest")
+    assert made.is_file()
+    first = made.stat().st_ino
+    with R._pycortex_filestore(None, "S1"):  # newer than the transform: read through its link
+        cortex.get_mapper("S1", "fullhead", "nearest")
+    assert made.stat().st_ino == first
+    xfm = Path(cortex.db.get_paths("S1")["xfmdir"].format(xfmname="fullhead"))
+    made.write_bytes(b"an old mapper")  # older than its transform: pycortex makes it again
+    os.utime(made, (xfm.stat().st_mtime - 10, xfm.stat().st_mtime - 10))
+    with R._pycortex_filestore(None, "S1"):
+        mapper = cortex.get_mapper("S1", "fullhead", "nearest")
+        # the shared file untouched while pycortex writes the new one
+        assert made.read_bytes() == b"an old mapper" and made.stat().st_ino == first
+    assert mapper.masks[0].shape == (mapper.masks[0].shape[0], int(np.prod(mapper.shape)))
+    assert made.stat().st_ino != first and made.stat().st_mtime > xfm.stat().st_mtime
+    assert not [f for f in made.parent.iterdir() if f.name.startswith(".")]
 
 
-def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_path, monkeypatch):
+def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_path, monkeypatch,
+                                                                          pycortex_cache_setting):
     """pycortex writes a missing cache file (a flatmap's pixel map per image height) in place, where a job
     drawing beside it can read it half-written, and cannot write it at all where its cache folder is
     read-only. lmbrain has pycortex write into a private folder and moves the files into the shared folder
@@ -159,10 +167,8 @@ def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_pa
     vol = space.unmask(np.ones(space.n_voxels))
     surface = {"subject": "S1", "xfm": "fullhead"}
     made = {"flatmask_{h}.npz", "flatverts_{h}.npz", "flatpixel_fullhead_{h}_nearest_l32.npz"}
-    shared = tmp_path / "pycortex-cache"  # pycortex's "cache" setting: files in <cache>/S1/cache
+    shared = pycortex_cache_setting  # pycortex's "cache" setting: files in <cache>/S1/cache
     config = cortex.options.config
-    had = config.get("basic", "cache", fallback=None)
-    config.set("basic", "cache", str(shared))
     written = []
     savez = np.savez
     monkeypatch.setattr(np, "savez", lambda file, *a, **k: (written.append(Path(file)), savez(file, *a, **k))[1])
@@ -171,43 +177,37 @@ def test_pycortex_caches_are_made_in_a_private_folder_and_published_whole(tmp_pa
     monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: (
         False if readonly[0] and str(p).startswith(str(shared)) else access(p, mode, *a, **k)))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    try:
-        # pycortex's folder read-only: the files land, whole, in the user's cache folder
-        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
-        mine = tmp_path / "xdg" / "lmbrain" / "pycortex" / "S1"
-        assert {m.format(h=60) for m in made} <= {f.name for f in mine.iterdir()}
-        assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == mine
-                               for p in written)
-        assert not [f for f in mine.iterdir() if f.name.startswith(".")] and not list(shared.rglob("*.npz"))
-        # pycortex's folder writable and filled by an earlier job: read, nothing made; a killed job's
-        # private folder is cleared; a new height is made privately and published into pycortex's folder
-        readonly[0] = False
-        target = shared / "S1" / "cache"
-        for f in mine.iterdir():
-            shutil.copy(f, target / f.name)
-        (target / ".pycortex.building-999999999-killed").mkdir()
-        written.clear()
-        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
-        assert written == [] and not (target / ".pycortex.building-999999999-killed").exists()
-        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
-        assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == target
-                               for p in written)
-        assert {m.format(h=61) for m in made} <= {f.name for f in target.iterdir()}
-        assert not [f for f in target.iterdir() if f.name.startswith(".")]
-        assert config.get("basic", "cache") == str(shared)  # the setting is restored after each block
-        # neither pycortex's folder nor the user's can be written: pycortex is left as it is, and draws
-        readonly[0] = True
-        (tmp_path / "a-file").write_text("")
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
-        written.clear()
-        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
-        assert written == [] and config.get("basic", "cache") == str(shared)
-        # pycortex's folder read-only but holding the files (an image built with them): read, nothing made
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
-        assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
-        assert written == [] and not list((tmp_path / "xdg2").rglob("*.npz"))
-    finally:
-        if had is None:
-            config.remove_option("basic", "cache")
-        else:
-            config.set("basic", "cache", had)
+    # pycortex's folder read-only: the files land, whole, in the user's cache folder
+    assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
+    mine = tmp_path / "xdg" / "lmbrain" / "pycortex" / "S1"
+    assert {m.format(h=60) for m in made} <= {f.name for f in mine.iterdir()}
+    assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == mine
+                           for p in written)
+    assert not [f for f in mine.iterdir() if f.name.startswith(".")] and not list(shared.rglob("*.npz"))
+    # pycortex's folder writable and filled by an earlier job: read, nothing made; a killed job's
+    # private folder is cleared; a new height is made privately and published into pycortex's folder
+    readonly[0] = False
+    target = shared / "S1" / "cache"
+    for f in mine.iterdir():
+        shutil.copy(f, target / f.name)
+    (target / ".pycortex.building-999999999-killed").mkdir()
+    written.clear()
+    assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=60) is not None
+    assert written == [] and not (target / ".pycortex.building-999999999-killed").exists()
+    assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+    assert written and all(p.parents[2].name.startswith(".pycortex.building-") and p.parents[3] == target
+                           for p in written)
+    assert {m.format(h=61) for m in made} <= {f.name for f in target.iterdir()}
+    assert not [f for f in target.iterdir() if f.name.startswith(".")]
+    assert config.get("basic", "cache") == str(shared)  # the setting is restored after each block
+    # neither pycortex's folder nor the user's can be written: pycortex is left as it is, and draws
+    readonly[0] = True
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    written.clear()
+    assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+    assert written == [] and config.get("basic", "cache") == str(shared)
+    # pycortex's folder read-only but holding the files (an image built with them): read, nothing made
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
+    assert P.flatmap_figure(vol, space, surface, 0, 2, "viridis", height=61) is not None
+    assert written == [] and not list((tmp_path / "xdg2").rglob("*.npz"))
