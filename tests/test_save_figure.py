@@ -53,3 +53,20 @@ def test_save_figure_crops_as_tight_and_resamples_each_image_once_per_format(tmp
     box = [float(v) for v in pdf.split(b"/MediaBox [")[1].split(b"]")[0].split()]
     # the PDF has the PNG's box: pixels at 120 dpi are 0.6 points
     assert abs(box[2] - want.shape[1] * 72 / 120) < 1.5 and abs(box[3] - want.shape[0] * 72 / 120) < 1.5
+
+
+def test_a_figure_saved_on_two_days_is_the_same_file(tmp_path, monkeypatch):
+    """Two runs write the same PNG and PDF, byte for byte: the PDF carries no creation date (matplotlib
+    writes the time of saving by default, so every PDF of a run differed from the previous run's)."""
+    from lmbrain.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    saved = []
+    for day, folder in ((0, "a"), (400, "b")):  # matplotlib's clock for the PDF's date, one day each
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(86_400 * day))
+        saved.append(save_figure(_figure(plt), tmp_path / folder / "fig.png", dpi=60))
+    first, second = saved
+    assert [p.suffix for p in first] == [".png", ".pdf"]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert b"CreationDate" not in first[1].read_bytes()

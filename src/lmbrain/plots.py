@@ -60,7 +60,8 @@ def save_figure(fig, png: str | os.PathLike, dpi: int = 150, vector: bool = True
     cropped as ``bbox_inches="tight"`` would (one layout pass for both: :func:`tight_bbox`).
 
     The PNG is stored with a 256-colour palette (:func:`palette_png`): a third of the RGBA file's size,
-    which keeps the HTML report (every figure embedded) small; the PDF is the exact, vector figure."""
+    which keeps the HTML report (every figure embedded) small; the PDF is the exact, vector figure, written
+    without matplotlib's creation date so that two runs write the same bytes (the PNG holds none)."""
     import io
 
     png = Path(png)
@@ -72,8 +73,8 @@ def save_figure(fig, png: str | os.PathLike, dpi: int = 150, vector: bool = True
                 buf = io.BytesIO()
                 fig.savefig(buf, dpi=dpi, bbox_inches=box, format="png", pil_kwargs={"compress_level": 1})
                 palette_png(buf, tmp)
-            else:
-                fig.savefig(tmp, dpi=dpi, bbox_inches=box, format=path.suffix[1:])
+            else:  # no creation date: a PDF of the same figure is the same file, run after run
+                fig.savefig(tmp, dpi=dpi, bbox_inches=box, format=path.suffix[1:], metadata={"CreationDate": None})
         out.append(path)
     _pyplot().close(fig)
     return out
