@@ -169,8 +169,8 @@ def main(argv=None):
     unknown = [n for n in args.leave_out if not any(left_out(job["rel"], [n]) for job in jobs)]
     if unknown:
         raise SystemExit(f"--leave-out: no benchmark file of {', '.join(unknown)} in {folder}")
-    every = summarise(jobs)
-    rows = summarise([job for job in jobs if not left_out(job["rel"], args.leave_out)])
+    kept = [job for job in jobs if not left_out(job["rel"], args.leave_out)]
+    rows = summarise(kept)
     print("| rule | jobs | wall s (sum) | CPU s (sum) | longest job s | peak memory MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for rule, a in sorted(rows.items(), key=lambda kv: -kv[1]["wall"]):
@@ -178,9 +178,8 @@ def main(argv=None):
     print(f"| total | {sum(a['jobs'] for a in rows.values())} | {sum(a['wall'] for a in rows.values()):.0f} | "
           f"{sum(a['cpu'] for a in rows.values()):.0f} | | |")
     if args.leave_out:
-        total = sum(a["wall"] for a in every.values())
-        rest = sum(a["wall"] for a in rows.values())
-        n_out = sum(a["jobs"] for a in every.values()) - sum(a["jobs"] for a in rows.values())
+        total, rest = sum(job["s"] for job in jobs), sum(job["s"] for job in kept)
+        n_out = len(jobs) - len(kept)
         print(f"\nleft out ({', '.join(args.leave_out)}): {n_out} jobs, {total - rest:.0f} of {total:.0f} s of job time; "
               f"the rest, {rest:.0f} s, is {rest / args.cores:.0f} s ({rest / args.cores / 60:.1f} min) at {args.cores} "
               f"jobs at a time (an estimate, not a run)")
